@@ -295,12 +295,8 @@ class ResourceList(_Model):
 class WorkerResources(_Model):
     """Requests and limits of each worker pod."""
 
-    requests: ResourceList = _field(
-        "Guaranteed resources.", default_factory=lambda: ResourceList(cpu="500m", memory="512Mi")
-    )
-    limits: ResourceList = _field(
-        "Upper bounds.", default_factory=lambda: ResourceList(cpu="2", memory="1Gi")
-    )
+    requests: ResourceList = _field("Guaranteed resources.", default=ResourceList(cpu="500m", memory="512Mi"))
+    limits: ResourceList = _field("Upper bounds.", default=ResourceList(cpu="2", memory="1Gi"))
 
 
 class WorkersSpec(_Model):

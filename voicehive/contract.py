@@ -1,0 +1,81 @@
+"""Names shared by operator, orchestrator and worker: labels, annotations, env vars, naming.
+
+Every component reads these constants instead of spelling strings itself, so renaming a label
+is a one-line change. Nothing here may derive a name from personal data in clear: session
+names come from the keyed room hash (``voicehive.privacy``), never from the room name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Final
+
+from voicehive.api.models import GROUP
+
+# Labels (selectable) ---------------------------------------------------------------------
+LABEL_PART_OF: Final = "app.kubernetes.io/part-of"
+LABEL_COMPONENT: Final = "app.kubernetes.io/component"
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+LABEL_LINE: Final = f"{GROUP}/line"  # HotelLine name, on worker pods, VoiceSessions, Riva objects
+LABEL_WORKER_STATE: Final = f"{GROUP}/worker-state"  # idle | claimed, on worker pods
+LABEL_WORKER: Final = f"{GROUP}/worker"  # worker pod name, on the VoiceSession it serves
+LABEL_SESSION: Final = f"{GROUP}/session"  # VoiceSession name, on the worker pod serving it
+LABEL_SPEC_HASH: Final = f"{GROUP}/spec-hash"  # hash of the line spec a warm pod was built from
+LABEL_CALLER_HASH: Final = f"{GROUP}/caller"  # first 63 hex chars of the caller hash (erasure)
+LABEL_ASR_POOL: Final = f"{GROUP}/asr-pool"  # shared Riva deployment key (region + model)
+
+WORKER_IDLE: Final = "idle"
+WORKER_CLAIMED: Final = "claimed"
+
+COMPONENT_WORKER: Final = "worker"
+COMPONENT_ASR: Final = "asr"
+MANAGER: Final = "voicehive-operator"
+
+# Annotations -----------------------------------------------------------------------------
+ANNOTATION_ERASE: Final = f"{GROUP}/erase-caller"  # on a HotelLine: caller hash(es) to erase
+
+# Worker pod environment (operator writes, worker reads) -----------------------------------
+ENV_LINE_NAME: Final = "VOICEHIVE_LINE"
+ENV_NAMESPACE: Final = "VOICEHIVE_NAMESPACE"
+ENV_POD_NAME: Final = "VOICEHIVE_POD_NAME"
+ENV_LINE_SPEC: Final = "VOICEHIVE_LINE_SPEC"  # the HotelLine spec as JSON (holds no secrets)
+ENV_RIVA_SERVER: Final = "VOICEHIVE_RIVA_SERVER"  # host:port
+ENV_REDIS_URL: Final = "VOICEHIVE_REDIS_URL"
+ENV_PII_KEY: Final = "VOICEHIVE_PII_KEY"
+ENV_TRANSCRIPT_KEY: Final = "VOICEHIVE_TRANSCRIPT_KEY"
+ENV_AGENT_TOKEN: Final = "VOICEHIVE_AGENT_TOKEN"
+ENV_LIVEKIT_URL: Final = "LIVEKIT_URL"
+ENV_LIVEKIT_API_KEY: Final = "LIVEKIT_API_KEY"
+ENV_LIVEKIT_API_SECRET: Final = "LIVEKIT_API_SECRET"
+ENV_AZURE_OPENAI_API_KEY: Final = "AZURE_OPENAI_API_KEY"
+ENV_ELEVEN_API_KEY: Final = "ELEVEN_API_KEY"
+
+# LiveKit ---------------------------------------------------------------------------------
+# Attribute set by the line's dispatch rule on every SIP participant, so a webhook names its
+# line without parsing the room name (which also carries the caller's number).
+ATTRIBUTE_LINE: Final = "voicehive.line"  # value: "<namespace>/<name>"
+
+
+def line_key(namespace: str, name: str) -> str:
+    """The ``namespace/name`` key of a HotelLine, as carried in LiveKit attributes and metadata."""
+    return f"{namespace}/{name}"
+
+
+def room_prefix(namespace: str, name: str) -> str:
+    """Room-name prefix unique to a line across the whole LiveKit project.
+
+    Hashed so that a long namespace/name cannot overflow LiveKit's room-name limit; the
+    orchestrator maps a room back to its line through this prefix when attributes are absent.
+    """
+    digest = hashlib.sha256(line_key(namespace, name).encode()).hexdigest()[:10]
+    return f"vh-{digest}-"
+
+
+def session_name(room_hash: str) -> str:
+    """VoiceSession name for a call: from the keyed room hash, never from the room name."""
+    return f"vs-{room_hash[:20]}"
+
+
+def caller_label(caller_hash: str) -> str:
+    """Label value for a caller hash (label values are limited to 63 characters)."""
+    return caller_hash[:63]
