@@ -6,10 +6,12 @@ at test time, yields the running fake (``.url`` / ``.address``) and stops it aft
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator
 
 import pytest_asyncio
 
+from tests.fakes.azure_openai import AzureOpenAIFake
 from tests.fakes.riva import RivaFake
 
 
@@ -17,4 +19,11 @@ from tests.fakes.riva import RivaFake
 async def riva_fake() -> AsyncIterator[RivaFake]:
     """A Riva ASR fake with the default streaming model and an empty script."""
     async with RivaFake() as fake:
+        yield fake
+
+
+@pytest_asyncio.fixture
+async def azure_fake() -> AsyncIterator[AzureOpenAIFake]:
+    """An Azure OpenAI fake with one deployment ("gpt-4o"), a fresh key and a scripted responder."""
+    async with AzureOpenAIFake(api_key=secrets.token_urlsafe(24)) as fake:
         yield fake
