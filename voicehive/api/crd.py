@@ -58,7 +58,10 @@ def _inline(schema: Any, defs: dict[str, Any]) -> Any:
     rules = node.get("x-voicehive-cel")
     if rules:
         out.pop("x-voicehive-cel", None)
-        out["x-kubernetes-validations"] = [{"rule": rule, "message": message} for rule, message in rules]
+        out["x-kubernetes-validations"] = [
+            {"rule": rule[0], "message": rule[1], **({"fieldPath": rule[2]} if len(rule) > 2 else {})}
+            for rule in rules
+        ]
     return out
 
 

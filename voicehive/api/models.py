@@ -28,7 +28,7 @@ API_VERSION = f"{GROUP}/{VERSION}"
 E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"  # noqa: S105 (a pattern, not a secret)
 LANGUAGE_PATTERN = r"^[a-z]{2}(-[A-Z]{2})?$"
 TIME_ZONE_PATTERN = r"^(UTC|[A-Z][A-Za-z_]+(/[A-Za-z0-9_+\-]+){1,2})$"
 HHMM_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
@@ -100,8 +100,9 @@ class _Model(BaseModel):
         use_enum_values=True,
     )
 
-    # CEL rules for this object, copied into the CRD as x-kubernetes-validations.
-    cel_rules: ClassVar[tuple[tuple[str, str], ...]] = ()
+    # CEL rules for this object, copied into the CRD as x-kubernetes-validations:
+    # (rule, message) or (rule, message, fieldPath relative to this object).
+    cel_rules: ClassVar[tuple[tuple[str, ...], ...]] = ()
 
     def to_wire(self) -> dict[str, Any]:
         """The JSON a Kubernetes client sends: camelCase, no unset optionals."""
@@ -152,7 +153,7 @@ class SipSpec(_Model):
 
     cel_rules = (
         (
-            "size(self.allowedAddresses) > 0 || has(self.auth)",
+            "(has(self.allowedAddresses) && size(self.allowedAddresses) > 0) || has(self.auth)",
             "sip: set allowedAddresses or auth, otherwise anyone on the internet could call in "
             "on this trunk",
         ),
@@ -422,6 +423,7 @@ class HotelLineSpec(_Model):
             "!has(self.asr.language) || self.languages.exists(l, l == self.asr.language || "
             "l.startsWith(self.asr.language + '-') || self.asr.language.startsWith(l + '-'))",
             "asr.language must be one of the line's languages",
+            ".asr.language",
         ),
     )
 
@@ -564,7 +566,7 @@ class _Resource(_Model):
     """Common envelope of our custom resources."""
 
     model_config = ConfigDict(extra="ignore")
-    api_version: Literal["voicehive.io/v1alpha1"] = Field(default=API_VERSION, alias="apiVersion")
+    api_version: Literal["voicehive.io/v1alpha1"] = Field(default="voicehive.io/v1alpha1", alias="apiVersion")
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
 
 

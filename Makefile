@@ -1,0 +1,53 @@
+# VoiceHive developer commands. Every target sets up what it needs on a fresh machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+APT_PACKAGES := redis-server redis-tools espeak-ng sox
+
+.PHONY: help
+help: ## list the commands
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+# --- set-up -------------------------------------------------------------------------------
+.PHONY: system-deps
+system-deps: ## install the Debian packages tests and demo need (redis-server, espeak-ng, sox)
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get install -y -q $$missing >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q $$missing >/dev/null; }; \
+	fi
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 is required"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+.PHONY: venv
+venv: $(STAMP) ## create the virtual environment and install VoiceHive with its dev tools
+
+# --- quality ------------------------------------------------------------------------------
+.PHONY: lint
+lint: venv ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+.PHONY: crds
+crds: venv ## regenerate crds/ from the pydantic models
+	$(BIN)/python -m voicehive.api.crd crds
+
+.PHONY: test
+test: system-deps venv ## the whole suite: lint, type-check, tests (starts what it needs itself)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+# --- benchmarks ---------------------------------------------------------------------------
+.PHONY: bench
+bench: ## run every benchmark; JSON results land in bench/results/

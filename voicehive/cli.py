@@ -1,0 +1,128 @@
+"""The ``voicehive`` command: one entry point for every component.
+
+Each subcommand imports its component lazily, so ``voicehive --help`` and ``voicehive validate``
+start fast and work without the heavy media stack loaded.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    name="voicehive",
+    help="VoiceHive: Kubernetes-native voice agents that answer hotel phone lines.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@app.command()
+def validate(
+    files: Annotated[list[Path], typer.Argument(help="YAML files holding HotelLine/VoiceSession resources.")],
+) -> None:
+    """Check resources offline against the CRD schema, its CEL rules and the operator's models."""
+    import yaml
+
+    from voicehive.api.validation import validate as validate_document
+
+    failed = False
+    for path in files:
+        try:
+            documents = [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc]
+        except (OSError, yaml.YAMLError) as exc:
+            typer.echo(f"{path}: cannot read: {exc}", err=True)
+            failed = True
+            continue
+        for document in documents:
+            if not isinstance(document, dict) or not str(document.get("apiVersion", "")).startswith("voicehive.io/"):
+                continue
+            name = document.get("metadata", {}).get("name", "?")
+            problems = validate_document(document)
+            if problems:
+                failed = True
+                for problem in problems:
+                    typer.echo(f"{path}: {document.get('kind')} {name}: {problem}", err=True)
+            else:
+                typer.echo(f"{path}: {document.get('kind')} {name}: valid")
+    raise typer.Exit(1 if failed else 0)
+
+
+@app.command()
+def crds(
+    out: Annotated[Path, typer.Option(help="Directory to write the CRD YAML into.")] = Path("crds"),
+) -> None:
+    """Write the CustomResourceDefinitions generated from the API models."""
+    from voicehive.api.crd import write_crds
+
+    for path in write_crds(out):
+        typer.echo(f"wrote {path}")
+
+
+@app.command()
+def operator(
+    namespace: Annotated[list[str] | None, typer.Option("--namespace", "-n", help="Namespace(s) to watch.")] = None,
+    all_namespaces: Annotated[bool, typer.Option("--all-namespaces", "-A", help="Watch every namespace.")] = False,
+    peering: Annotated[str | None, typer.Option(help="Kopf peering name for HA (standby replicas).")] = None,
+) -> None:
+    """Run the operator: HotelLines become SIP trunks, Riva ASR and warm workers; calls get pods."""
+    from voicehive_operator.main import run
+
+    run(namespaces=namespace or [], all_namespaces=all_namespaces, peering=peering)
+
+
+@app.command()
+def orchestrator(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    redis_url: Annotated[str | None, typer.Option(help="Redis URL [env: VOICEHIVE_REDIS_URL].")] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="TLS certificate (PEM) [env: VOICEHIVE_TLS_CERT].")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="TLS private key (PEM) [env: VOICEHIVE_TLS_KEY].")] = None,
+    plain_http: Annotated[bool, typer.Option(help="Serve plain HTTP without TLS (development only).")] = False,
+) -> None:
+    """Run the orchestrator: the seed's webhook API, the CallManager and Redis call state."""
+    from voicehive_orchestrator.main import serve
+
+    serve(
+        host=host,
+        port=port,
+        redis_url=redis_url,
+        tls_cert=str(tls_cert) if tls_cert else None,
+        tls_key=str(tls_key) if tls_key else None,
+        plain_http=plain_http,
+    )
+
+
+@app.command()
+def worker(
+    line: Annotated[Path | None, typer.Option(help="HotelLine YAML (default: the spec in VOICEHIVE_LINE_SPEC).")] = None,
+) -> None:
+    """Run one per-call worker: start warm, wait for a call, serve it, drain and exit."""
+    from voicehive_worker.entrypoint import main as worker_main
+
+    worker_main(line_file=line)
+
+
+@app.command()
+def call(
+    line: Annotated[Path, typer.Option(help="HotelLine YAML to take the configuration from.")],
+    say: Annotated[list[str] | None, typer.Option(help="A caller utterance, synthesised locally; repeatable.")] = None,
+    audio: Annotated[list[Path] | None, typer.Option(help="A WAV file the caller plays as is; repeatable.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Directory to write the agent's reply audio into.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="One JSON object per turn.")] = False,
+) -> None:
+    """Simulate a phone call to a line through the real pipeline (local engines without keys)."""
+    from voicehive_worker.simulate import run_call
+
+    raise typer.Exit(run_call(line, says=say or [], audios=audio or [], out_dir=out, as_json=json_output))
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())
