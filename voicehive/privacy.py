@@ -173,7 +173,9 @@ def is_hash(value: str) -> bool:
 
 
 class Sealer:
-    """AES-256-GCM sealing of small secrets into ASCII tokens ``v1.<base64url(nonce|ct)>``.
+    """AES-256-GCM sealing of small secrets into ASCII tokens ``v1_<base64url(nonce|ct)>``.
+
+    The alphabet (letters, digits, ``-_=``) fits the CRD pattern of ``sealedCallRef``.
 
     ``context`` is authenticated (AAD): a token sealed for one call cannot be replayed into
     another call's record without failing to open.
@@ -187,10 +189,10 @@ class Sealer:
     def seal(self, plaintext: bytes, context: str = "") -> str:
         nonce = secrets.token_bytes(_NONCE_BYTES)
         ciphertext = self._aead.encrypt(nonce, plaintext, context.encode())
-        return f"{_SEAL_VERSION}.{base64.urlsafe_b64encode(nonce + ciphertext).decode('ascii')}"
+        return f"{_SEAL_VERSION}_{base64.urlsafe_b64encode(nonce + ciphertext).decode('ascii')}"
 
     def open(self, token: str, context: str = "") -> bytes:
-        version, _, body = token.partition(".")
+        version, _, body = token.partition("_")
         if version != _SEAL_VERSION or not body:
             raise SealError("not a sealed value")
         try:

@@ -1,0 +1,440 @@
+"""Redis call state: the one key layout under ``vh:`` and its atomic writes.
+
+WHY: Redis is where the orchestrator replicas and the per-call workers share live call state.
+An event acknowledged with 2xx must be durable and an event answered with 503 must have left
+nothing behind, so every change of one call is a single ``MULTI``/``EXEC`` guarded by ``WATCH``
+(optimistic concurrency): the CallManager's decision is recomputed if a concurrent writer
+touched the call, and a dropped connection leaves either all of the change or none of it.
+
+Key layout (``<ref>`` is the call reference ``c-<20 hex>``, a keyed hash of the room name;
+``<caller>`` is the 64-hex keyed hash of the caller's number). No key or value holds a phone
+number, a room name or transcript text in clear. Every key carries a TTL equal to the line's
+metadata retention (default 30 days), refreshed on every write of the call.
+
+===================================  ======  ==================================================
+key                                  type    content
+===================================  ======  ==================================================
+``vh:call:<ref>``                    hash    call record: phase, line, namespace, hotel_id,
+                                             caller_hash, participant_hash, language, reason,
+                                             created_at, updated_at, answered_at, ended_at,
+                                             turns, last_intent, intent:<name> counters,
+                                             events, retention_s, version
+``vh:call:<ref>:events``             stream  append-only log, one entry per accepted delivery:
+                                             event_id, type, actor, outcome, from, to, reason, at
+``vh:call:<ref>:seen``               set     dedupe ids of accepted deliveries (keyed hashes)
+``vh:call:<ref>:transcript``         stream  one entry per transcript segment: text (AES-GCM
+                                             token, AAD = ref), language, confidence, is_final,
+                                             intent, intent_confidence, at
+``vh:caller:<caller>``               set     call refs of one caller (erasure by caller hash)
+``vh:active``                        zset    live call refs scored by last update (active calls)
+``vh:sessions:pending``              hash    ref -> JSON VoiceSession request (sealed room name)
+                                             not yet created in Kubernetes (retry queue)
+===================================  ======  ==================================================
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, WatchError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from voicehive.lifecycle import CallPhase, EndReason
+
+KEY_PREFIX = "vh:"
+ACTIVE_KEY = "vh:active"
+PENDING_SESSIONS_KEY = "vh:sessions:pending"
+DEFAULT_RETENTION_DAYS = 30
+DAY_SECONDS = 86_400
+# How long a call may stay "active" without an update before /metrics stops counting it
+# (a crashed worker never sends call_ended; the retention GC ends such calls later).
+ACTIVE_STALE_SECONDS = 6 * 3600
+_MAX_WATCH_RETRIES = 50
+
+
+def call_key(ref: str) -> str:
+    return f"vh:call:{ref}"
+
+
+def events_key(ref: str) -> str:
+    return f"vh:call:{ref}:events"
+
+
+def seen_key(ref: str) -> str:
+    return f"vh:call:{ref}:seen"
+
+
+def transcript_key(ref: str) -> str:
+    return f"vh:call:{ref}:transcript"
+
+
+def caller_key(caller_hash: str) -> str:
+    return f"vh:caller:{caller_hash}"
+
+
+def call_keys(ref: str) -> tuple[str, ...]:
+    """Every key that belongs to one call (for TTLs and erasure)."""
+    return (call_key(ref), events_key(ref), seen_key(ref), transcript_key(ref))
+
+
+def retention_seconds(days: int | float | None) -> int:
+    days = DEFAULT_RETENTION_DAYS if days is None or days <= 0 else days
+    return max(60, int(days * DAY_SECONDS))
+
+
+class StoreUnavailable(Exception):
+    """Redis could not be reached or did not answer; nothing was written. Retry later."""
+
+    retry_after_seconds = 2
+
+
+class Outcome(StrEnum):
+    """What one delivery did to a call."""
+
+    APPLIED = "applied"  # the phase changed
+    RECORDED = "recorded"  # accepted and logged, phase unchanged (e.g. a transcript)
+    STALE = "stale"  # accepted and logged, but the transition is not allowed (late/out of order)
+    DUPLICATE = "duplicate"  # already accepted before: nothing written
+    NOT_FOUND = "not_found"  # the call does not exist and this event may not create it
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """A call as stored (no personal data)."""
+
+    ref: str
+    phase: CallPhase
+    line: str | None = None
+    namespace: str | None = None
+    hotel_id: str | None = None
+    caller_hash: str | None = None
+    participant_hash: str | None = None
+    language: str | None = None
+    reason: EndReason | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    answered_at: float | None = None
+    ended_at: float | None = None
+    turns: int = 0
+    last_intent: str | None = None
+    intents: Mapping[str, int] = field(default_factory=dict)
+    events: int = 0
+    retention_s: int = DEFAULT_RETENTION_DAYS * DAY_SECONDS
+    version: int = 0
+    session: str | None = None  # VoiceSession: None, "pending" (queued) or "created"
+
+    @classmethod
+    def from_hash(cls, ref: str, raw: Mapping[str, str]) -> CallRecord:
+        def opt(name: str) -> str | None:
+            value = raw.get(name)
+            return value if value else None
+
+        def opt_float(name: str) -> float | None:
+            value = raw.get(name)
+            return float(value) if value else None
+
+        reason = opt("reason")
+        return cls(
+            ref=ref,
+            phase=CallPhase(raw.get("phase", CallPhase.PENDING.value)),
+            line=opt("line"),
+            namespace=opt("namespace"),
+            hotel_id=opt("hotel_id"),
+            caller_hash=opt("caller_hash"),
+            participant_hash=opt("participant_hash"),
+            language=opt("language"),
+            reason=EndReason(reason) if reason and reason in EndReason._value2member_map_ else None,
+            created_at=float(raw.get("created_at", 0) or 0),
+            updated_at=float(raw.get("updated_at", 0) or 0),
+            answered_at=opt_float("answered_at"),
+            ended_at=opt_float("ended_at"),
+            turns=int(raw.get("turns", 0) or 0),
+            last_intent=opt("last_intent"),
+            intents={k.removeprefix("intent:"): int(v) for k, v in raw.items() if k.startswith("intent:")},
+            events=int(raw.get("events", 0) or 0),
+            retention_s=int(raw.get("retention_s", 0) or DEFAULT_RETENTION_DAYS * DAY_SECONDS),
+            version=int(raw.get("version", 0) or 0),
+            session=opt("session"),
+        )
+
+    def public(self) -> dict[str, Any]:
+        """The JSON shape served by ``GET /v1/calls/{call_sid}`` (still no personal data)."""
+        return {
+            "call_ref": self.ref,
+            "phase": self.phase.value,
+            "line": self.line,
+            "hotel_id": self.hotel_id,
+            "caller_hash": self.caller_hash,
+            "language": self.language,
+            "end_reason": self.reason.value if self.reason else None,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "answered_at": self.answered_at,
+            "ended_at": self.ended_at,
+            "turns": self.turns,
+            "last_intent": self.last_intent,
+            "intents": dict(self.intents),
+            "events": self.events,
+        }
+
+
+@dataclass
+class Plan:
+    """The writes one delivery makes, decided by the CallManager from the current record."""
+
+    outcome: Outcome
+    event: dict[str, str]
+    phase: CallPhase | None = None
+    fields: dict[str, str] = field(default_factory=dict)
+    set_once: dict[str, str] = field(default_factory=dict)
+    increments: dict[str, int] = field(default_factory=dict)
+    transcript: dict[str, str] | None = None
+    caller_hash: str | None = None
+    active: bool | None = None
+    pending_session: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    outcome: Outcome
+    before: CallRecord | None
+    after: CallRecord | None
+    plan: Plan | None
+
+    @property
+    def created(self) -> bool:
+        return self.before is None and self.after is not None
+
+
+Decide = Callable[[CallRecord | None, bool], Plan]
+"""``decide(current_record_or_None, already_seen) -> Plan``; must be pure (it may run again)."""
+
+
+class CallStore:
+    """Async access to the ``vh:`` key space. All writes of one call are atomic."""
+
+    def __init__(self, redis: Redis) -> None:
+        # redis-py's async stubs type replies as "Awaitable[T] | T"; Any keeps call sites honest
+        # without a cast on every line.
+        self.redis: Any = redis
+
+    @classmethod
+    def from_url(cls, url: str, *, timeout_s: float = 2.0, max_connections: int = 128) -> CallStore:
+        client = Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            max_connections=max_connections,
+            health_check_interval=10,
+        )
+        return cls(client)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.redis.ping())
+        except (RedisError, OSError):
+            return False
+
+    # ------------------------------------------------------------------ reads
+
+    async def get(self, ref: str) -> CallRecord | None:
+        raw = await self._guard(self.redis.hgetall(call_key(ref)))
+        return CallRecord.from_hash(ref, raw) if raw else None
+
+    async def events(self, ref: str) -> list[dict[str, str]]:
+        entries = await self._guard(self.redis.xrange(events_key(ref)))
+        return [dict(fields) for _id, fields in entries]
+
+    async def transcript(self, ref: str) -> list[dict[str, str]]:
+        """Stored segments; ``text`` is still sealed (open it with the transcript Sealer)."""
+        entries = await self._guard(self.redis.xrange(transcript_key(ref)))
+        return [dict(fields) for _id, fields in entries]
+
+    async def calls_of_caller(self, caller_hash: str) -> set[str]:
+        return set(await self._guard(self.redis.smembers(caller_key(caller_hash))))
+
+    async def active_count(self, now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        return int(await self._guard(self.redis.zcount(ACTIVE_KEY, now - ACTIVE_STALE_SECONDS, "+inf")))
+
+    # ------------------------------------------------------------------ the one write path
+
+    async def apply(self, ref: str, decide: Decide, *, dedupe_id: str, retention_s: int) -> ApplyResult:
+        """Run ``decide`` on the current state and write its plan atomically.
+
+        Retries when another writer changed the call in between (WATCH). Raises
+        :class:`StoreUnavailable` when Redis is unreachable; in that case nothing was written
+        (or, if the connection broke after EXEC, everything was: a retry then sees a duplicate).
+        """
+        keys = (call_key(ref), seen_key(ref))
+        try:
+            pipe: Any
+            async with self.redis.pipeline(transaction=True) as pipe:
+                for _attempt in range(_MAX_WATCH_RETRIES):
+                    try:
+                        await pipe.watch(*keys)
+                        raw = await pipe.hgetall(call_key(ref))
+                        seen = bool(await pipe.sismember(seen_key(ref), dedupe_id))
+                        before = CallRecord.from_hash(ref, raw) if raw else None
+                        plan = decide(before, seen)
+                        if plan.outcome in (Outcome.DUPLICATE, Outcome.NOT_FOUND):
+                            await pipe.unwatch()
+                            return ApplyResult(plan.outcome, before, before, None)
+                        ttl = max(retention_s, before.retention_s if before else 0)
+                        pipe.multi()
+                        self._queue_writes(pipe, ref, before, plan, dedupe_id, ttl)
+                        await pipe.execute()
+                        return ApplyResult(plan.outcome, before, _merge(ref, before, plan, ttl), plan)
+                    except WatchError:
+                        continue
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise StoreUnavailable(str(type(exc).__name__)) from exc
+        raise StoreUnavailable("too much contention on one call")
+
+    def _queue_writes(
+        self, pipe: Any, ref: str, before: CallRecord | None, plan: Plan, dedupe_id: str, ttl: int
+    ) -> None:
+        ckey = call_key(ref)
+        now = plan.event.get("at", f"{time.time():.6f}")
+        mapping: dict[str, str] = dict(plan.fields)
+        if before is None:
+            mapping.setdefault("created_at", now)
+            mapping.setdefault("phase", (plan.phase or CallPhase.PENDING).value)
+            mapping.update({k: v for k, v in plan.set_once.items() if v})
+        else:
+            absent = {
+                "line": before.line,
+                "namespace": before.namespace,
+                "hotel_id": before.hotel_id,
+                "caller_hash": before.caller_hash,
+                "participant_hash": before.participant_hash,
+                "language": before.language,
+            }
+            mapping.update({k: v for k, v in plan.set_once.items() if v and not absent.get(k, "x")})
+        if plan.phase is not None:
+            mapping["phase"] = plan.phase.value
+        mapping["updated_at"] = now
+        mapping["retention_s"] = str(ttl)
+        pipe.hset(ckey, mapping=mapping)
+        pipe.hincrby(ckey, "version", 1)
+        pipe.hincrby(ckey, "events", 1)
+        for name, amount in plan.increments.items():
+            pipe.hincrby(ckey, name, amount)
+        pipe.sadd(seen_key(ref), dedupe_id)
+        pipe.xadd(events_key(ref), {**plan.event, "event_id": dedupe_id, "outcome": plan.outcome.value})
+        if plan.transcript is not None:
+            pipe.xadd(transcript_key(ref), plan.transcript)
+        for key in call_keys(ref):
+            # EXPIRE on a key that does not exist yet (no transcript) is a harmless no-op.
+            pipe.expire(key, ttl)
+        caller = plan.caller_hash or (before.caller_hash if before else None)
+        if caller:
+            pipe.sadd(caller_key(caller), ref)
+            pipe.expire(caller_key(caller), ttl)
+        if plan.active is True:
+            pipe.zadd(ACTIVE_KEY, {ref: float(now)})
+        elif plan.active is False:
+            pipe.zrem(ACTIVE_KEY, ref)
+            # An ended call needs no VoiceSession any more; one already created is ended by hooks.
+            pipe.hdel(PENDING_SESSIONS_KEY, ref)
+        pipe.expire(ACTIVE_KEY, ttl)
+        if plan.pending_session is not None:
+            pipe.hset(PENDING_SESSIONS_KEY, ref, json.dumps(plan.pending_session, separators=(",", ":")))
+            pipe.expire(PENDING_SESSIONS_KEY, ttl)
+
+    # ------------------------------------------------------------------ VoiceSession retry queue
+
+    async def pending_sessions(self) -> dict[str, dict[str, Any]]:
+        raw = await self._guard(self.redis.hgetall(PENDING_SESSIONS_KEY))
+        out: dict[str, dict[str, Any]] = {}
+        for ref, payload in raw.items():
+            try:
+                out[ref] = json.loads(payload)
+            except ValueError:
+                continue
+        return out
+
+    async def session_created(self, ref: str) -> None:
+        """Drop a request from the retry queue once its VoiceSession exists."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(PENDING_SESSIONS_KEY, ref)
+            pipe.hset(call_key(ref), "session", "created")
+            await self._guard(pipe.execute())
+
+    async def session_pending_count(self) -> int:
+        return int(await self._guard(self.redis.hlen(PENDING_SESSIONS_KEY)))
+
+    # ------------------------------------------------------------------ erasure
+
+    async def erase_caller(self, caller_hash: str) -> list[str]:
+        """Delete every call of one caller (GDPR erasure by caller hash); returns the refs."""
+        refs = sorted(await self.calls_of_caller(caller_hash))
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for ref in refs:
+                pipe.delete(*call_keys(ref))
+                pipe.zrem(ACTIVE_KEY, ref)
+                pipe.hdel(PENDING_SESSIONS_KEY, ref)
+            pipe.delete(caller_key(caller_hash))
+            await self._guard(pipe.execute())
+        return refs
+
+    # ------------------------------------------------------------------ helpers
+
+    async def _guard(self, awaitable: Any) -> Any:
+        try:
+            return await awaitable
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise StoreUnavailable(str(type(exc).__name__)) from exc
+
+
+def _merge(ref: str, before: CallRecord | None, plan: Plan, ttl: int) -> CallRecord:
+    """The record as it is after ``plan`` (computed locally; saves a read-back round trip)."""
+    raw: dict[str, str] = {}
+    if before is not None:
+        raw = {
+            "phase": before.phase.value,
+            "line": before.line or "",
+            "namespace": before.namespace or "",
+            "hotel_id": before.hotel_id or "",
+            "caller_hash": before.caller_hash or "",
+            "participant_hash": before.participant_hash or "",
+            "language": before.language or "",
+            "reason": before.reason.value if before.reason else "",
+            "created_at": str(before.created_at),
+            "answered_at": str(before.answered_at or ""),
+            "ended_at": str(before.ended_at or ""),
+            "turns": str(before.turns),
+            "last_intent": before.last_intent or "",
+            "events": str(before.events),
+            "version": str(before.version),
+            "session": before.session or "",
+            **{f"intent:{k}": str(v) for k, v in before.intents.items()},
+        }
+    now = plan.event.get("at", f"{time.time():.6f}")
+    if before is None:
+        raw["created_at"] = now
+        raw["phase"] = (plan.phase or CallPhase.PENDING).value
+    for key, value in plan.set_once.items():
+        if value and not raw.get(key):
+            raw[key] = value
+    raw.update(plan.fields)
+    if plan.phase is not None:
+        raw["phase"] = plan.phase.value
+    raw["updated_at"] = now
+    raw["retention_s"] = str(ttl)
+    raw["version"] = str(int(raw.get("version", "0") or 0) + 1)
+    raw["events"] = str(int(raw.get("events", "0") or 0) + 1)
+    for name, amount in plan.increments.items():
+        raw[name] = str(int(raw.get(name, "0") or 0) + amount)
+    return CallRecord.from_hash(ref, raw)
