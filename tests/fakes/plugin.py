@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 import pytest_asyncio
 
 from tests.fakes.azure_openai import AzureOpenAIFake
+from tests.fakes.elevenlabs import ElevenLabsFake
 from tests.fakes.riva import RivaFake
 
 
@@ -26,4 +27,11 @@ async def riva_fake() -> AsyncIterator[RivaFake]:
 async def azure_fake() -> AsyncIterator[AzureOpenAIFake]:
     """An Azure OpenAI fake with one deployment ("gpt-4o"), a fresh key and a scripted responder."""
     async with AzureOpenAIFake(api_key=secrets.token_urlsafe(24)) as fake:
+        yield fake
+
+
+@pytest_asyncio.fixture
+async def elevenlabs_fake() -> AsyncIterator[ElevenLabsFake]:
+    """An ElevenLabs fake with two premade voices, three models and a fresh key."""
+    async with ElevenLabsFake(api_key=secrets.token_urlsafe(24)) as fake:
         yield fake
