@@ -22,7 +22,8 @@ system-deps: ## install the Debian packages tests and demo need (redis-server, e
 	  { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q $$missing >/dev/null; }; \
 	fi
 
-$(STAMP): pyproject.toml
+# Reinstall when dependencies change or a component package appears (editable finder maps packages).
+$(STAMP): pyproject.toml $(wildcard */voicehive_*/__init__.py)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 is required"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
