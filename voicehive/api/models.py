@@ -499,6 +499,9 @@ class LineRef(_Model):
 class VoiceSessionSpec(_Model):
     """One call. Carries no phone number and no room name in clear: both are personal data."""
 
+    # Transition rule (oldSelf): enforced by the apiserver on updates only.
+    cel_rules = (("self == oldSelf", "spec is immutable: a call's line, room and caller never change"),)
+
     line_ref: LineRef = _field("The HotelLine this call came in on.")
     room_hash: str = _field(
         "Keyed HMAC-SHA256 of the LiveKit room name (the seed's call_sid); LiveKit names rooms after "
@@ -533,6 +536,15 @@ class LatencySummary(_Model):
 
 class VoiceSessionStatus(_Model):
     """Observed state of a call, written by the operator (start, failure) and the worker (call)."""
+
+    # The lifecycle's one hard rule, also enforced by the apiserver: a finished call stays finished.
+    cel_rules = (
+        (
+            "!has(oldSelf.phase) || !(oldSelf.phase in ['Ended', 'Failed']) || self.phase == oldSelf.phase",
+            "phase: a call that has Ended or Failed cannot change phase again",
+            ".phase",
+        ),
+    )
 
     phase: CallPhase = _field("Pending, Starting, Active, Ended or Failed.", default=CallPhase.PENDING)
     worker_pod: str | None = _field("Worker pod serving this call.", default=None, max_length=253)

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import celpy
+import jsonschema
 from celpy.adapter import json_to_cel
 from celpy.evaluation import CELEvalError
-import jsonschema
 from pydantic import ValidationError
 
 from voicehive.api import crd, models
@@ -60,9 +60,13 @@ def _strict(schema: Any) -> Any:
     if not isinstance(schema, dict):
         return schema
     out = {key: _strict(value) for key, value in schema.items()}
-    if "properties" in out and "additionalProperties" not in out and out.get("type") == "object":
-        if out is not schema and "x-kubernetes-preserve-unknown-fields" not in out:
-            out["additionalProperties"] = False
+    if (
+        "properties" in out
+        and "additionalProperties" not in out
+        and out.get("type") == "object"
+        and "x-kubernetes-preserve-unknown-fields" not in out
+    ):
+        out["additionalProperties"] = False
     return out
 
 
@@ -172,6 +176,8 @@ def _cel_problems(document: dict[str, Any], schema: dict[str, Any]) -> Iterator[
     env = celpy.Environment()
     defaulted = _apply_defaults(document, schema)
     for path, rule, message, field_path in _cel_rules(schema):
+        if "oldSelf" in rule:
+            continue  # transition rules need the stored object; only the apiserver has it
         program = env.program(env.compile(rule))
         for concrete, value in _resolve(defaulted, path):
             try:
