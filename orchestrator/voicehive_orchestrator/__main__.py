@@ -1,0 +1,3 @@
+from voicehive_orchestrator.main import main
+
+main()

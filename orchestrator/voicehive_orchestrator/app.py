@@ -1,0 +1,474 @@
+"""The orchestrator's HTTP API (FastAPI): the seed's webhook contract in front of the CallManager.
+
+Handlers stay thin: authenticate, read a bounded body, validate, hand a CallEvent to the
+CallManager, map the outcome to a status code. Every error is JSON that names the problem;
+Redis being down is a 503 with ``Retry-After`` and nothing written (see CallStore.apply).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import TypeAdapter, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from voicehive.callmanager import CallEvent, CallManager, EventKind, Transcript, parse_end_reason
+from voicehive.callstore import CallStore, Outcome, StoreUnavailable
+from voicehive.privacy import is_hash
+
+from .livekit_events import LiveKitVerifier, WebhookAuthError, WebhookFormatError, translate
+from .metrics import Metrics
+from .models import (
+    AgentEvent,
+    AgentReadyEvent,
+    CallEndedEvent,
+    CallStartedEvent,
+    CallView,
+    ErasureRequest,
+    ErasureResponse,
+    ErrorBody,
+    TranscriptionRequest,
+    TranscriptionResponse,
+    WebhookResponse,
+)
+from .sessions import KubeSessions, SessionCoordinator, SessionSink
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+WEBHOOK_CONTENT_TYPE = "application/webhook+json"
+_AGENT_EVENT = TypeAdapter(AgentEvent)
+_ERRORS = {400: ErrorBody, 401: ErrorBody, 404: ErrorBody, 413: ErrorBody, 415: ErrorBody, 422: ErrorBody, 503: ErrorBody}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, error: str, detail: str, errors: list[dict[str, str]] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.error, self.detail = status, error, detail
+        self.errors = errors or []
+        self.headers = headers
+
+
+def _error(status: int, error: str, detail: str, errors: list[dict[str, str]] | None = None,
+           headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {"error": error, "detail": detail, "errors": errors or []}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _validation_errors(exc: ValidationError) -> list[dict[str, str]]:
+    """Pydantic errors as ``{"field": "data.reason", "problem": ...}`` (never echoing input)."""
+    items: list[dict[str, str]] = []
+    for err in exc.errors(include_input=False, include_url=False):
+        loc = [str(p) for p in err.get("loc", ())]
+        if loc and loc[0] in ("agent_ready", "call_started", "call_ended"):
+            loc = loc[1:]  # the discriminator tag pydantic prefixes
+        kind = err.get("type", "")
+        if kind in ("union_tag_not_found", "union_tag_invalid"):
+            field = "event_type"
+            problem = (
+                "missing" if kind == "union_tag_not_found"
+                else "unknown event type; expected one of agent_ready, call_started, call_ended"
+            )
+        else:
+            field = ".".join(loc) or "body"
+            problem = str(err.get("msg", "invalid"))
+        items.append({"field": field, "problem": problem})
+    return items
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise ApiError(413, "body_too_large", f"request body exceeds {limit} bytes")
+        except ValueError:
+            raise ApiError(400, "bad_content_length", "Content-Length is not a number") from None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "body_too_large", f"request body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse_json_object(body: bytes) -> dict[str, Any]:
+    if not body.strip():
+        raise ApiError(400, "empty_body", "request body is empty; expected a JSON object")
+    try:
+        data = json.loads(body)
+    except UnicodeDecodeError:
+        raise ApiError(400, "malformed_json", "request body is not UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise ApiError(400, "malformed_json", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raise ApiError(400, "malformed_json", "JSON nested too deeply") from None
+    if not isinstance(data, dict):
+        raise ApiError(422, "invalid_body", "request body must be a JSON object",
+                       [{"field": "body", "problem": "expected a JSON object"}])
+    return data
+
+
+class Orchestrator:
+    """The app's state: settings, store, manager, coordinator, metrics."""
+
+    def __init__(self, settings: Settings, store: CallStore, sink: SessionSink | None,
+                 list_lines: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.metrics = Metrics()
+        self.coordinator = SessionCoordinator(
+            store, sink, settings.namespace, settings.session_retry_seconds, list_lines=list_lines
+        )
+        self.manager = CallManager(
+            store, settings.privacy, hooks=[self.coordinator], retention=self.coordinator.directory.retention_days
+        )
+        self.verifier = (
+            LiveKitVerifier(settings.livekit_api_key or "", settings.livekit_api_secret or "")
+            if settings.livekit_configured else None
+        )
+
+    def check_agent(self, request: Request) -> None:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token or not hmac.compare_digest(
+            token.strip().encode(), self.settings.agent_token.encode()
+        ):
+            raise ApiError(401, "unauthorized", "a valid 'Authorization: Bearer <agent token>' header is required",
+                           headers={"WWW-Authenticate": "Bearer"})
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: CallStore | None = None,
+    sink: SessionSink | None = None,
+    run_background: bool = True,
+) -> FastAPI:
+    """Build the ASGI app. ``store``/``sink`` override what ``settings`` would create (tests)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own_store = store is None
+        the_store = store or CallStore.from_url(settings.redis_url)
+        the_sink = sink
+        list_lines = None
+        if the_sink is None and settings.kube_configured:
+            try:
+                kube = KubeSessions.from_settings(settings.kubeconfig, settings.in_cluster)
+                the_sink, list_lines = kube, kube.list_lines
+            except Exception as exc:  # bad kubeconfig: serve from Redis, say so in /readyz
+                log.warning("Kubernetes API not usable; VoiceSessions stay queued",
+                            extra={"error_type": type(exc).__name__})
+        elif isinstance(the_sink, KubeSessions):
+            list_lines = the_sink.list_lines
+        orch = Orchestrator(settings, the_store, the_sink, list_lines)
+        app.state.orch = orch
+        if run_background:
+            orch.coordinator.start()
+        try:
+            yield
+        finally:
+            await orch.coordinator.stop()
+            if own_store:
+                await the_store.close()
+
+    app = FastAPI(
+        title="VoiceHive orchestrator",
+        version="0.1.0",
+        description="The seed's LiveKit webhook contract, call state and intents. No personal data in clear.",
+        lifespan=lifespan,
+    )
+
+    def orch_of(request: Request) -> Orchestrator:
+        orch: Orchestrator = request.app.state.orch
+        return orch
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.error, exc.detail, exc.errors, exc.headers)
+
+    @app.exception_handler(StoreUnavailable)
+    async def _store_down(_request: Request, exc: StoreUnavailable) -> JSONResponse:
+        retry = str(StoreUnavailable.retry_after_seconds)
+        return _error(503, "state_store_unavailable", "Redis is unreachable; nothing was stored, retry later",
+                      headers={"Retry-After": retry})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        names = {404: "not_found", 405: "method_not_allowed"}
+        return _error(exc.status_code, names.get(exc.status_code, "http_error"), str(exc.detail),
+                      headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"field": ".".join(str(p) for p in e.get("loc", ())), "problem": str(e.get("msg"))}
+                  for e in exc.errors()]
+        return _error(422, "invalid_request", "request parameters are invalid", errors)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.error("unexpected error", extra={"error_type": type(exc).__name__})
+        return _error(500, "internal_error", "unexpected error; it has been logged")
+
+    # ------------------------------------------------------------------ webhooks
+
+    @app.post(
+        "/v1/livekit/webhook",
+        response_model=WebhookResponse,
+        responses=_ERRORS,  # type: ignore[arg-type]
+        summary="Agent events (bearer token) and LiveKit server webhooks (signed JWT)",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/AgentEvent"}},
+                    WEBHOOK_CONTENT_TYPE: {"schema": {"type": "object", "description": "livekit.WebhookEvent"}},
+                },
+            },
+            "security": [{"AgentToken": []}, {"LiveKitWebhook": []}],
+        },
+    )
+    async def webhook(request: Request) -> JSONResponse:
+        orch = orch_of(request)
+        started = time.perf_counter()
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type == WEBHOOK_CONTENT_TYPE:
+            result = await _livekit_webhook(orch, request)
+        else:
+            result = await _agent_event(orch, request)
+        orch.metrics.latency.labels("webhook").observe(time.perf_counter() - started)
+        return result
+
+    async def _agent_event(orch: Orchestrator, request: Request) -> JSONResponse:
+        orch.check_agent(request)
+        body = await _read_body(request, orch.settings.max_body_bytes)
+        data = _parse_json_object(body)
+        try:
+            event = _AGENT_EVENT.validate_python(data)
+        except ValidationError as exc:
+            orch.metrics.events.labels("invalid", "rejected").inc()
+            raise ApiError(422, "invalid_event", "the event does not match the webhook contract",
+                           _validation_errors(exc)) from None
+        call_event = _agent_call_event(event)
+        result = await orch.manager.handle(call_event)
+        orch.metrics.events.labels(event.event_type, result.outcome.value).inc()
+        return JSONResponse(
+            WebhookResponse(
+                status="duplicate" if result.outcome is Outcome.DUPLICATE else "processed",
+                call_sid=event.call_sid,
+                call_ref=result.call_ref,
+                outcome=result.outcome.value,
+                phase=result.phase.value if result.phase else None,
+            ).model_dump()
+        )
+
+    async def _livekit_webhook(orch: Orchestrator, request: Request) -> JSONResponse:
+        if orch.verifier is None:
+            raise ApiError(401, "unauthorized", "LiveKit webhook verification is not configured "
+                           "(set LIVEKIT_API_KEY and LIVEKIT_API_SECRET)")
+        body = await _read_body(request, orch.settings.max_body_bytes)
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ApiError(400, "malformed_body", "webhook body is not UTF-8") from None
+        try:
+            lk_event = orch.verifier.verify(text, request.headers.get("authorization"))
+        except WebhookAuthError as exc:
+            orch.metrics.events.labels("livekit", "unauthorized").inc()
+            raise ApiError(401, "unauthorized", f"LiveKit webhook rejected: {exc}") from None
+        except WebhookFormatError as exc:
+            raise ApiError(400, "malformed_webhook", str(exc)) from None
+        translation = translate(lk_event, orch.coordinator.directory.line_for_room)
+        event_name = (lk_event.event or "unknown")[:64]
+        if translation.event is None:
+            orch.metrics.events.labels(f"livekit.{event_name}", "ignored").inc()
+            return JSONResponse(WebhookResponse(status="ignored", outcome="ignored").model_dump())
+        result = await orch.manager.handle(translation.event)
+        orch.metrics.events.labels(f"livekit.{event_name}", result.outcome.value).inc()
+        status: Literal["processed", "duplicate", "ignored"] = (
+            "ignored" if result.outcome is Outcome.NOT_FOUND
+            else "duplicate" if result.outcome is Outcome.DUPLICATE
+            else "processed"
+        )
+        return JSONResponse(
+            WebhookResponse(status=status, call_ref=result.call_ref, outcome=result.outcome.value,
+                            phase=result.phase.value if result.phase else None).model_dump()
+        )
+
+    @app.post(
+        "/v1/livekit/transcription",
+        response_model=TranscriptionResponse,
+        responses=_ERRORS,  # type: ignore[arg-type]
+        summary="One ASR segment from the agent; answers with the detected intent",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TranscriptionRequest"}}},
+            },
+            "security": [{"AgentToken": []}],
+        },
+    )
+    async def transcription(request: Request) -> JSONResponse:
+        orch = orch_of(request)
+        started = time.perf_counter()
+        orch.check_agent(request)
+        body = await _read_body(request, orch.settings.max_body_bytes)
+        data = _parse_json_object(body)
+        try:
+            segment = TranscriptionRequest.model_validate(data)
+        except ValidationError as exc:
+            orch.metrics.events.labels("transcription", "rejected").inc()
+            raise ApiError(422, "invalid_transcription", "the transcription does not match the contract",
+                           _validation_errors(exc)) from None
+        result = await orch.manager.record_transcript(
+            Transcript(segment.call_sid, segment.text, segment.language, segment.confidence, segment.is_final,
+                       actor="agent", event_id=segment.event_id)
+        )
+        orch.metrics.events.labels("transcription", result.event.outcome.value).inc()
+        orch.metrics.latency.labels("transcription").observe(time.perf_counter() - started)
+        if result.event.outcome is Outcome.NOT_FOUND:
+            raise ApiError(404, "unknown_call", "no call with this call_sid; send agent_ready first",
+                           [{"field": "call_sid", "problem": "unknown call"}])
+        orch.metrics.intents.labels(result.intent.intent.value).inc()
+        return JSONResponse(
+            TranscriptionResponse(call_sid=segment.call_sid, intent_detected=result.intent.intent.value,
+                                  intent_confidence=result.intent.confidence).model_dump()
+        )
+
+    # ------------------------------------------------------------------ reads and erasure
+
+    @app.get("/v1/calls/{call_sid}", response_model=CallView, responses=_ERRORS,  # type: ignore[arg-type]
+             summary="State of one call, without personal data", openapi_extra={"security": [{"AgentToken": []}]})
+    async def get_call(call_sid: str, request: Request) -> JSONResponse:
+        orch = orch_of(request)
+        orch.check_agent(request)
+        if not call_sid or len(call_sid) > 256:
+            raise ApiError(422, "invalid_call_sid", "call_sid must be 1-256 characters",
+                           [{"field": "call_sid", "problem": "length"}])
+        record = await orch.manager.get(call_sid)
+        if record is None:
+            raise ApiError(404, "unknown_call", "no call with this call_sid",
+                           [{"field": "call_sid", "problem": "unknown call"}])
+        return JSONResponse(record.public())
+
+    @app.post("/v1/erasure", response_model=ErasureResponse, responses=_ERRORS,  # type: ignore[arg-type]
+              summary="Erase every call of one caller (GDPR), by number or by caller hash",
+              openapi_extra={
+                  "requestBody": {"required": True, "content": {
+                      "application/json": {"schema": {"$ref": "#/components/schemas/ErasureRequest"}}}},
+                  "security": [{"AgentToken": []}]})
+    async def erasure(request: Request) -> JSONResponse:
+        orch = orch_of(request)
+        orch.check_agent(request)
+        data = _parse_json_object(await _read_body(request, orch.settings.max_body_bytes))
+        try:
+            req = ErasureRequest.model_validate(data)
+        except ValidationError as exc:
+            raise ApiError(422, "invalid_erasure", "give caller_hash or phone_number",
+                           _validation_errors(exc)) from None
+        if req.caller_hash is not None and not is_hash(req.caller_hash):
+            raise ApiError(422, "invalid_erasure", "caller_hash must be 64 lowercase hex characters",
+                           [{"field": "caller_hash", "problem": "not a caller hash"}])
+        refs = await orch.manager.erase_caller(caller_number=req.phone_number, caller_hash=req.caller_hash)
+        return JSONResponse(ErasureResponse(erased_calls=len(refs), call_refs=refs).model_dump())
+
+    # ------------------------------------------------------------------ operations
+
+    @app.get("/healthz", summary="Liveness: the process serves requests")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Readiness: Redis reachable; lists what is degraded")
+    async def readyz(request: Request) -> JSONResponse:
+        orch = orch_of(request)
+        redis_ok = await orch.store.ping()
+        degraded: list[str] = []
+        pending: int | None = None
+        if redis_ok:
+            try:
+                pending = await orch.store.session_pending_count()
+            except StoreUnavailable:
+                redis_ok = False
+        kube = orch.coordinator.kube_state
+        if kube != "ok":
+            degraded.append(f"kubernetes: {kube}; VoiceSessions are queued in Redis and retried")
+        if orch.verifier is None:
+            degraded.append("livekit webhooks: not configured (LIVEKIT_API_KEY/LIVEKIT_API_SECRET)")
+        body = {
+            "status": "ready" if redis_ok else "unavailable",
+            "redis": "ok" if redis_ok else "unreachable",
+            "kubernetes": kube,
+            "pending_voicesessions": pending,
+            "degraded": degraded,
+        }
+        return JSONResponse(body, status_code=200 if redis_ok else 503,
+                            headers=None if redis_ok else {"Retry-After": "2"})
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def metrics(request: Request) -> Response:
+        orch = orch_of(request)
+        try:
+            orch.metrics.active_calls.set(await orch.store.active_count())
+            orch.metrics.pending_sessions.set(await orch.store.session_pending_count())
+        except StoreUnavailable:
+            pass  # serve the counters we have; readiness reports Redis
+        return Response(generate_latest(orch.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    def custom_openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        components = schema.setdefault("components", {})
+        schemas = components.setdefault("schemas", {})
+        ref = "#/components/schemas/{model}"
+        agent = TypeAdapter(AgentEvent).json_schema(ref_template=ref)
+        schemas.update(agent.pop("$defs", {}))
+        schemas["AgentEvent"] = agent
+        for model in (TranscriptionRequest, ErasureRequest):
+            js = model.model_json_schema(ref_template=ref)
+            schemas.update(js.pop("$defs", {}))
+            schemas[model.__name__] = js
+        components["securitySchemes"] = {
+            "AgentToken": {"type": "http", "scheme": "bearer", "description": "VOICEHIVE_AGENT_TOKEN"},
+            "LiveKitWebhook": {"type": "apiKey", "in": "header", "name": "Authorization",
+                               "description": "LiveKit webhook JWT (HS256, sha256 claim = body hash)"},
+        }
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = custom_openapi  # type: ignore[method-assign]
+    return app
+
+
+def _agent_call_event(event: AgentReadyEvent | CallStartedEvent | CallEndedEvent) -> CallEvent:
+    if isinstance(event, AgentReadyEvent):
+        return CallEvent(
+            call_sid=event.call_sid, kind=EventKind.AGENT_READY, actor="agent", event_id=event.event_id,
+            hotel_id=event.data.hotel_id, line=event.data.line, namespace=event.data.namespace,
+            language=event.data.language,
+        )
+    if isinstance(event, CallStartedEvent):
+        return CallEvent(call_sid=event.call_sid, kind=EventKind.CALL_STARTED, actor="agent",
+                         event_id=event.event_id,
+                         content=(("is_sip", str(event.data.is_sip)),
+                                  ("participant_sid", event.data.participant_sid or "")))
+    return CallEvent(
+        call_sid=event.call_sid, kind=EventKind.CALL_ENDED, actor="agent", event_id=event.event_id,
+        reason=parse_end_reason(event.data.reason),
+    )
+

@@ -1,0 +1,309 @@
+"""VoiceSession creation with a durable retry queue, and the HotelLine directory.
+
+WHY: the Kubernetes API may be unreachable (control-plane upgrade) or absent (a laptop). A
+caller must not be lost because of that: the request to create a call's VoiceSession is written
+to Redis in the same transaction as the ``participant_joined`` event (see CallManager), then
+tried at once and retried in the background until it succeeds. Creation is idempotent: the
+name comes from the room hash, so a 409 Conflict means "already done".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from voicehive import contract
+from voicehive.api.models import GROUP, VERSION, LineRef, VoiceSession, VoiceSessionSpec
+from voicehive.callmanager import PhaseChange, SessionRequest
+from voicehive.callstore import CallStore, StoreUnavailable
+from voicehive.lifecycle import is_terminal
+
+log = logging.getLogger(__name__)
+
+VOICESESSIONS = "voicesessions"
+HOTELLINES = "hotellines"
+
+
+class SessionSink(Protocol):
+    """Where VoiceSessions live (Kubernetes in production; anything idempotent in tests)."""
+
+    async def create(self, request: SessionRequest, namespace: str) -> None:
+        """Create the VoiceSession; succeed silently if it already exists."""
+
+    async def end(self, change: PhaseChange, namespace: str) -> None:
+        """Record a terminal phase on an existing VoiceSession (no-op if it does not exist)."""
+
+
+class LineGone(Exception):
+    """The HotelLine of a request no longer exists: the request can never succeed."""
+
+
+def build_voice_session(request: SessionRequest, namespace: str, owner_uid: str | None) -> dict[str, Any]:
+    """The VoiceSession object for a request (pure; validated by the shared pydantic model)."""
+    spec = VoiceSessionSpec(
+        line_ref=LineRef(name=request.line),
+        room_hash=request.room_hash,
+        caller_hash=request.caller_hash,
+        sealed_call_ref=request.sealed_call_ref,
+        language=request.language if request.language and len(request.language) <= 5 else None,
+    )
+    name = contract.session_name(request.room_hash)
+    body = VoiceSession(spec=spec).to_wire()
+    metadata: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace,
+        "labels": {
+            contract.LABEL_LINE: request.line,
+            contract.LABEL_CALLER_HASH: contract.caller_label(request.caller_hash),
+            contract.LABEL_PART_OF: "voicehive",
+            contract.LABEL_MANAGED_BY: "voicehive-orchestrator",
+        },
+    }
+    if owner_uid:
+        metadata["ownerReferences"] = [
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "HotelLine",
+                "name": request.line,
+                "uid": owner_uid,
+                "controller": True,
+                "blockOwnerDeletion": False,
+            }
+        ]
+    body["metadata"] = metadata
+    return body
+
+
+class KubeSessions:
+    """:class:`SessionSink` on the synchronous ``kubernetes`` client, run in a thread."""
+
+    def __init__(self, api_client: Any, timeout_s: float = 5.0) -> None:
+        from kubernetes import client
+
+        self._api: Any = client.CustomObjectsApi(api_client)
+        self._timeout = timeout_s
+
+    @classmethod
+    def from_settings(cls, kubeconfig: str | None, in_cluster: bool) -> KubeSessions:
+        from kubernetes import client, config
+
+        if in_cluster:
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+            return cls(client.ApiClient())
+        configuration = client.Configuration()
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig, client_configuration=configuration
+        )
+        configuration.retries = 0
+        return cls(client.ApiClient(configuration))
+
+    async def create(self, request: SessionRequest, namespace: str) -> None:
+        await asyncio.to_thread(self._create, request, namespace)
+
+    def _create(self, request: SessionRequest, namespace: str) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            line = self._api.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, HOTELLINES, request.line, _request_timeout=self._timeout
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                raise LineGone(f"HotelLine {namespace}/{request.line} not found") from None
+            raise
+        body = build_voice_session(request, namespace, line.get("metadata", {}).get("uid"))
+        try:
+            self._api.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, VOICESESSIONS, body, _request_timeout=self._timeout
+            )
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+
+    async def end(self, change: PhaseChange, namespace: str) -> None:
+        await asyncio.to_thread(self._end, change, namespace)
+
+    def _end(self, change: PhaseChange, namespace: str) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        status: dict[str, Any] = {"phase": change.to_phase.value}
+        if change.reason is not None:
+            status["endReason"] = change.reason.value
+        status["endedAt"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(change.at))
+        try:
+            self._api.patch_namespaced_custom_object_status(
+                GROUP,
+                VERSION,
+                namespace,
+                VOICESESSIONS,
+                contract.session_name(change.room_hash),
+                {"status": status},
+                _request_timeout=self._timeout,
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    async def list_lines(self) -> list[dict[str, Any]]:
+        result: dict[str, Any] = await asyncio.to_thread(
+            self._api.list_cluster_custom_object, GROUP, VERSION, HOTELLINES, _request_timeout=self._timeout
+        )
+        items: list[dict[str, Any]] = result.get("items", [])
+        return items
+
+
+@dataclass
+class LineInfo:
+    namespace: str
+    name: str
+    retention_days: int
+
+
+@dataclass
+class LineDirectory:
+    """HotelLines by room prefix and by name (refreshed from Kubernetes when reachable)."""
+
+    by_prefix: dict[str, LineInfo] = field(default_factory=dict)
+    by_name: dict[tuple[str | None, str], LineInfo] = field(default_factory=dict)
+
+    def update(self, items: list[dict[str, Any]]) -> None:
+        by_prefix: dict[str, LineInfo] = {}
+        by_name: dict[tuple[str | None, str], LineInfo] = {}
+        for item in items:
+            meta = item.get("metadata", {})
+            namespace, name = meta.get("namespace"), meta.get("name")
+            if not namespace or not name:
+                continue
+            retention = item.get("spec", {}).get("retention", {}).get("metadataDays", 30)
+            info = LineInfo(namespace, name, int(retention) if isinstance(retention, int) else 30)
+            by_prefix[contract.room_prefix(namespace, name)] = info
+            by_name[(namespace, name)] = info
+            by_name[(None, name)] = info
+        self.by_prefix, self.by_name = by_prefix, by_name
+
+    def line_for_room(self, room_name: str) -> tuple[str, str] | None:
+        for prefix, info in self.by_prefix.items():
+            if room_name.startswith(prefix):
+                return info.namespace, info.name
+        return None
+
+    def retention_days(self, namespace: str | None, name: str | None) -> int | None:
+        if not name:
+            return None
+        info = self.by_name.get((namespace, name)) or self.by_name.get((None, name))
+        return info.retention_days if info else None
+
+
+class SessionCoordinator:
+    """CallManager hook + background loop: VoiceSessions are created (and ended) eventually."""
+
+    def __init__(
+        self,
+        store: CallStore,
+        sink: SessionSink | None,
+        default_namespace: str,
+        retry_seconds: float = 5.0,
+        directory: LineDirectory | None = None,
+        list_lines: Any = None,
+    ) -> None:
+        self.store = store
+        self.sink = sink
+        self.default_namespace = default_namespace
+        self.retry_seconds = retry_seconds
+        self.directory = directory or LineDirectory()
+        self._list_lines = list_lines
+        self.last_error: str | None = None if sink is not None else "not configured"
+        self.created = 0
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def kube_state(self) -> str:
+        if self.sink is None:
+            return "not configured"
+        return "ok" if self.last_error is None else f"unreachable ({self.last_error})"
+
+    async def on_change(self, change: PhaseChange) -> None:
+        """CallManager hook: try a new request now, end VoiceSessions of ended calls."""
+        if self.sink is None:
+            return
+        if change.session_request is not None:
+            await self._try_create(change.session_request)
+        elif is_terminal(change.to_phase) and change.from_phase is not None:
+            namespace = change.namespace or self.default_namespace
+            try:
+                await self.sink.end(change, namespace)
+                self.last_error = None
+            except Exception as exc:
+                self._failed(exc)
+
+    async def _try_create(self, request: SessionRequest) -> bool:
+        assert self.sink is not None
+        namespace = request.namespace or self.default_namespace
+        try:
+            await self.sink.create(request, namespace)
+        except LineGone:
+            log.warning("VoiceSession not created: its HotelLine is gone", extra={"call_ref": request.call_ref})
+            with contextlib.suppress(StoreUnavailable):
+                await self.store.session_created(request.call_ref)
+            return False
+        except Exception as exc:
+            self._failed(exc)
+            return False
+        self.last_error = None
+        self.created += 1
+        # If Redis is down now, it stays queued; the next pass re-creates (409) and clears it.
+        with contextlib.suppress(StoreUnavailable):
+            await self.store.session_created(request.call_ref)
+        return True
+
+    def _failed(self, exc: Exception) -> None:
+        self.last_error = type(exc).__name__
+        log.warning("Kubernetes API call failed; will retry", extra={"error_type": type(exc).__name__})
+
+    async def retry_pending(self) -> int:
+        """One pass over the queue; returns how many requests remain."""
+        if self._list_lines is not None:
+            try:
+                self.directory.update(await self._list_lines())
+            except Exception as exc:
+                self._failed(exc)
+        pending = await self.store.pending_sessions()
+        remaining = 0
+        for ref, payload in pending.items():
+            try:
+                request = SessionRequest.from_json(payload)
+            except (KeyError, TypeError, ValueError):
+                await self.store.session_created(ref)
+                continue
+            record = await self.store.get(ref)
+            if record is None or is_terminal(record.phase):
+                await self.store.session_created(ref)
+                continue
+            if self.sink is None or not await self._try_create(request):
+                remaining += 1
+        return remaining
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.retry_pending()
+            except StoreUnavailable:
+                pass
+            except Exception:
+                log.exception("session retry pass failed")
+            await asyncio.sleep(self.retry_seconds)  # the retry period, not a synchronisation
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self.run(), name="voicesession-retry")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
