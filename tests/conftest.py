@@ -2,6 +2,8 @@
 
 pytest_plugins = [
     "tests.fixtures.redis",
+    "tests.fixtures.rig",
     "tests.fixtures.kube",
+    "tests.fixtures.livekit",
     "tests.fakes.plugin",
 ]
