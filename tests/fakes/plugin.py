@@ -13,6 +13,7 @@ import pytest_asyncio
 
 from tests.fakes.azure_openai import AzureOpenAIFake
 from tests.fakes.elevenlabs import ElevenLabsFake
+from tests.fakes.livekit_twirp import LiveKitFake
 from tests.fakes.riva import RivaFake
 
 
@@ -34,4 +35,13 @@ async def azure_fake() -> AsyncIterator[AzureOpenAIFake]:
 async def elevenlabs_fake() -> AsyncIterator[ElevenLabsFake]:
     """An ElevenLabs fake with two premade voices, three models and a fresh key."""
     async with ElevenLabsFake(api_key=secrets.token_urlsafe(24)) as fake:
+        yield fake
+
+
+@pytest_asyncio.fixture
+async def livekit_fake() -> AsyncIterator[LiveKitFake]:
+    """A LiveKit control-plane fake with a fresh API key/secret and no webhook URL."""
+    async with LiveKitFake(
+        api_key="API" + secrets.token_hex(6), api_secret=secrets.token_urlsafe(32)
+    ) as fake:
         yield fake
