@@ -1,0 +1,461 @@
+"""Pure builders: a HotelLine spec in, Kubernetes objects and LiveKit requests out.
+
+WHY pure: everything the operator creates is decided here without I/O, so the shape of a worker
+Pod, a Riva Deployment or a SIP trunk is unit-tested directly, and the handlers only move these
+objects over the wire (the mysql-operator / dask-kubernetes split).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.duration_pb2 import Duration
+from livekit.protocol import sip as lk_sip
+
+from voicehive import contract
+from voicehive.api.models import API_VERSION, GROUP, HotelLineSpec, MediaEncryption, Toleration
+from voicehive_operator.settings import OperatorSettings, SecretRef
+
+REGION_LABEL = "topology.kubernetes.io/region"
+GPU_RESOURCE = "nvidia.com/gpu"
+RIVA_GRPC_PORT_NAME = "speech-grpc"
+METADATA_MANAGED_BY = "managedBy"
+METADATA_LINE = "line"
+ANNOTATION_ASR_MODEL = f"{GROUP}/asr-model"
+# Seconds a worker gets after SIGTERM on top of the call cap: say goodbye, flush state.
+TERMINATION_MARGIN_S = 30
+
+
+def _short_hash(*parts: str, length: int = 16) -> str:
+    digest = hashlib.sha256("\x00".join(parts).encode()).hexdigest()
+    return digest[:length]
+
+
+def common_labels(component: str) -> dict[str, str]:
+    return {
+        contract.LABEL_PART_OF: "voicehive",
+        contract.LABEL_COMPONENT: component,
+        contract.LABEL_MANAGED_BY: contract.MANAGER,
+    }
+
+
+def owner_reference(api_version: str, kind: str, name: str, uid: str, *, controller: bool = True) -> dict[str, Any]:
+    return {
+        "apiVersion": api_version,
+        "kind": kind,
+        "name": name,
+        "uid": uid,
+        "controller": controller,
+        "blockOwnerDeletion": True,
+    }
+
+
+def line_owner(name: str, uid: str) -> dict[str, Any]:
+    return owner_reference(API_VERSION, "HotelLine", name, uid)
+
+
+def session_owner(name: str, uid: str) -> dict[str, Any]:
+    return owner_reference(API_VERSION, "VoiceSession", name, uid)
+
+
+# --------------------------------------------------------------------------- Riva
+
+
+@dataclass(frozen=True)
+class RivaPool:
+    """One shared Riva Deployment: lines that agree on region, model and GPU pool share it."""
+
+    namespace: str
+    region: str
+    model: str
+    gpus_per_replica: int
+    node_selector: tuple[tuple[str, str], ...]
+    tolerations: tuple[str, ...]  # canonical JSON of each toleration, sorted
+
+    @property
+    def key(self) -> str:
+        return _short_hash(
+            self.namespace,
+            self.region,
+            self.model,
+            str(self.gpus_per_replica),
+            json.dumps(self.node_selector),
+            json.dumps(self.tolerations),
+        )
+
+    @property
+    def name(self) -> str:
+        return f"riva-{self.key[:12]}"
+
+    def address(self, settings: OperatorSettings) -> str:
+        return f"{self.name}.{self.namespace}.svc:{settings.riva_port}"
+
+
+def riva_pool_for(namespace: str, spec: HotelLineSpec, settings: OperatorSettings) -> RivaPool | None:
+    """The shared Riva pool a line uses, or ``None`` when it brings its own Riva endpoint."""
+    if spec.asr.endpoint:
+        return None
+    tolerations = tuple(sorted(json.dumps(t.to_wire(), sort_keys=True) for t in spec.asr.tolerations))
+    return RivaPool(
+        namespace=settings.riva_namespace or namespace,
+        region=str(spec.region),
+        model=spec.asr.model,
+        gpus_per_replica=spec.asr.gpus_per_replica,
+        node_selector=tuple(sorted(spec.asr.node_selector.items())),
+        tolerations=tolerations,
+    )
+
+
+def asr_address(namespace: str, spec: HotelLineSpec, settings: OperatorSettings) -> str:
+    pool = riva_pool_for(namespace, spec, settings)
+    return spec.asr.endpoint if pool is None else pool.address(settings)  # type: ignore[return-value]
+
+
+def riva_replicas(total_calls: int, streams_per_gpu: int, gpus_per_replica: int) -> int:
+    """Replicas that carry ``total_calls`` concurrent streams; at least one."""
+    per_replica = max(1, streams_per_gpu * gpus_per_replica)
+    return max(1, math.ceil(total_calls / per_replica))
+
+
+def _node_affinity(region: str, selector: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
+    expressions = [{"key": REGION_LABEL, "operator": "In", "values": [region]}]
+    expressions += [{"key": key, "operator": "In", "values": [value]} for key, value in selector]
+    return {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": expressions}]}
+        }
+    }
+
+
+def _grpc_probe(port: int, period: int, failures: int, initial_delay: int = 0) -> dict[str, Any]:
+    return {
+        "grpc": {"port": port},
+        "periodSeconds": period,
+        "failureThreshold": failures,
+        "timeoutSeconds": 5,
+        "initialDelaySeconds": initial_delay,
+    }
+
+
+def riva_labels(pool: RivaPool) -> dict[str, str]:
+    return {**common_labels(contract.COMPONENT_ASR), contract.LABEL_ASR_POOL: pool.key}
+
+
+def riva_deployment(pool: RivaPool, replicas: int, settings: OperatorSettings) -> dict[str, Any]:
+    labels = riva_labels(pool)
+    gpus = str(pool.gpus_per_replica)
+    tolerations = [json.loads(t) for t in pool.tolerations]
+    # GPU node pools are commonly tainted nvidia.com/gpu:NoSchedule.
+    default_gpu = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+    if default_gpu not in tolerations:
+        tolerations.append(default_gpu)
+    period = 10
+    volume: dict[str, Any] = (
+        {"name": "models", "persistentVolumeClaim": {"claimName": settings.riva_model_pvc}}
+        if settings.riva_model_pvc
+        else {"name": "models", "emptyDir": {}}
+    )
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": pool.name,
+            "namespace": pool.namespace,
+            "labels": labels,
+            "annotations": {ANNOTATION_ASR_MODEL: pool.model, REGION_LABEL: pool.region},
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {contract.LABEL_ASR_POOL: pool.key, contract.LABEL_COMPONENT: contract.COMPONENT_ASR}},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "affinity": _node_affinity(pool.region, pool.node_selector),
+                    "tolerations": tolerations,
+                    "automountServiceAccountToken": False,
+                    "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [
+                        {
+                            "name": "riva",
+                            "image": settings.riva_image,
+                            "args": ["start-riva", f"--riva-uri=0.0.0.0:{settings.riva_port}", "--asr_service=true",
+                                     "--tts_service=false", "--nlp_service=false"],
+                            "env": [{"name": "VOICEHIVE_RIVA_ASR_MODEL", "value": pool.model}],
+                            "ports": [
+                                {"name": RIVA_GRPC_PORT_NAME, "containerPort": settings.riva_port, "protocol": "TCP"},
+                                {"name": "triton-http", "containerPort": 8000},
+                                {"name": "triton-grpc", "containerPort": 8001},
+                                {"name": "metrics", "containerPort": 8002},
+                            ],
+                            "resources": {"limits": {GPU_RESOURCE: gpus}, "requests": {GPU_RESOURCE: gpus}},
+                            "startupProbe": _grpc_probe(
+                                settings.riva_port, period, math.ceil(settings.riva_startup_budget_s / period)
+                            ),
+                            "readinessProbe": _grpc_probe(settings.riva_port, period, 3),
+                            "livenessProbe": _grpc_probe(settings.riva_port, 20, 3),
+                            "securityContext": {"allowPrivilegeEscalation": False},
+                            "volumeMounts": [{"name": "models", "mountPath": "/data"}],
+                        }
+                    ],
+                    "volumes": [volume],
+                },
+            },
+        },
+    }
+
+
+def riva_service(pool: RivaPool, settings: OperatorSettings) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": pool.name, "namespace": pool.namespace, "labels": riva_labels(pool)},
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {contract.LABEL_ASR_POOL: pool.key, contract.LABEL_COMPONENT: contract.COMPONENT_ASR},
+            "ports": [
+                {
+                    "name": "grpc",
+                    "port": settings.riva_port,
+                    "targetPort": RIVA_GRPC_PORT_NAME,
+                    "protocol": "TCP",
+                    "appProtocol": "grpc",
+                }
+            ],
+        },
+    }
+
+
+# --------------------------------------------------------------------------- workers
+
+
+def worker_spec_hash(namespace: str, name: str, spec: HotelLineSpec, settings: OperatorSettings) -> str:
+    """Hash of everything a warm pod was built from; a change replaces idle pods."""
+    relevant = {
+        "spec": spec.to_wire(),
+        "riva": asr_address(namespace, spec, settings),
+        "livekit": settings.worker_livekit_url,
+        "redis": settings.redis_url,
+        "sa": settings.worker_service_account,
+        "secrets": [settings.livekit_secret, repr(settings.pii_key_ref), repr(settings.transcript_key_ref),
+                    repr(settings.agent_token_ref)],
+        "pull": settings.worker_image_pull_policy,
+    }
+    return _short_hash(json.dumps(relevant, sort_keys=True), length=16)
+
+
+def worker_pod_name(line_name: str) -> str:
+    """``<line>-w-<8 hex>``; generated here because not every API server honours generateName."""
+    return f"{line_name[:50].rstrip('-')}-w-{secrets.token_hex(4)}"
+
+
+def _secret_env(name: str, ref: SecretRef) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+
+
+def _resources(spec: HotelLineSpec) -> dict[str, Any]:
+    res = spec.workers.resources
+    return {
+        "requests": {k: v for k, v in res.requests.to_wire().items() if v},
+        "limits": {k: v for k, v in res.limits.to_wire().items() if v},
+    }
+
+
+def worker_env(namespace: str, name: str, spec: HotelLineSpec, settings: OperatorSettings) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {"name": contract.ENV_LINE_NAME, "value": name},
+        {"name": contract.ENV_NAMESPACE, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": contract.ENV_POD_NAME, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": contract.ENV_LINE_SPEC, "value": json.dumps(spec.to_wire(), separators=(",", ":"), sort_keys=True)},
+        {"name": contract.ENV_RIVA_SERVER, "value": asr_address(namespace, spec, settings)},
+        {"name": contract.ENV_LIVEKIT_URL, "value": settings.worker_livekit_url},
+        _secret_env(contract.ENV_LIVEKIT_API_KEY, SecretRef(settings.livekit_secret, "api-key")),
+        _secret_env(contract.ENV_LIVEKIT_API_SECRET, SecretRef(settings.livekit_secret, "api-secret")),
+        _secret_env(contract.ENV_PII_KEY, settings.pii_key_ref),
+        _secret_env(contract.ENV_TRANSCRIPT_KEY, settings.transcript_key_ref),
+        _secret_env(
+            contract.ENV_AZURE_OPENAI_API_KEY,
+            SecretRef(spec.llm.api_key_secret_ref.name, spec.llm.api_key_secret_ref.key),
+        ),
+        _secret_env(
+            contract.ENV_ELEVEN_API_KEY, SecretRef(spec.tts.api_key_secret_ref.name, spec.tts.api_key_secret_ref.key)
+        ),
+    ]
+    if settings.redis_url:
+        env.append({"name": contract.ENV_REDIS_URL, "value": settings.redis_url})
+    if settings.agent_token_ref is not None:
+        env.append(_secret_env(contract.ENV_AGENT_TOKEN, settings.agent_token_ref))
+    return env
+
+
+def worker_labels(line_name: str, spec_hash: str) -> dict[str, str]:
+    return {
+        **common_labels(contract.COMPONENT_WORKER),
+        contract.LABEL_LINE: line_name,
+        contract.LABEL_WORKER_STATE: contract.WORKER_IDLE,
+        contract.LABEL_SPEC_HASH: spec_hash,
+    }
+
+
+def worker_pod(
+    *,
+    namespace: str,
+    line_name: str,
+    line_uid: str,
+    spec: HotelLineSpec,
+    settings: OperatorSettings,
+    pod_name: str | None = None,
+) -> dict[str, Any]:
+    """An idle worker pod of a line, owned by the line until a call claims it."""
+    spec_hash = worker_spec_hash(namespace, line_name, spec, settings)
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": pod_name or worker_pod_name(line_name),
+            "namespace": namespace,
+            "labels": worker_labels(line_name, spec_hash),
+            "ownerReferences": [line_owner(line_name, line_uid)],
+        },
+        "spec": {
+            "serviceAccountName": settings.worker_service_account,
+            "restartPolicy": "Never",  # one call per pod: a crashed worker is replaced, not restarted
+            "terminationGracePeriodSeconds": spec.workers.max_call_duration_seconds + TERMINATION_MARGIN_S,
+            "enableServiceLinks": False,
+            "affinity": _node_affinity(str(spec.region)),
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 10001,
+                "runAsGroup": 10001,
+                "fsGroup": 10001,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [
+                {
+                    "name": "worker",
+                    "image": spec.workers.image,
+                    "imagePullPolicy": settings.worker_image_pull_policy,
+                    "env": worker_env(namespace, line_name, spec, settings),
+                    "resources": _resources(spec),
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "readOnlyRootFilesystem": True,
+                        "runAsNonRoot": True,
+                        "capabilities": {"drop": ["ALL"]},
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108
+                }
+            ],
+            "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}],
+        },
+    }
+
+
+def worker_rbac(namespace: str, settings: OperatorSettings) -> list[dict[str, Any]]:
+    """ServiceAccount, Role and RoleBinding of worker pods: read sessions, patch their status."""
+    labels = common_labels(contract.COMPONENT_WORKER)
+    sa = settings.worker_service_account
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": sa, "namespace": namespace, "labels": labels},
+            "automountServiceAccountToken": True,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": sa, "namespace": namespace, "labels": labels},
+            "rules": [
+                {"apiGroups": ["voicehive.io"], "resources": ["voicesessions"], "verbs": ["get", "list", "watch"]},
+                {"apiGroups": ["voicehive.io"], "resources": ["voicesessions/status"], "verbs": ["get", "patch"]},
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": sa, "namespace": namespace, "labels": labels},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": sa},
+            "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": namespace}],
+        },
+    ]
+
+
+# --------------------------------------------------------------------------- LiveKit SIP
+
+_ENCRYPTION = {
+    MediaEncryption.DISABLE.value: lk_sip.SIP_MEDIA_ENCRYPT_DISABLE,
+    MediaEncryption.ALLOW.value: lk_sip.SIP_MEDIA_ENCRYPT_ALLOW,
+    MediaEncryption.REQUIRE.value: lk_sip.SIP_MEDIA_ENCRYPT_REQUIRE,
+}
+
+
+def livekit_name(namespace: str, name: str) -> str:
+    return f"voicehive:{contract.line_key(namespace, name)}"
+
+
+def livekit_metadata(namespace: str, name: str) -> str:
+    """Metadata that marks a LiveKit object as ours and names its line (found after a restart)."""
+    return json.dumps(
+        {METADATA_MANAGED_BY: contract.MANAGER, METADATA_LINE: contract.line_key(namespace, name)},
+        separators=(",", ":"),
+        sort_keys=True,
+    )
+
+
+def line_of_metadata(metadata: str) -> str | None:
+    """The ``namespace/name`` a LiveKit object belongs to, if VoiceHive made it."""
+    try:
+        data = json.loads(metadata or "{}")
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or data.get(METADATA_MANAGED_BY) != contract.MANAGER:
+        return None
+    line = data.get(METADATA_LINE)
+    return line if isinstance(line, str) else None
+
+
+def inbound_trunk(
+    namespace: str, name: str, spec: HotelLineSpec, auth: tuple[str, str] | None
+) -> lk_sip.SIPInboundTrunkInfo:
+    """The line's inbound trunk; LiveKit's own call cap is a backstop behind the worker's."""
+    trunk = lk_sip.SIPInboundTrunkInfo(
+        name=livekit_name(namespace, name),
+        metadata=livekit_metadata(namespace, name),
+        numbers=list(spec.phone_numbers),
+        allowed_addresses=list(spec.sip.allowed_addresses),
+        media=lk_sip.SIPMediaConfig(encryption=_ENCRYPTION[str(spec.sip.media_encryption)]),
+    )
+    if auth is not None:
+        trunk.auth_username, trunk.auth_password = auth
+    trunk.max_call_duration.CopyFrom(Duration(seconds=spec.workers.max_call_duration_seconds + TERMINATION_MARGIN_S))
+    return trunk
+
+
+def dispatch_rule(namespace: str, name: str, trunk_id: str) -> lk_sip.SIPDispatchRuleInfo:
+    """Individual rule: one room per caller, prefixed per line, tagged with the line's key."""
+    return lk_sip.SIPDispatchRuleInfo(
+        name=livekit_name(namespace, name),
+        metadata=livekit_metadata(namespace, name),
+        trunk_ids=[trunk_id],
+        hide_phone_number=True,
+        attributes={contract.ATTRIBUTE_LINE: contract.line_key(namespace, name)},
+        rule=lk_sip.SIPDispatchRule(
+            dispatch_rule_individual=lk_sip.SIPDispatchRuleIndividual(room_prefix=contract.room_prefix(namespace, name))
+        ),
+    )
+
+
+def mask_number(number: str) -> str:
+    """``+4930123456`` -> ``+49…``: enough for a person to recognise which line, no more."""
+    return number[:3] + "…"
+
+
+def tolerations_wire(tolerations: list[Toleration]) -> list[dict[str, Any]]:
+    return [t.to_wire() for t in tolerations]

@@ -1,0 +1,237 @@
+# Kopf types handler callbacks as Protocols with every kwarg (namespace: str | None, ...); our
+# handlers take the subset they use, which mypy cannot match structurally.
+# mypy: disable-error-code="arg-type,dict-item"
+"""Thin Kopf handlers: pick fields out of the event, call ``lines``/``sessions``, post Events.
+
+Handlers are registered into a fresh :class:`kopf.OperatorRegistry` per operator instance
+(``build_registry``), so tests can run, kill and restart operators in one process, and timer
+intervals come from the operator's settings.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import kopf
+
+from voicehive import contract
+from voicehive.api.models import GROUP, VERSION, HotelLineSpec
+from voicehive_operator import lines, pool, sessions
+from voicehive_operator.kube import HOTELLINES
+from voicehive_operator.runtime import Runtime
+from voicehive_operator.settings import OperatorSettings
+
+log = logging.getLogger(__name__)
+
+HL = (GROUP, VERSION, HOTELLINES)
+VS = (GROUP, VERSION, "voicesessions")
+PODS = ("", "v1", "pods")
+FINALIZER = f"{GROUP}/operator"
+KOPF_PREFIX = f"kopf.{GROUP}"
+WORKER_POD_LABELS = {contract.LABEL_COMPONENT: contract.COMPONENT_WORKER, contract.LABEL_MANAGED_BY: contract.MANAGER}
+
+LineEntry = tuple[str, HotelLineSpec | None]  # (uid, parsed spec or None when invalid)
+
+
+def _runtime(memo: Any) -> Runtime:
+    runtime: Runtime = memo.runtime
+    return runtime
+
+
+def _line(line_specs: Mapping[Any, Iterable[LineEntry]], namespace: str, name: str) -> LineEntry | None:
+    for entry in line_specs.get((namespace, name), ()):
+        return entry
+    return None
+
+
+def _post(body: Any, outcome_changes: list[str], warnings: list[str], events: list[dict[str, Any]]) -> None:
+    """One Kubernetes Event per change and per condition that flipped (plain words only)."""
+    for change in outcome_changes:
+        kopf.info(body, reason="Reconciled", message=change[:1000])
+    for cond in events:
+        message = f"{cond['type']} is {cond['status']}: {cond.get('message', '')}"[:1000]
+        if cond["status"] == "False":
+            kopf.warn(body, reason=cond["reason"], message=message)
+        else:
+            kopf.info(body, reason=cond["reason"], message=message)
+
+
+def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        # Annotations only: our CRDs' structural schemas would prune a status.kopf field.
+        settings.persistence.finalizer = FINALIZER
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix=KOPF_PREFIX, key="last-handled-configuration"
+        )
+        settings.posting.level = logging.INFO
+        settings.execution.max_workers = 16
+
+    # ------------------------------------------------------------------ indexes
+
+    @kopf.index(*HL, registry=registry)
+    def asr_users(namespace: str, name: str, spec: Any, meta: Any, memo: Any, **_: Any) -> Any:
+        return lines.pool_user(namespace, name, spec, meta, _runtime(memo))
+
+    @kopf.index(*HL, registry=registry)
+    def line_specs(namespace: str, name: str, uid: str, spec: Any, meta: Any, **_: Any) -> Any:
+        if meta.get("deletionTimestamp"):
+            return None
+        parsed, _refusal = lines.parse_spec(spec)
+        return {(namespace, name): (uid, parsed)}
+
+    @kopf.index(*VS, registry=registry)
+    def sessions_by_line(namespace: str, name: str, body: Any, spec: Any, **_: Any) -> Any:
+        line = (spec.get("lineRef") or {}).get("name")
+        if not line:
+            return None
+        snapshot = {
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "uid": body["metadata"].get("uid"),
+                "creationTimestamp": body["metadata"].get("creationTimestamp"),
+            },
+            "spec": {"roomHash": spec.get("roomHash"), "callerHash": spec.get("callerHash")},
+            "status": dict(body.get("status") or {}),
+        }
+        return {(namespace, line): snapshot}
+
+    # ------------------------------------------------------------------ HotelLine
+
+    async def _reconcile(body: Any, namespace: str, name: str, uid: str, meta: Any, spec: Any, status: Any,
+                         patch: kopf.Patch, memo: Any, asr_users: Any) -> None:
+        outcome = await lines.reconcile(
+            _runtime(memo), namespace=namespace, name=name, uid=uid, generation=meta.get("generation"),
+            raw_spec=dict(spec), status=dict(status or {}), asr_users=asr_users,
+        )
+        patch.status.update(outcome.status)
+        _post(body, outcome.changes, [], outcome.events)
+
+    @kopf.on.resume(*HL, registry=registry)
+    @kopf.on.create(*HL, registry=registry)
+    @kopf.on.update(*HL, registry=registry)
+    async def reconcile_line(body: Any, namespace: str, name: str, uid: str, meta: Any, spec: Any, status: Any,
+                             patch: kopf.Patch, memo: Any, asr_users: Any, **_: Any) -> None:
+        await _reconcile(body, namespace, name, uid, meta, spec, status, patch, memo, asr_users)
+
+    @kopf.timer(*HL, registry=registry, interval=settings.resync_interval_s,
+                initial_delay=settings.resync_interval_s)
+    async def resync_line(body: Any, namespace: str, name: str, uid: str, meta: Any, spec: Any, status: Any,
+                          patch: kopf.Patch, memo: Any, asr_users: Any, **_: Any) -> None:
+        """Drift check: trunk deleted behind our back, lost pods, provider re-checks."""
+        if meta.get("deletionTimestamp"):
+            return
+        await _reconcile(body, namespace, name, uid, meta, spec, status, patch, memo, asr_users)
+
+    @kopf.on.delete(*HL, registry=registry)
+    async def delete_line(body: Any, namespace: str, name: str, uid: str, spec: Any, memo: Any, asr_users: Any,
+                          **_: Any) -> None:
+        changes = await lines.teardown(_runtime(memo), namespace=namespace, name=name, uid=uid, raw_spec=dict(spec),
+                                       asr_users=asr_users)
+        for change in changes:
+            log.info("hotelline %s/%s: %s", namespace, name, change)
+
+    @kopf.timer(*HL, registry=registry, interval=settings.sweep_interval_s, initial_delay=settings.sweep_interval_s)
+    async def sweep_sessions(namespace: str, name: str, meta: Any, memo: Any, line_specs: Any,
+                             sessions_by_line: Any, **_: Any) -> None:
+        """Start timeouts, max call duration and retention for every session of this line."""
+        if meta.get("deletionTimestamp"):
+            return
+        runtime = _runtime(memo)
+        entry = _line(line_specs, namespace, name)
+        spec = entry[1] if entry else None
+        retention = spec.retention.metadata_days if spec else None
+        for snapshot in list(sessions_by_line.get((namespace, name), ())):
+            vs_name = snapshot["metadata"]["name"]
+            verdict = await sessions.enforce(runtime, namespace=namespace, name=vs_name, body=snapshot,
+                                             line_spec=spec, retention_days=retention)
+            if verdict.action in {"fail", "end"}:
+                kopf.warn(_vs_ref(snapshot), reason=str(verdict.reason), message=verdict.message)
+            elif verdict.action == "delete":
+                log.info("voicesession %s/%s deleted: %s", namespace, vs_name, verdict.message)
+
+    @kopf.on.event(*HL, registry=registry, annotations={contract.ANNOTATION_ERASE: kopf.PRESENT})
+    async def erase_request(body: Any, namespace: str, name: str, meta: Any, memo: Any, **_: Any) -> None:
+        """Erasure by caller hash: delete every trace, then drop the annotation (idempotent)."""
+        runtime = _runtime(memo)
+        value = meta.get("annotations", {}).get(contract.ANNOTATION_ERASE)
+        hashes = sessions.parse_erase_annotation(value)
+        erased = await sessions.erase_callers(runtime, namespace, hashes)
+        await runtime.kube.patch_custom(namespace, HOTELLINES, name,
+                                        {"metadata": {"annotations": {contract.ANNOTATION_ERASE: None}}})
+        if hashes:
+            kopf.info(body, reason="Erased",
+                      message=f"Erased {erased} call(s) of {len(hashes)} caller(s) on request.")
+        else:
+            kopf.warn(body, reason="EraseIgnored",
+                      message=f"{contract.ANNOTATION_ERASE} held no 64-hex caller hash; nothing erased.")
+
+    # ------------------------------------------------------------------ VoiceSession
+
+    @kopf.on.resume(*VS, registry=registry)
+    @kopf.on.create(*VS, registry=registry)
+    async def bind_session(body: Any, namespace: str, name: str, uid: str, spec: Any, memo: Any, line_specs: Any,
+                           **_: Any) -> None:
+        runtime = _runtime(memo)
+        line = (spec.get("lineRef") or {}).get("name", "")
+        entry = _line(line_specs, namespace, line)
+        if entry is None and line:  # the line's watch event may trail the session's
+            found = await runtime.kube.get_custom(namespace, HOTELLINES, line)
+            if found is not None and not found["metadata"].get("deletionTimestamp"):
+                entry = (found["metadata"]["uid"], lines.parse_spec(found.get("spec") or {})[0])
+        result = await sessions.bind(runtime, namespace=namespace, name=name, uid=uid, body=body,
+                                     line_spec=entry[1] if entry else None, line_uid=entry[0] if entry else None)
+        if result is None:
+            return
+        reason, message = result
+        (kopf.info if reason == "WorkerBound" else kopf.warn)(body, reason=reason, message=message)
+        if entry is not None and entry[1] is not None:
+            _refill(runtime, namespace, line, entry)
+
+    # ------------------------------------------------------------------ worker pods
+
+    @kopf.on.event(*PODS, registry=registry, labels=WORKER_POD_LABELS)
+    async def worker_pod_event(event: Any, body: Any, namespace: str, memo: Any, line_specs: Any,
+                               **_: Any) -> None:
+        runtime = _runtime(memo)
+        deleted = event.get("type") == "DELETED"
+        labels = body.get("metadata", {}).get("labels") or {}
+        finished = (body.get("status") or {}).get("phase") in pool.FINISHED_PHASES
+        if not (deleted or finished):
+            return
+        state = labels.get(contract.LABEL_WORKER_STATE)
+        if state == contract.WORKER_CLAIMED:
+            session = await sessions.worker_gone(runtime, namespace=namespace, pod=body, deleted=deleted)
+            if session:
+                kopf.warn({"apiVersion": f"{GROUP}/{VERSION}", "kind": "VoiceSession",
+                           "metadata": {"name": session, "namespace": namespace}},
+                          reason="WorkerLost", message=f"Worker pod {body['metadata']['name']} ended before the call.")
+            if finished and not deleted:
+                await runtime.kube.delete_pod(namespace, body["metadata"]["name"])
+        line = labels.get(contract.LABEL_LINE)
+        entry = _line(line_specs, namespace, line) if line else None
+        if line and entry is not None and entry[1] is not None:
+            _refill(runtime, namespace, line, entry)
+
+    return registry
+
+
+def _refill(runtime: Runtime, namespace: str, line: str, entry: LineEntry) -> None:
+    uid, spec = entry
+    if spec is None:
+        return
+
+    async def work() -> None:
+        await pool.reconcile(runtime, namespace, line, uid, spec)
+
+    runtime.kick(f"refill:{namespace}/{line}", work)
+
+
+def _vs_ref(snapshot: Mapping[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "VoiceSession", "metadata": dict(snapshot["metadata"])}

@@ -1,0 +1,299 @@
+"""HotelLine reconciliation: one idempotent pass that makes the world match the spec.
+
+The same pass runs on create, update, resume and every resync tick (drift check), so a trunk
+deleted behind our back, a lost status, a killed warm pod or a vanished Riva Deployment are all
+repaired the same way. The result is a status patch plus the changes worth an Event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from voicehive import contract
+from voicehive.api.models import EURegion, HotelLineSpec
+from voicehive_operator import builders, conditions, policy, pool, providers, riva
+from voicehive_operator.conditions import Observation
+from voicehive_operator.livekit_sip import SipError, SipIds
+from voicehive_operator.riva import PoolUser
+from voicehive_operator.runtime import ProviderCheck, Runtime
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    status: dict[str, Any]
+    changes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)  # changed conditions
+
+
+def validation_message(exc: ValidationError) -> str:
+    """First few validation errors as ``field: problem`` (the input value is never echoed)."""
+    parts = []
+    for err in exc.errors()[:3]:
+        where = ".".join(str(p) for p in err.get("loc", ())) or "spec"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    more = len(exc.errors()) - 3
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+def parse_spec(raw: Mapping[str, Any]) -> tuple[HotelLineSpec | None, Observation | None]:
+    """The validated spec, or an observation saying in plain words why it is refused."""
+    region = raw.get("region")
+    if region is not None and not policy.region_is_eu(str(region)):
+        allowed = ", ".join(r.value for r in EURegion)
+        return None, Observation(
+            conditions.READY,
+            False,
+            "RegionNotEU",
+            f"Region {region} is outside the EU; VoiceHive keeps calls in EU regions only ({allowed}).",
+        )
+    try:
+        return HotelLineSpec.model_validate(dict(raw)), None
+    except ValidationError as exc:
+        return None, Observation(conditions.READY, False, "SpecInvalid", f"The spec is invalid: {validation_message(exc)}")
+
+
+def pool_user(namespace: str, name: str, raw_spec: Mapping[str, Any], meta: Mapping[str, Any], runtime: Runtime) -> (
+    dict[str, PoolUser] | None
+):
+    """Index entry of a line in the shared-Riva index (``None``: uses no shared pool)."""
+    if meta.get("deletionTimestamp"):
+        return None
+    spec, _ = parse_spec(raw_spec)
+    if spec is None:
+        return None
+    pool_spec = builders.riva_pool_for(namespace, spec, runtime.settings)
+    if pool_spec is None:
+        return None
+    return {pool_spec.key: PoolUser(contract.line_key(namespace, name), spec.workers.max_concurrent_calls, pool_spec)}
+
+
+def _refusal(outcome_obs: Observation, existing: Iterable[Mapping[str, Any]] | None, generation: int | None,
+             runtime: Runtime) -> Outcome:
+    obs = [Observation(t, False, outcome_obs.reason, outcome_obs.message) for t in conditions.COMPONENTS]
+    obs.append(outcome_obs)
+    new = conditions.merge(existing, obs, generation=generation, now=runtime.settings.clock.now())
+    return Outcome(
+        status={"conditions": new, "observedGeneration": generation},
+        warnings=[outcome_obs.message],
+        events=conditions.changed_types(existing, new),
+    )
+
+
+async def reconcile(
+    runtime: Runtime,
+    *,
+    namespace: str,
+    name: str,
+    uid: str,
+    generation: int | None,
+    raw_spec: Mapping[str, Any],
+    status: Mapping[str, Any],
+    asr_users: Mapping[str, Iterable[PoolUser]],
+) -> Outcome:
+    existing = status.get("conditions") or []
+    spec, refusal = parse_spec(raw_spec)
+    if spec is None:
+        assert refusal is not None
+        return _refusal(refusal, existing, generation, runtime)
+
+    settings = runtime.settings
+    observed: dict[str, Observation] = {}
+    changes: list[str] = []
+    warnings: list[str] = []
+    patch: dict[str, Any] = {"observedGeneration": generation, "roomPrefix": contract.room_prefix(namespace, name)}
+
+    # 1. LiveKit SIP trunk + dispatch rule -------------------------------------------------
+    generation_changed = status.get("observedGeneration") != generation
+    async with runtime.lock(f"sip:{namespace}/{name}"):
+        observed[conditions.SIP] = await _ensure_sip(runtime, namespace, name, spec, status, patch, changes,
+                                                     force=generation_changed)
+
+    # 2. Riva (shared pool) ------------------------------------------------------------------
+    asr_address = builders.asr_address(namespace, spec, settings)
+    patch["asrService"] = asr_address
+    shared = builders.riva_pool_for(namespace, spec, settings)
+    # Always reconcile: a line that moved to its own endpoint or another model frees a pool.
+    changes += await riva.reconcile_namespace(runtime, settings.riva_namespace or namespace, asr_users)
+
+    # 3. Warm pool ----------------------------------------------------------------------------
+    plan, pool_changes = await pool.reconcile(runtime, namespace, name, uid, spec)
+    changes += pool_changes
+    patch["warmWorkers"] = plan.idle_current
+    patch["activeCalls"] = plan.claimed
+    desired = spec.workers.warm_pool
+    if plan.idle_current >= desired:
+        observed[conditions.WORKERS] = Observation(
+            conditions.WORKERS, True, "WarmPoolFull", f"{plan.idle_current} of {desired} warm worker pod(s) ready."
+        )
+    else:
+        observed[conditions.WORKERS] = Observation(
+            conditions.WORKERS, False, "WarmPoolFilling", f"{plan.idle_current} of {desired} warm worker pod(s) ready."
+        )
+
+    # 4. Providers ------------------------------------------------------------------------------
+    observed.update({o.type: o for o in await _providers(runtime, namespace, name, uid, spec, shared, asr_address)})
+
+    observed[conditions.READY] = conditions.ready(observed)
+    new = conditions.merge(existing, observed.values(), generation=generation, now=settings.clock.now())
+    patch["conditions"] = new
+    for obs in observed.values():
+        if obs.ok is False and obs.type != conditions.READY:
+            warnings.append(f"{obs.type}: {obs.message}")
+    return Outcome(status=patch, changes=changes, warnings=warnings, events=conditions.changed_types(existing, new))
+
+
+async def _ensure_sip(
+    runtime: Runtime,
+    namespace: str,
+    name: str,
+    spec: HotelLineSpec,
+    status: Mapping[str, Any],
+    patch: dict[str, Any],
+    changes: list[str],
+    *,
+    force: bool,
+) -> Observation:
+    auth: tuple[str, str] | None = None
+    if spec.sip.auth is not None:
+        ref = spec.sip.auth
+        user = await runtime.kube.read_secret_key(namespace, ref.secret_name, ref.username_key)
+        password = await runtime.kube.read_secret_key(namespace, ref.secret_name, ref.password_key)
+        if user is None or password is None:
+            missing = ref.username_key if user is None else ref.password_key
+            return Observation(
+                conditions.SIP,
+                False,
+                "AuthSecretMissing",
+                f"Secret {ref.secret_name} has no key {missing} (sip.auth); the trunk is not created without it.",
+            )
+        auth = (user, password)
+    known = None
+    if status.get("sipTrunkId") and status.get("dispatchRuleId"):
+        known = SipIds(str(status["sipTrunkId"]), str(status["dispatchRuleId"]))
+    elif status.get("sipTrunkId"):
+        known = SipIds(str(status["sipTrunkId"]), "")
+    try:
+        ids, sip_changes = await runtime.sip.ensure(namespace, name, spec, auth, known, force_update=force)
+    except SipError as exc:
+        return Observation(conditions.SIP, False, exc.reason, exc.message)
+    patch["sipTrunkId"] = ids.trunk_id
+    patch["dispatchRuleId"] = ids.dispatch_rule_id
+    changes.extend(sip_changes)
+    count = len(spec.phone_numbers)
+    return Observation(
+        conditions.SIP, True, "TrunkReady", f"Inbound trunk {ids.trunk_id} takes calls for {count} number(s)."
+    )
+
+
+def _fingerprint(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+async def _providers(
+    runtime: Runtime,
+    namespace: str,
+    name: str,
+    uid: str,
+    spec: HotelLineSpec,
+    shared: builders.RivaPool | None,
+    asr_address: str,
+) -> list[Observation]:
+    settings = runtime.settings
+    static = policy.llm_endpoint_problem(spec.llm.endpoint, settings.llm_allowed_hosts)
+    llm_key = await runtime.kube.read_secret_key(namespace, spec.llm.api_key_secret_ref.name, spec.llm.api_key_secret_ref.key)
+    tts_key = await runtime.kube.read_secret_key(namespace, spec.tts.api_key_secret_ref.name, spec.tts.api_key_secret_ref.key)
+    asr_obs: Observation | None = None
+    if shared is not None:
+        available, wanted = await riva.availability(runtime, shared)
+        if available == 0:
+            asr_obs = Observation(
+                conditions.ASR,
+                False,
+                "RivaStarting",
+                f"Waiting for Riva {shared.name} ({available}/{wanted} replicas available; a model load takes "
+                "minutes).",
+            )
+    if not settings.check_providers:
+        unchecked = "Provider checks are disabled on this operator."
+        return [
+            asr_obs or Observation(conditions.ASR, None, "NotChecked", unchecked),
+            Observation(conditions.LLM, False, "LlmOutsideEU", static) if static
+            else Observation(conditions.LLM, None, "NotChecked", unchecked),
+            Observation(conditions.TTS, None, "NotChecked", unchecked),
+        ]
+    fingerprint = _fingerprint(
+        spec.asr.model_dump(), spec.llm.model_dump(), spec.tts.model_dump(), asr_address,
+        hashlib.sha256(f"{llm_key}\x00{tts_key}".encode()).hexdigest(), asr_obs is None,
+    )
+    now = settings.clock.now().timestamp()
+    cached = runtime.provider_checks.get(uid)
+    if cached is not None and cached.fingerprint == fingerprint and now - cached.at < settings.provider_recheck_s:
+        results = cached.observations
+    else:
+        results = []
+        if asr_obs is None:
+            results.append(
+                await providers.check_riva(
+                    asr_address, spec.asr.model, use_tls=spec.asr.use_tls, ca_file=settings.provider_ca_file,
+                    timeout_s=settings.provider_timeout_s,
+                )
+            )
+        if static:
+            results.append(Observation(conditions.LLM, False, "LlmOutsideEU", static))
+        elif llm_key is None:
+            ref = spec.llm.api_key_secret_ref
+            results.append(Observation(conditions.LLM, False, "KeySecretMissing",
+                                       f"Secret {ref.name} has no key {ref.key} (llm.apiKeySecretRef)."))
+        else:
+            results.append(
+                await providers.check_azure_openai(
+                    endpoint=spec.llm.endpoint, deployment=spec.llm.deployment, api_version=spec.llm.api_version,
+                    api_key=llm_key, eu_hosts=settings.llm_eu_hosts, ca_file=settings.provider_ca_file,
+                    timeout_s=settings.provider_timeout_s,
+                )
+            )
+        if tts_key is None:
+            ref = spec.tts.api_key_secret_ref
+            results.append(Observation(conditions.TTS, False, "KeySecretMissing",
+                                       f"Secret {ref.name} has no key {ref.key} (tts.apiKeySecretRef)."))
+        else:
+            results.append(
+                await providers.check_elevenlabs(
+                    base_url=spec.tts.endpoint, voice_id=spec.tts.voice_id, model_id=spec.tts.model_id,
+                    api_key=tts_key, ca_file=settings.provider_ca_file, timeout_s=settings.provider_timeout_s,
+                )
+            )
+        runtime.provider_checks[uid] = ProviderCheck(now, fingerprint, results)
+    return ([asr_obs] if asr_obs else []) + results
+
+
+async def teardown(runtime: Runtime, *, namespace: str, name: str, uid: str, raw_spec: Mapping[str, Any],
+                   asr_users: Mapping[str, Iterable[PoolUser]]) -> list[str]:
+    """Remove everything the line made: LiveKit objects, idle pods, unused Riva pools."""
+    changes: list[str] = []
+    async with runtime.lock(f"sip:{namespace}/{name}"):
+        removed = await runtime.sip.delete(namespace, name)
+    if removed:
+        changes.append(f"deleted {removed} LiveKit SIP object(s)")
+    idle = await pool.remove_idle(runtime, namespace, name)
+    if idle:
+        changes.append(f"removed {idle} idle worker pod(s)")
+    spec, _ = parse_spec(raw_spec)
+    riva_ns = runtime.settings.riva_namespace or namespace
+    if spec is not None:
+        shared = builders.riva_pool_for(namespace, spec, runtime.settings)
+        riva_ns = shared.namespace if shared else riva_ns
+    remaining = {k: [u for u in v if u.line != contract.line_key(namespace, name)] for k, v in asr_users.items()}
+    changes += await riva.reconcile_namespace(runtime, riva_ns, remaining)
+    runtime.provider_checks.pop(uid, None)
+    return changes

@@ -1,0 +1,76 @@
+"""Entry point of ``voicehive operator``: build the runtime, register handlers, run Kopf.
+
+HA: with ``--peering NAME`` several replicas run; Kopf's peering (a KopfPeering or
+ClusterKopfPeering object, CRDs in ``crds/kopf-peering.yaml``) lets the highest priority one
+work while the others stand by and take over when its heartbeat stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import kopf
+
+from voicehive_operator.handlers import build_registry
+from voicehive_operator.kube import Kube
+from voicehive_operator.livekit_sip import LiveKitSip
+from voicehive_operator.runtime import Runtime
+from voicehive_operator.settings import OperatorSettings
+
+
+def build_runtime(settings: OperatorSettings, kube: Kube) -> Runtime:
+    redis_client: Any = None
+    if settings.redis_url:
+        from redis.asyncio import Redis
+
+        redis_client = Redis.from_url(settings.redis_url, decode_responses=True)
+    sip = LiveKitSip(settings.livekit_url, settings.livekit_api_key, settings.livekit_api_secret,
+                     timeout_s=settings.livekit_timeout_s)
+    return Runtime(settings=settings, kube=kube, sip=sip, redis=redis_client)
+
+
+def kopf_settings() -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 30
+    return settings
+
+
+def run(
+    namespaces: Sequence[str] = (),
+    all_namespaces: bool = False,
+    peering: str | None = None,
+    *,
+    priority: int = 0,
+    liveness: str | None = "http://0.0.0.0:8080/healthz",
+    settings: OperatorSettings | None = None,
+) -> None:
+    """Run the operator until SIGTERM. Without ``peering`` it runs standalone (one replica)."""
+    from voicehive.audit import configure_json_logging
+
+    configure_json_logging(logging.INFO)
+    if not namespaces and not all_namespaces:
+        raise SystemExit("voicehive operator: give --namespace NAME (repeatable) or --all-namespaces")
+    settings = settings or OperatorSettings.from_env()
+    runtime = build_runtime(settings, Kube.from_environment())
+    memo = kopf.Memo()
+    memo.runtime = runtime
+    registry = build_registry(settings)
+    try:
+        kopf.run(
+            registry=registry,
+            settings=kopf_settings(),
+            memo=memo,
+            clusterwide=all_namespaces,
+            namespaces=list(namespaces),
+            standalone=peering is None,
+            peering_name=peering,
+            priority=priority,
+            liveness_endpoint=liveness,
+        )
+    finally:
+        asyncio.run(runtime.close())

@@ -1,0 +1,113 @@
+"""The warm pool: idle, started worker pods per line, so a call never waits for a pod start.
+
+``plan`` is pure (which pods to start, which to remove); ``reconcile`` applies it. Fresh pods are
+started before stale ones are removed, so a spec change never empties the pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from voicehive import contract
+from voicehive.api.models import HotelLineSpec
+from voicehive_operator import builders
+from voicehive_operator.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+FINISHED_PHASES = frozenset({"Failed", "Succeeded"})
+
+
+def is_ready(pod: dict[str, Any]) -> bool:
+    for cond in (pod.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Ready":
+            return bool(cond.get("status") == "True")
+    return False
+
+
+def is_gone(pod: dict[str, Any]) -> bool:
+    """Deleted, deleting, or exited: a pod that will never serve a call."""
+    if pod.get("metadata", {}).get("deletionTimestamp"):
+        return True
+    return (pod.get("status") or {}).get("phase") in FINISHED_PHASES
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    create: int
+    delete: tuple[str, ...]
+    idle_current: int  # healthy idle pods on the current spec, after the plan
+    claimed: int
+
+
+def plan(pods: list[dict[str, Any]], desired: int, spec_hash: str) -> PoolPlan:
+    idle = [p for p in pods if p["metadata"].get("labels", {}).get(contract.LABEL_WORKER_STATE) == contract.WORKER_IDLE]
+    claimed = [
+        p
+        for p in pods
+        if p["metadata"].get("labels", {}).get(contract.LABEL_WORKER_STATE) == contract.WORKER_CLAIMED and not is_gone(p)
+    ]
+    remove: list[str] = []
+    current: list[dict[str, Any]] = []
+    for pod in idle:
+        if pod["metadata"].get("deletionTimestamp"):
+            continue  # already on its way out
+        if is_gone(pod) or pod["metadata"].get("labels", {}).get(contract.LABEL_SPEC_HASH) != spec_hash:
+            remove.append(pod["metadata"]["name"])
+        else:
+            current.append(pod)
+    # Keep ready pods first, then the oldest (they are closest to ready).
+    current.sort(key=lambda p: (not is_ready(p), p["metadata"].get("creationTimestamp") or "", p["metadata"]["name"]))
+    surplus = current[desired:]
+    remove.extend(p["metadata"]["name"] for p in surplus)
+    kept = len(current) - len(surplus)
+    return PoolPlan(create=max(0, desired - kept), delete=tuple(remove), idle_current=kept, claimed=len(claimed))
+
+
+async def list_line_pods(runtime: Runtime, namespace: str, line: str) -> list[dict[str, Any]]:
+    labels = {**builders.common_labels(contract.COMPONENT_WORKER), contract.LABEL_LINE: line}
+    return await runtime.kube.list_pods(namespace, labels)
+
+
+async def reconcile(
+    runtime: Runtime, namespace: str, line: str, line_uid: str, spec: HotelLineSpec
+) -> tuple[PoolPlan, list[str]]:
+    """Bring the line's pool to ``spec.workers.warmPool`` idle pods on the current spec."""
+    settings = runtime.settings
+    spec_hash = builders.worker_spec_hash(namespace, line, spec, settings)
+    async with runtime.lock(f"pool:{namespace}/{line}"):
+        pods = await list_line_pods(runtime, namespace, line)
+        todo = plan(pods, spec.workers.warm_pool, spec_hash)
+        changes: list[str] = []
+        batch = max(1, settings.pool_create_batch)
+        remaining = todo.create
+        while remaining > 0:
+            n = min(batch, remaining)
+            bodies = [
+                builders.worker_pod(namespace=namespace, line_name=line, line_uid=line_uid, spec=spec, settings=settings)
+                for _ in range(n)
+            ]
+            await asyncio.gather(*(runtime.kube.create_pod(namespace, body) for body in bodies))
+            remaining -= n
+        if todo.create:
+            changes.append(f"started {todo.create} warm worker pod(s)")
+        if todo.delete:
+            await asyncio.gather(*(runtime.kube.delete_pod(namespace, name) for name in todo.delete))
+            changes.append(f"removed {len(todo.delete)} stale or exited idle worker pod(s)")
+    return todo, changes
+
+
+async def remove_idle(runtime: Runtime, namespace: str, line: str) -> int:
+    """Delete every idle pod of a line (line deletion); claimed pods belong to their calls."""
+    async with runtime.lock(f"pool:{namespace}/{line}"):
+        pods = await list_line_pods(runtime, namespace, line)
+        idle = [
+            p["metadata"]["name"]
+            for p in pods
+            if p["metadata"].get("labels", {}).get(contract.LABEL_WORKER_STATE) == contract.WORKER_IDLE
+        ]
+        await asyncio.gather(*(runtime.kube.delete_pod(namespace, name) for name in idle))
+        return len(idle)

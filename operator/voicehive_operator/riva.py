@@ -1,0 +1,79 @@
+"""Shared Riva ASR Deployments: sized from the lines that use them, removed when none does.
+
+WHY an index: the replica count of a shared pool depends on every line using it. Kopf keeps an
+in-memory index of HotelLines by pool key (``handlers.asr_users``), so a reconcile sums the
+users without listing all lines, and a deleted or moved line drops out of the sum at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from voicehive import contract
+from voicehive_operator import builders
+from voicehive_operator.builders import RivaPool
+from voicehive_operator.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PoolUser:
+    """One line's claim on a pool, as stored in the Kopf index."""
+
+    line: str  # namespace/name
+    max_calls: int
+    pool: RivaPool
+
+
+def desired_pools(users: Mapping[str, Iterable[PoolUser]]) -> dict[str, tuple[RivaPool, int]]:
+    """Pool key -> (pool, summed max concurrent calls) for every key with at least one user."""
+    result: dict[str, tuple[RivaPool, int]] = {}
+    for key, entries in users.items():
+        entries = list(entries)
+        if entries:
+            result[key] = (entries[0].pool, sum(e.max_calls for e in entries))
+    return result
+
+
+async def reconcile_namespace(
+    runtime: Runtime, namespace: str, users: Mapping[str, Iterable[PoolUser]]
+) -> list[str]:
+    """Apply every used pool in ``namespace`` and delete unused ones; returns what changed."""
+    settings = runtime.settings
+    changes: list[str] = []
+    async with runtime.lock(f"riva:{namespace}"):
+        wanted = {key: v for key, v in desired_pools(users).items() if v[0].namespace == namespace}
+        for pool, total in wanted.values():
+            replicas = builders.riva_replicas(total, settings.streams_per_gpu, pool.gpus_per_replica)
+            before = await runtime.kube.get_deployment(namespace, pool.name)
+            await runtime.kube.apply_deployment(builders.riva_deployment(pool, replicas, settings))
+            await runtime.kube.apply_service(builders.riva_service(pool, settings))
+            if before is None:
+                changes.append(f"created Riva {pool.name} ({pool.model} in {pool.region}, {replicas} replica(s))")
+            elif before.get("spec", {}).get("replicas") != replicas:
+                changes.append(f"scaled Riva {pool.name} to {replicas} replica(s)")
+        selector = builders.common_labels(contract.COMPONENT_ASR)
+        for deployment in await runtime.kube.list_deployments(namespace, selector):
+            key = deployment["metadata"].get("labels", {}).get(contract.LABEL_ASR_POOL)
+            if key not in wanted:
+                name = deployment["metadata"]["name"]
+                await runtime.kube.delete_deployment(namespace, name)
+                await runtime.kube.delete_service(namespace, name)
+                changes.append(f"removed Riva {name}: no line uses it any more")
+        for service in await runtime.kube.list_services(namespace, selector):
+            key = service["metadata"].get("labels", {}).get(contract.LABEL_ASR_POOL)
+            if key not in wanted:
+                await runtime.kube.delete_service(namespace, service["metadata"]["name"])
+    return changes
+
+
+async def availability(runtime: Runtime, pool: RivaPool) -> tuple[int, int]:
+    """(available replicas, desired replicas) of a pool's Deployment."""
+    deployment = await runtime.kube.get_deployment(pool.namespace, pool.name)
+    if deployment is None:
+        return 0, 0
+    status = deployment.get("status") or {}
+    return int(status.get("availableReplicas") or 0), int(deployment.get("spec", {}).get("replicas") or 0)

@@ -1,0 +1,293 @@
+"""VoiceSession handling: bind a call to a worker pod, end stuck calls, retention and erasure.
+
+Worker assignment contract (the worker implements the other side; docs/operator.md):
+
+1. The operator claims an idle pod of the line by patching its labels
+   ``worker-state=claimed`` and ``session=<VoiceSession name>`` and replacing its
+   ownerReferences with the VoiceSession (garbage collection then ends the pod with the call),
+   guarded by the pod's resourceVersion so two claims never win the same pod.
+2. It writes the VoiceSession status ``phase=Starting``, ``workerPod=<pod>`` and condition
+   ``WorkerBound``, and only then labels the VoiceSession ``worker=<pod>``: the worker watches
+   VoiceSessions with that label selector, so it never sees a session before Starting is stored.
+3. The worker opens ``spec.sealedCallRef``, joins the room and moves the phase to Active and
+   Ended (or Failed) itself. The operator fails a session stuck in Pending/Starting past
+   ``workers.startTimeoutSeconds``, whose pod died, and ends one past the max call duration.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from voicehive import contract
+from voicehive.api.models import HotelLineSpec
+from voicehive.lifecycle import CallPhase, EndReason, can_transition, is_terminal
+from voicehive_operator import builders, conditions, pool
+from voicehive_operator.kube import VOICESESSIONS, Conflict
+from voicehive_operator.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+WORKER_BOUND = "WorkerBound"
+
+
+def phase_of(status: Mapping[str, Any] | None) -> CallPhase:
+    try:
+        return CallPhase((status or {}).get("phase") or CallPhase.PENDING.value)
+    except ValueError:
+        return CallPhase.PENDING
+
+
+def _condition(type_: str, ok: bool, reason: str, message: str, now: dt.datetime) -> dict[str, Any]:
+    return {
+        "type": type_,
+        "status": "True" if ok else "False",
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": conditions.rfc3339(now),
+    }
+
+
+@dataclass(frozen=True)
+class Binding:
+    pod: str
+    from_pool: bool
+
+
+async def _claim_idle(runtime: Runtime, namespace: str, line: str, spec_hash: str, session: str,
+                      owner: dict[str, Any]) -> str | None:
+    pods = await pool.list_line_pods(runtime, namespace, line)
+    candidates = [
+        p
+        for p in pods
+        if p["metadata"].get("labels", {}).get(contract.LABEL_WORKER_STATE) == contract.WORKER_IDLE
+        and p["metadata"].get("labels", {}).get(contract.LABEL_SPEC_HASH) == spec_hash
+        and not pool.is_gone(p)
+    ]
+    candidates.sort(key=lambda p: (not pool.is_ready(p), p["metadata"].get("creationTimestamp") or ""))
+    for pod in candidates:
+        meta = pod["metadata"]
+        patch = {
+            "metadata": {
+                "resourceVersion": meta.get("resourceVersion"),
+                "labels": {contract.LABEL_WORKER_STATE: contract.WORKER_CLAIMED, contract.LABEL_SESSION: session},
+                "ownerReferences": [owner],
+            }
+        }
+        try:
+            if await runtime.kube.patch_pod(namespace, meta["name"], patch) is not None:
+                return str(meta["name"])
+        except Conflict:
+            continue  # someone changed it first; try the next idle pod
+    return None
+
+
+async def bind(runtime: Runtime, *, namespace: str, name: str, uid: str, body: Mapping[str, Any],
+               line_spec: HotelLineSpec | None, line_uid: str | None) -> tuple[str, str] | None:
+    """Bind a Pending session to a worker pod; returns (event reason, message) or None (no-op)."""
+    status = body.get("status") or {}
+    phase = phase_of(status)
+    if phase is not CallPhase.PENDING or status.get("workerPod"):
+        return None  # already bound or already past binding (duplicate/out-of-order event)
+    line = (body.get("spec") or {}).get("lineRef", {}).get("name", "")
+    now = runtime.settings.clock.now()
+    if line_spec is None or line_uid is None:
+        await fail(runtime, namespace, name, status, EndReason.UNKNOWN,
+                   f"HotelLine {line} does not exist or its spec is invalid; no worker can serve this call.")
+        return ("BindFailed", f"HotelLine {line} is missing or invalid")
+    owner = builders.session_owner(name, uid)
+    spec_hash = builders.worker_spec_hash(namespace, line, line_spec, runtime.settings)
+    async with runtime.lock(f"pool:{namespace}/{line}"):
+        pod = await _claim_idle(runtime, namespace, line, spec_hash, name, owner)
+        from_pool = pod is not None
+        if pod is None:
+            body_pod = builders.worker_pod(namespace=namespace, line_name=line, line_uid=line_uid, spec=line_spec,
+                                           settings=runtime.settings)
+            body_pod["metadata"]["labels"].update(
+                {contract.LABEL_WORKER_STATE: contract.WORKER_CLAIMED, contract.LABEL_SESSION: name}
+            )
+            body_pod["metadata"]["ownerReferences"] = [owner]
+            created = await runtime.kube.create_pod(namespace, body_pod)
+            pod = str(created["metadata"]["name"])
+    how = "a warm pod" if from_pool else "a new pod (the warm pool was empty)"
+    new_status: dict[str, Any] = {
+        "workerPod": pod,
+        "conditions": [_condition(WORKER_BOUND, True, "Claimed" if from_pool else "Started",
+                                  f"Served by {how}: {pod}.", now)],
+    }
+    if can_transition(phase, CallPhase.STARTING):
+        new_status["phase"] = CallPhase.STARTING.value
+    if not status.get("createdAt"):
+        new_status["createdAt"] = body.get("metadata", {}).get("creationTimestamp") or conditions.rfc3339(now)
+    await runtime.kube.patch_custom_status(namespace, VOICESESSIONS, name, {"status": new_status})
+    labels = {contract.LABEL_WORKER: pod, contract.LABEL_LINE: line}
+    caller = (body.get("spec") or {}).get("callerHash")
+    if isinstance(caller, str) and caller:
+        labels[contract.LABEL_CALLER_HASH] = contract.caller_label(caller)
+    await runtime.kube.patch_custom(namespace, VOICESESSIONS, name, {"metadata": {"labels": labels}})
+    return ("WorkerBound", f"Call served by {how}: {pod}.")
+
+
+async def fail(runtime: Runtime, namespace: str, name: str, status: Mapping[str, Any], reason: EndReason,
+               message: str, *, target: CallPhase = CallPhase.FAILED) -> bool:
+    """Move a session to Failed/Ended with a reason, unless it is already terminal."""
+    phase = phase_of(status)
+    if not can_transition(phase, target):
+        return False
+    now = conditions.rfc3339(runtime.settings.clock.now())
+    await runtime.kube.patch_custom_status(
+        namespace, VOICESESSIONS, name,
+        {"status": {"phase": target.value, "endReason": f"{reason.value}: {message}"[:1024], "endedAt": now}},
+    )
+    return True
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the periodic check decided for one session."""
+
+    action: str  # "none" | "fail" | "end" | "delete"
+    reason: EndReason | None = None
+    message: str = ""
+
+
+def _started_at(status: Mapping[str, Any]) -> dt.datetime | None:
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == WORKER_BOUND:
+            return conditions.parse_time(cond.get("lastTransitionTime"))
+    return None
+
+
+def judge(body: Mapping[str, Any], line_spec: HotelLineSpec | None, now: dt.datetime,
+          retention_days: int | None) -> Verdict:
+    """Pure decision for one session: timeouts, max duration, retention."""
+    meta = body.get("metadata") or {}
+    status = body.get("status") or {}
+    phase = phase_of(status)
+    created = conditions.parse_time(status.get("createdAt")) or conditions.parse_time(meta.get("creationTimestamp"))
+    if created is not None and retention_days is not None and now - created > dt.timedelta(days=retention_days):
+        return Verdict("delete", None, f"older than the line's retention of {retention_days} day(s)")
+    if is_terminal(phase) or line_spec is None:
+        return Verdict("none")
+    workers = line_spec.workers
+    if phase in (CallPhase.PENDING, CallPhase.STARTING):
+        since = _started_at(status) if phase is CallPhase.STARTING else created
+        since = since or created
+        if since is not None and now - since > dt.timedelta(seconds=workers.start_timeout_seconds):
+            where = "bound to a worker" if phase is CallPhase.STARTING else "waiting for a worker"
+            return Verdict(
+                "fail", EndReason.START_TIMEOUT,
+                f"the worker did not answer within {workers.start_timeout_seconds} s ({where})",
+            )
+    if phase is CallPhase.ACTIVE:
+        answered = conditions.parse_time(status.get("answeredAt")) or _started_at(status) or created
+        if answered is not None and now - answered > dt.timedelta(seconds=workers.max_call_duration_seconds):
+            return Verdict(
+                "end", EndReason.MAX_DURATION,
+                f"the call passed the line's maximum duration of {workers.max_call_duration_seconds} s",
+            )
+    return Verdict("none")
+
+
+async def enforce(runtime: Runtime, *, namespace: str, name: str, body: Mapping[str, Any],
+                  line_spec: HotelLineSpec | None, retention_days: int | None) -> Verdict:
+    verdict = judge(body, line_spec, runtime.settings.clock.now(), retention_days)
+    status = body.get("status") or {}
+    if verdict.action == "fail" and verdict.reason is not None:
+        if await fail(runtime, namespace, name, status, verdict.reason, verdict.message):
+            await _release_pod(runtime, namespace, status)
+            return verdict
+        return Verdict("none")
+    if verdict.action == "end" and verdict.reason is not None:
+        if await fail(runtime, namespace, name, status, verdict.reason, verdict.message, target=CallPhase.ENDED):
+            await _release_pod(runtime, namespace, status)  # SIGTERM: the worker says goodbye and hangs up
+            return verdict
+        return Verdict("none")
+    if verdict.action == "delete":
+        await delete_session(runtime, namespace, name, body)
+    return verdict
+
+
+async def _release_pod(runtime: Runtime, namespace: str, status: Mapping[str, Any]) -> None:
+    pod = status.get("workerPod")
+    if pod:
+        await runtime.kube.delete_pod(namespace, str(pod))
+
+
+def call_ref(room_hash: str) -> str:
+    """The Redis call reference of a session (``voicehive.privacy``: ``c-`` + 20 hex of the room hash)."""
+    from voicehive.privacy import CALL_REF_HEX_CHARS, CALL_REF_PREFIX
+
+    return CALL_REF_PREFIX + room_hash[:CALL_REF_HEX_CHARS]
+
+
+async def erase_redis_call(runtime: Runtime, room_hash: str | None, caller_hash: str | None) -> None:
+    """Delete one call's Redis keys (retention); the keys also expire by TTL on their own."""
+    if runtime.redis is None or not room_hash:
+        return
+    from voicehive import callstore
+
+    ref = call_ref(room_hash)
+    async with runtime.redis.pipeline(transaction=True) as pipe:
+        pipe.delete(*callstore.call_keys(ref))
+        pipe.zrem(callstore.ACTIVE_KEY, ref)
+        pipe.hdel(callstore.PENDING_SESSIONS_KEY, ref)
+        if caller_hash:
+            pipe.srem(callstore.caller_key(caller_hash), ref)
+        await pipe.execute()
+
+
+async def delete_session(runtime: Runtime, namespace: str, name: str, body: Mapping[str, Any]) -> None:
+    spec = body.get("spec") or {}
+    await erase_redis_call(runtime, spec.get("roomHash"), spec.get("callerHash"))
+    await _release_pod(runtime, namespace, body.get("status") or {})
+    await runtime.kube.delete_custom(namespace, VOICESESSIONS, name)
+
+
+async def worker_gone(runtime: Runtime, *, namespace: str, pod: Mapping[str, Any], deleted: bool) -> str | None:
+    """A claimed worker pod exited or vanished: fail its session if the call was not over."""
+    labels = pod.get("metadata", {}).get("labels") or {}
+    session = labels.get(contract.LABEL_SESSION)
+    if not session:
+        return None
+    body = await runtime.kube.get_custom(namespace, VOICESESSIONS, session)
+    if body is None:
+        return None
+    status = body.get("status") or {}
+    if is_terminal(phase_of(status)):
+        return None
+    pod_phase = (pod.get("status") or {}).get("phase")
+    what = "was deleted" if deleted else f"exited ({pod_phase})"
+    if await fail(runtime, namespace, session, status, EndReason.WORKER_LOST,
+                  f"worker pod {pod['metadata']['name']} {what} before the call ended"):
+        return str(session)
+    return None
+
+
+def parse_erase_annotation(value: str | None) -> list[str]:
+    """Caller hashes from the erase annotation: comma/space separated 64-hex values."""
+    from voicehive.privacy import is_hash
+
+    if not value:
+        return []
+    return [item for item in value.replace(",", " ").split() if is_hash(item)]
+
+
+async def erase_callers(runtime: Runtime, namespace: str, caller_hashes: list[str]) -> int:
+    """Delete every trace of these callers: their VoiceSessions, worker pods and Redis state."""
+    erased = 0
+    for caller in caller_hashes:
+        # By spec, not by label: a session not bound yet carries no caller label.
+        everything = await runtime.kube.list_custom(namespace, VOICESESSIONS)
+        names = {s["metadata"]["name"]: s for s in everything if (s.get("spec") or {}).get("callerHash") == caller}
+        for name, body in names.items():
+            await delete_session(runtime, namespace, name, body)
+            erased += 1
+        if runtime.redis is not None:
+            from voicehive.callstore import CallStore
+
+            await CallStore(runtime.redis).erase_caller(caller)
+    return erased

@@ -1,0 +1,159 @@
+"""Operator settings, read once from the environment.
+
+WHY a dataclass and not module globals: tests run several operators in one process (kill and
+restart) with different settings and a shifted clock, so every handler reaches its settings
+through Kopf's ``memo`` instead of importing them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from voicehive import contract
+
+ENV_PREFIX = "VOICEHIVE_OPERATOR_"
+
+
+class SettingsError(ValueError):
+    """A setting is malformed; the message names the variable and never echoes a secret."""
+
+
+@dataclass
+class Clock:
+    """Wall clock with an offset tests can advance (retention, timeouts) instead of sleeping."""
+
+    offset_seconds: float = 0.0
+
+    def now(self) -> dt.datetime:
+        return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self.offset_seconds)
+
+    def advance(self, seconds: float) -> None:
+        self.offset_seconds += seconds
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """A key inside a Secret that worker pods receive as an environment variable."""
+
+    name: str
+    key: str
+
+
+@dataclass
+class OperatorSettings:
+    # LiveKit control plane (the operator's own credentials, for SIP trunks and dispatch rules)
+    livekit_url: str = "http://127.0.0.1:7880"
+    livekit_api_key: str = ""
+    livekit_api_secret: str = ""
+    livekit_timeout_s: float = 10.0
+
+    # Secrets worker pods receive via secretKeyRef (names in the worker's namespace)
+    livekit_secret: str = "voicehive-livekit"  # noqa: S105 (a Secret name; keys api-key, api-secret)
+    livekit_worker_url: str | None = None  # URL workers dial; defaults to livekit_url
+    pii_key_ref: SecretRef = SecretRef("voicehive-keys", "pii-key")
+    transcript_key_ref: SecretRef = SecretRef("voicehive-keys", "transcript-key")
+    agent_token_ref: SecretRef | None = None
+    redis_url: str | None = None  # for workers and for retention/erasure of Redis keys
+
+    # Workers
+    worker_service_account: str = "voicehive-worker"
+    worker_image_pull_policy: str = "IfNotPresent"
+
+    # Riva (shared ASR Deployments on EU GPU pools)
+    riva_image: str = "nvcr.io/nvidia/riva/riva-speech:2.19.0"
+    riva_namespace: str | None = None  # None: the line's own namespace
+    riva_port: int = 50051
+    streams_per_gpu: int = 160
+    riva_startup_budget_s: int = 1200  # a first model build takes minutes
+    riva_model_pvc: str | None = None
+
+    # EU rule for LLM endpoints (see docs/operator.md "EU residency")
+    llm_allowed_hosts: tuple[str, ...] = ("*.openai.azure.com", "*.cognitiveservices.azure.com")
+    llm_eu_hosts: tuple[str, ...] = ()  # hosts known to be EU even without a region header
+    provider_ca_file: str | None = None
+    provider_timeout_s: float = 8.0
+    provider_recheck_s: float = 300.0
+    check_providers: bool = True
+
+    # Loops
+    resync_interval_s: float = 30.0  # HotelLine drift check / pool refill / provider re-check
+    sweep_interval_s: float = 5.0  # VoiceSession timeouts and retention
+    pool_create_batch: int = 10
+
+    clock: Clock = field(default_factory=Clock)
+
+    @property
+    def worker_livekit_url(self) -> str:
+        return self.livekit_worker_url or self.livekit_url
+
+    def replace(self, **changes: object) -> OperatorSettings:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorSettings:
+        env = os.environ if environ is None else environ
+
+        def get(name: str, default: str | None = None) -> str | None:
+            value = env.get(ENV_PREFIX + name)
+            return value if value not in (None, "") else default
+
+        def number(name: str, default: float, *, minimum: float = 0.0) -> float:
+            raw = get(name)
+            if raw is None:
+                return default
+            try:
+                value = float(raw)
+            except ValueError:
+                raise SettingsError(f"{ENV_PREFIX}{name}: expected a number, got {raw!r}") from None
+            if value < minimum:
+                raise SettingsError(f"{ENV_PREFIX}{name}: must be at least {minimum}")
+            return value
+
+        def ref(name: str, default: SecretRef) -> SecretRef:
+            raw = get(name)
+            if raw is None:
+                return default
+            secret, sep, key = raw.partition("/")
+            if not sep or not secret or not key:
+                raise SettingsError(f"{ENV_PREFIX}{name}: expected <secret-name>/<key>")
+            return SecretRef(secret, key)
+
+        def hosts(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+            raw = get(name)
+            if raw is None:
+                return default
+            return tuple(h.strip().lower() for h in raw.split(",") if h.strip())
+
+        base = cls()
+        agent_token = get("AGENT_TOKEN_SECRET")
+        return cls(
+            livekit_url=env.get(contract.ENV_LIVEKIT_URL) or base.livekit_url,
+            livekit_api_key=env.get(contract.ENV_LIVEKIT_API_KEY, ""),
+            livekit_api_secret=env.get(contract.ENV_LIVEKIT_API_SECRET, ""),
+            livekit_timeout_s=number("LIVEKIT_TIMEOUT_S", base.livekit_timeout_s, minimum=0.1),
+            livekit_secret=get("LIVEKIT_SECRET", base.livekit_secret) or base.livekit_secret,
+            livekit_worker_url=get("LIVEKIT_WORKER_URL"),
+            pii_key_ref=ref("PII_KEY_SECRET", base.pii_key_ref),
+            transcript_key_ref=ref("TRANSCRIPT_KEY_SECRET", base.transcript_key_ref),
+            agent_token_ref=ref("AGENT_TOKEN_SECRET", SecretRef("x", "x")) if agent_token else None,
+            redis_url=env.get(contract.ENV_REDIS_URL) or get("REDIS_URL"),
+            worker_service_account=get("WORKER_SERVICE_ACCOUNT", base.worker_service_account)
+            or base.worker_service_account,
+            riva_image=get("RIVA_IMAGE", base.riva_image) or base.riva_image,
+            riva_namespace=get("RIVA_NAMESPACE"),
+            streams_per_gpu=int(number("STREAMS_PER_GPU", base.streams_per_gpu, minimum=1)),
+            riva_startup_budget_s=int(number("RIVA_STARTUP_BUDGET_S", base.riva_startup_budget_s, minimum=60)),
+            riva_model_pvc=get("RIVA_MODEL_PVC"),
+            llm_allowed_hosts=hosts("LLM_ALLOWED_HOSTS", base.llm_allowed_hosts),
+            llm_eu_hosts=hosts("LLM_EU_HOSTS", base.llm_eu_hosts),
+            provider_ca_file=get("PROVIDER_CA_FILE"),
+            provider_timeout_s=number("PROVIDER_TIMEOUT_S", base.provider_timeout_s, minimum=0.1),
+            provider_recheck_s=number("PROVIDER_RECHECK_S", base.provider_recheck_s, minimum=1),
+            check_providers=(get("CHECK_PROVIDERS", "true") or "true").lower() not in {"0", "false", "no"},
+            resync_interval_s=number("RESYNC_INTERVAL_S", base.resync_interval_s, minimum=0.1),
+            sweep_interval_s=number("SWEEP_INTERVAL_S", base.sweep_interval_s, minimum=0.1),
+        )
