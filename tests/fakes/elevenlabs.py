@@ -422,8 +422,8 @@ class ElevenLabsFake(AiohttpFake):
                 data = json.loads(msg.data)
                 rec.messages.append(data)
                 if data.get("close_socket"):
-                    for ctx in ctxs.values():
-                        self._close_context(ws, ctx, rate)
+                    for open_ctx in ctxs.values():
+                        self._close_context(ws, open_ctx, rate)
                     await asyncio.gather(
                         *(c.worker for c in ctxs.values() if c.worker), return_exceptions=True
                     )

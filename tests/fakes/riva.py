@@ -29,9 +29,13 @@ from typing import Any, Protocol, runtime_checkable
 
 import grpc
 import numpy as np
-from riva.client.proto import riva_asr_pb2 as rasr
-from riva.client.proto import riva_asr_pb2_grpc as rasr_grpc
-from riva.client.proto import riva_audio_pb2 as raudio
+from riva.client.proto import riva_asr_pb2, riva_asr_pb2_grpc, riva_audio_pb2
+
+# The generated Riva modules carry no type information: treat them as dynamic.
+rasr: Any = riva_asr_pb2
+rasr_grpc: Any = riva_asr_pb2_grpc
+raudio: Any = riva_audio_pb2
+RivaMessage = Any  # a message of those modules (documentation only)
 
 DEFAULT_MODEL = "parakeet-1.1b-en-US-asr-streaming-silero-vad-sortformer"
 
@@ -166,13 +170,13 @@ class RecordedStream:
 
     stream_id: int
     metadata: dict[str, str]
-    config: rasr.StreamingRecognitionConfig | None = None
+    config: RivaMessage | None = None
     started_at: float = field(default_factory=time.monotonic)
     ended_at: float | None = None
     audio: bytearray = field(default_factory=bytearray)
     chunks: int = 0
     utterances: list[Utterance] = field(default_factory=list)
-    responses: list[tuple[float, rasr.StreamingRecognizeResponse]] = field(default_factory=list)
+    responses: list[tuple[float, RivaMessage]] = field(default_factory=list)
     status: str = "open"  # open | ok | cancelled | aborted:<CODE>
 
     @property
@@ -261,7 +265,7 @@ def _word_timings(text: str, start_ms: int, end_ms: int, confidence: float) -> l
 
 def _alternative(
     text: str, words: Sequence[WordTiming], confidence: float, language: str, with_words: bool
-) -> rasr.SpeechRecognitionAlternative:
+) -> RivaMessage:
     alt = rasr.SpeechRecognitionAlternative(transcript=text, confidence=confidence, language_code=[language])
     if with_words:
         for w in words:
@@ -328,8 +332,8 @@ class RivaFake(rasr_grpc.RivaSpeechRecognitionServicer):  # type: ignore[misc]
         self.api_key = api_key
         self.port = port
         self.streams: list[RecordedStream] = []
-        self.recognize_requests: list[rasr.RecognizeRequest] = []
-        self.config_requests: list[rasr.RivaSpeechRecognitionConfigRequest] = []
+        self.recognize_requests: list[RivaMessage] = []
+        self.config_requests: list[RivaMessage] = []
         self.metadata_seen: list[dict[str, str]] = []
         self._server: grpc.aio.Server | None = None
         self._ids = itertools.count(1)
@@ -426,7 +430,7 @@ class RivaFake(rasr_grpc.RivaSpeechRecognitionServicer):  # type: ignore[misc]
         return md
 
     async def _select_model(
-        self, config: rasr.RecognitionConfig, streaming: bool, context: grpc.aio.ServicerContext
+        self, config: RivaMessage, streaming: bool, context: grpc.aio.ServicerContext
     ) -> RivaModel:
         kind = "online" if streaming else "offline"
         if config.encoding not in (raudio.LINEAR_PCM, raudio.ENCODING_UNSPECIFIED):
@@ -461,8 +465,8 @@ class RivaFake(rasr_grpc.RivaSpeechRecognitionServicer):  # type: ignore[misc]
     # -- RPCs -------------------------------------------------------------------------
 
     async def GetRivaSpeechRecognitionConfig(
-        self, request: rasr.RivaSpeechRecognitionConfigRequest, context: grpc.aio.ServicerContext
-    ) -> rasr.RivaSpeechRecognitionConfigResponse:
+        self, request: RivaMessage, context: grpc.aio.ServicerContext
+    ) -> RivaMessage:
         await self._check_call(context)
         self.config_requests.append(request)
         resp = rasr.RivaSpeechRecognitionConfigResponse()
@@ -481,9 +485,7 @@ class RivaFake(rasr_grpc.RivaSpeechRecognitionServicer):  # type: ignore[misc]
             )
         return resp
 
-    async def Recognize(
-        self, request: rasr.RecognizeRequest, context: grpc.aio.ServicerContext
-    ) -> rasr.RecognizeResponse:
+    async def Recognize(self, request: RivaMessage, context: grpc.aio.ServicerContext) -> RivaMessage:
         await self._check_call(context)
         self.recognize_requests.append(request)
         cfg = request.config
@@ -512,9 +514,9 @@ class RivaFake(rasr_grpc.RivaSpeechRecognitionServicer):  # type: ignore[misc]
 
     async def StreamingRecognize(
         self,
-        request_iterator: AsyncIterator[rasr.StreamingRecognizeRequest],
+        request_iterator: AsyncIterator[RivaMessage],
         context: grpc.aio.ServicerContext,
-    ) -> AsyncIterator[rasr.StreamingRecognizeResponse]:
+    ) -> AsyncIterator[RivaMessage]:
         md = await self._check_call(context)
         rec = RecordedStream(stream_id=next(self._ids), metadata=md)
         self.streams.append(rec)
@@ -547,7 +549,7 @@ class RivaFake(rasr_grpc.RivaSpeechRecognitionServicer):  # type: ignore[misc]
     async def _read_stream(
         self,
         rec: RecordedStream,
-        requests: AsyncIterator[rasr.StreamingRecognizeRequest],
+        requests: AsyncIterator[RivaMessage],
         out: asyncio.Queue[object],
         context: grpc.aio.ServicerContext,
     ) -> None:
@@ -644,7 +646,7 @@ class RivaFake(rasr_grpc.RivaSpeechRecognitionServicer):  # type: ignore[misc]
         e: int,
         rate: int,
         lang: str,
-        cfg: rasr.RecognitionConfig,
+        cfg: RivaMessage,
         out: asyncio.Queue[object],
         loop: asyncio.AbstractEventLoop,
         *,
@@ -678,12 +680,12 @@ class RivaFake(rasr_grpc.RivaSpeechRecognitionServicer):  # type: ignore[misc]
         text: str,
         words: Sequence[WordTiming],
         final: bool,
-        cfg: rasr.RecognitionConfig,
+        cfg: RivaMessage,
         lang: str,
         rec: RecordedStream,
         rate: int,
         stability: float,
-    ) -> rasr.StreamingRecognizeResponse:
+    ) -> RivaMessage:
         resp = rasr.StreamingRecognizeResponse()
         res = resp.results.add(is_final=final, stability=stability, audio_processed=len(rec.audio) / 2 / rate)
         res.alternatives.append(
