@@ -211,3 +211,18 @@ async def test_livekit_plugin_with_azure_tool_call(azure_fake: AzureOpenAIFake) 
     assert body["tools"][0]["function"]["name"] == "check_availability"
     assert azure_fake.requests[0].warnings == []
     await model.aclose()
+
+
+async def test_one_token_probe_reports_region_and_length(azure_fake: AzureOpenAIFake) -> None:
+    """What a provider check sends: a 1-token call; Azure answers with its region header."""
+    azure_fake.responder.push("Hello there, how are you?")  # type: ignore[attr-defined]
+    client = openai.AsyncAzureOpenAI(
+        azure_endpoint=azure_fake.endpoint, api_version=API_VERSION, api_key=azure_fake.api_key, max_retries=0
+    )
+    raw = await client.chat.completions.with_raw_response.create(
+        model=azure_fake.deployment, messages=[{"role": "user", "content": "ping"}], max_tokens=1
+    )
+    assert raw.headers["x-ms-region"] == "Sweden Central"
+    done = raw.parse()
+    assert done.choices[0].finish_reason == "length" and done.choices[0].message.content == "Hello"
+    await client.close()

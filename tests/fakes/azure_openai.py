@@ -172,6 +172,7 @@ class RecordedChatRequest:
     first_token_at: float | None = None
     done_at: float | None = None
     fault: str | None = None
+    finish_reason: str | None = None
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -230,6 +231,7 @@ class AzureOpenAIFake(AiohttpFake):
         ttft: float = 0.200,
         token_interval: float = 0.002,
         azure_filter_frames: bool = True,
+        region: str | None = "Sweden Central",
         port: int = 0,
     ) -> None:
         super().__init__(port=port)
@@ -243,6 +245,7 @@ class AzureOpenAIFake(AiohttpFake):
         self.ttft = ttft
         self.token_interval = token_interval
         self.azure_filter_frames = azure_filter_frames
+        self.region = region
         self.requests: list[RecordedChatRequest] = []
         self.model_list_requests = 0
         self.auth_failures = 0
@@ -293,11 +296,19 @@ class AzureOpenAIFake(AiohttpFake):
 
     def build_app(self) -> web.Application:
         app = web.Application()
+        app.on_response_prepare.append(self._azure_headers)
         app.router.add_post("/openai/deployments/{deployment}/chat/completions", self._chat)
         app.router.add_get("/openai/models", self._models)
         app.router.add_get("/openai/deployments", self._list_deployments)
         app.router.add_get("/openai/deployments/{deployment}", self._get_deployment)
         return app
+
+    async def _azure_headers(self, request: web.Request, response: web.StreamResponse) -> None:
+        """Headers Azure puts on every answer; x-ms-region tells where the deployment runs."""
+        if self.region:
+            response.headers["x-ms-region"] = self.region
+        response.headers.setdefault("apim-request-id", secrets.token_hex(16))
+        response.headers.setdefault("x-request-id", secrets.token_hex(16))
 
     def _auth(self, request: web.Request) -> web.Response | None:
         if "api-version" not in request.query:
@@ -397,7 +408,9 @@ class AzureOpenAIFake(AiohttpFake):
         result = self.responder(rec.messages, rec.tools)
         if inspect.isawaitable(result):
             result = await result
-        reply = as_reply(result)
+        reply, rec.finish_reason = _limit(
+            as_reply(result), rec.body.get("max_completion_tokens") or rec.body.get("max_tokens")
+        )
         rec.reply = reply
         known = {t.get("function", {}).get("name") for t in rec.tools}
         for tc in reply.tool_calls:
@@ -452,7 +465,7 @@ class AzureOpenAIFake(AiohttpFake):
                         "index": 0,
                         "message": message,
                         "logprobs": None,
-                        "finish_reason": "tool_calls" if reply.tool_calls else "stop",
+                        "finish_reason": rec.finish_reason,
                         "content_filter_results": {},
                     }
                 ],
@@ -516,7 +529,7 @@ class AzureOpenAIFake(AiohttpFake):
                 pieces.append(
                     frame({"tool_calls": [{"index": i, "function": {"arguments": args[j : j + 8]}}]})
                 )
-        pieces.append(frame({}, "tool_calls" if reply.tool_calls else "stop"))
+        pieces.append(frame({}, rec.finish_reason))
 
         await self._sleep_until(rec.received_at + self.ttft)
         resp = web.StreamResponse(
@@ -554,6 +567,17 @@ class AzureOpenAIFake(AiohttpFake):
         await resp.write_eof()
         rec.done_at = time.monotonic()
         return resp
+
+
+def _limit(reply: Reply, max_tokens: object) -> tuple[Reply, str]:
+    """Honours max_tokens / max_completion_tokens like the service: cut the text, finish 'length'."""
+    finish = "tool_calls" if reply.tool_calls else "stop"
+    if not isinstance(max_tokens, int) or max_tokens <= 0:
+        return reply, finish
+    tokens = tokenize(reply.text)
+    if len(tokens) > max_tokens or (reply.tool_calls and len(tokens) >= max_tokens):
+        return Reply(text="".join(tokens[:max_tokens])), "length"
+    return reply, finish
 
 
 def _not_found() -> web.Response:
