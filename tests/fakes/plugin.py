@@ -7,14 +7,17 @@ at test time, yields the running fake (``.url`` / ``.address``) and stops it aft
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
+import pytest
 import pytest_asyncio
 
 from tests.fakes.azure_openai import AzureOpenAIFake
 from tests.fakes.elevenlabs import ElevenLabsFake
 from tests.fakes.livekit_twirp import LiveKitFake
 from tests.fakes.riva import RivaFake
+from tests.fakes.threaded import F, InThread
 
 
 @pytest_asyncio.fixture
@@ -45,3 +48,22 @@ async def livekit_fake() -> AsyncIterator[LiveKitFake]:
         api_key="API" + secrets.token_hex(6), api_secret=secrets.token_urlsafe(32)
     ) as fake:
         yield fake
+
+
+@pytest.fixture
+def fake_in_thread() -> Iterator[Callable[[F], InThread[F]]]:
+    """For sync tests or components on other threads: ``riva = fake_in_thread(RivaFake()).fake``.
+
+    Each fake runs on its own loop in a background thread and is stopped at teardown.
+    """
+    runners: list[InThread[Any]] = []
+
+    def start(fake: F) -> InThread[F]:
+        runner = InThread(fake)
+        runner.start()
+        runners.append(runner)
+        return runner
+
+    yield start
+    for runner in reversed(runners):
+        runner.stop()
