@@ -22,10 +22,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
-from collections.abc import Awaitable, Callable
-from typing import Any, Generic, Protocol, TypeVar, cast
-
-T = TypeVar("T")
+from collections.abc import Callable
+from typing import Any, Generic, Protocol, TypeVar
 
 
 class StartStop(Protocol):
@@ -75,22 +73,22 @@ class InThread(Generic[F]):
             self.loop = None
             self._thread = None
 
-    def call(self, fn: Callable[[], Awaitable[T] | T], timeout: float = 30.0) -> T:
+    def call(self, fn: Callable[[], Any], timeout_s: float = 30.0) -> Any:
         """Runs ``fn()`` on the fake's loop (awaiting it if it is async) and returns its result."""
         if self.loop is None:
             raise RuntimeError("the fake is not running")
 
-        async def invoke() -> T:
+        async def invoke() -> Any:
             result = fn()
             if inspect.isawaitable(result):
-                return cast(T, await result)
-            return cast(T, result)
+                return await result
+            return result
 
-        return asyncio.run_coroutine_threadsafe(invoke(), self.loop).result(timeout)
+        return asyncio.run_coroutine_threadsafe(invoke(), self.loop).result(timeout_s)
 
-    async def acall(self, fn: Callable[[], Awaitable[T] | T], timeout: float = 30.0) -> T:
+    async def acall(self, fn: Callable[[], Any], timeout_s: float = 30.0) -> Any:
         """:meth:`call` for async callers (does not block their loop)."""
-        return await asyncio.to_thread(self.call, fn, timeout)
+        return await asyncio.to_thread(self.call, fn, timeout_s)
 
     def __enter__(self) -> F:
         return self.start()
