@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 WEBHOOK_CONTENT_TYPE = "application/webhook+json"
 _AGENT_EVENT = TypeAdapter(AgentEvent)
-_ERRORS = {400: ErrorBody, 401: ErrorBody, 404: ErrorBody, 413: ErrorBody, 415: ErrorBody, 422: ErrorBody, 503: ErrorBody}
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (400, 401, 404, 413, 422, 503)}
 
 
 class ApiError(Exception):
@@ -230,7 +230,7 @@ def create_app(
     @app.post(
         "/v1/livekit/webhook",
         response_model=WebhookResponse,
-        responses=_ERRORS,  # type: ignore[arg-type]
+        responses=_ERRORS,
         summary="Agent events (bearer token) and LiveKit server webhooks (signed JWT)",
         openapi_extra={
             "requestBody": {
@@ -313,7 +313,7 @@ def create_app(
     @app.post(
         "/v1/livekit/transcription",
         response_model=TranscriptionResponse,
-        responses=_ERRORS,  # type: ignore[arg-type]
+        responses=_ERRORS,
         summary="One ASR segment from the agent; answers with the detected intent",
         openapi_extra={
             "requestBody": {
@@ -352,7 +352,7 @@ def create_app(
 
     # ------------------------------------------------------------------ reads and erasure
 
-    @app.get("/v1/calls/{call_sid}", response_model=CallView, responses=_ERRORS,  # type: ignore[arg-type]
+    @app.get("/v1/calls/{call_sid}", response_model=CallView, responses=_ERRORS,
              summary="State of one call, without personal data", openapi_extra={"security": [{"AgentToken": []}]})
     async def get_call(call_sid: str, request: Request) -> JSONResponse:
         orch = orch_of(request)
@@ -366,7 +366,7 @@ def create_app(
                            [{"field": "call_sid", "problem": "unknown call"}])
         return JSONResponse(record.public())
 
-    @app.post("/v1/erasure", response_model=ErasureResponse, responses=_ERRORS,  # type: ignore[arg-type]
+    @app.post("/v1/erasure", response_model=ErasureResponse, responses=_ERRORS,
               summary="Erase every call of one caller (GDPR), by number or by caller hash",
               openapi_extra={
                   "requestBody": {"required": True, "content": {

@@ -219,6 +219,7 @@ class SessionCoordinator:
         self.last_error: str | None = None if sink is not None else "not configured"
         self.created = 0
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     @property
     def kube_state(self) -> str:
@@ -288,22 +289,28 @@ class SessionCoordinator:
         return remaining
 
     async def run(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self.retry_pending()
             except StoreUnavailable:
                 pass
             except Exception:
                 log.exception("session retry pass failed")
-            await asyncio.sleep(self.retry_seconds)  # the retry period, not a synchronisation
+            # Wait for the retry period, or leave at once when asked to stop. (A flag, not only
+            # Task.cancel(): the Redis client can swallow a cancellation mid-command.)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=self.retry_seconds)
 
     def start(self) -> None:
         if self._task is None:
+            self._stopping.clear()
             self._task = asyncio.create_task(self.run(), name="voicesession-retry")
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._stopping.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout=10)
+            except TimeoutError:
+                self._task.cancel()
             self._task = None

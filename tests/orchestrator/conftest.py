@@ -1,0 +1,34 @@
+"""Fixtures: an orchestrator served over a real loopback socket, backed by the real redis-server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.orchestrator.helpers import RunningServer, orchestrator_env, run_app
+from voicehive_orchestrator.app import create_app
+from voicehive_orchestrator.settings import Settings, load_settings
+
+
+@pytest.fixture
+def orch_env(redis_url: str) -> dict[str, str]:
+    return orchestrator_env(redis_url)
+
+
+@pytest.fixture
+def orch_settings(orch_env: dict[str, str]) -> Settings:
+    return load_settings(orch_env)
+
+
+@pytest.fixture
+def orch_server(orch_settings: Settings) -> Iterator[RunningServer]:
+    with run_app(create_app(orch_settings)) as server:
+        yield server
+
+
+@pytest.fixture
+def client(orch_server: RunningServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=orch_server.url, timeout=30) as c:
+        yield c
