@@ -147,3 +147,28 @@ async def test_single_context_stream_input_protocol(elevenlabs_fake: ElevenLabsF
     )
     assert len(audio) / 2 / 22050 == pytest.approx(expected, abs=0.02)
     assert elevenlabs_fake.sockets[0].messages[0]["xi_api_key"] == "<redacted>"
+
+
+async def test_stall_keeps_socket_open_without_audio(elevenlabs_fake: ElevenLabsFake) -> None:
+    elevenlabs_fake.stall()
+    async with http_context.open():
+        tts = _tts(elevenlabs_fake)
+        stream = tts.stream()
+        stream.push_text("Hello there.")
+        stream.end_input()
+        frames: list[object] = []
+
+        async def consume() -> None:
+            async for ev in stream:
+                frames.append(ev)
+
+        task = asyncio.create_task(consume())
+        done, _ = await asyncio.wait({task}, timeout=0.5)
+        assert not done and frames == []  # a hung TTS: no audio at all
+        ctx = next(iter(elevenlabs_fake.sockets[0].contexts.values()))
+        assert ctx.text.strip() == "Hello there." and ctx.generations[0].first_audio_at is None
+        elevenlabs_fake.unstall()
+        await asyncio.wait_for(task, 5)
+        assert frames
+        await stream.aclose()
+        await tts.aclose()

@@ -11,7 +11,7 @@ from aiohttp import web
 from livekit import api
 from livekit.protocol.sip import STS_TRANSFER_SUCCESSFUL
 
-from tests.fakes.livekit_twirp import LiveKitFake, NoDispatchMatched
+from tests.fakes.livekit_twirp import LiveKitFake, NoDispatchMatched, encode_webhook, sign_webhook
 
 HOTEL = "+493012345678"
 CALLER = "+4915112345678"
@@ -225,3 +225,29 @@ async def test_transient_fault_and_transfer_failure(livekit_fake: LiveKitFake) -
     assert asyncio.get_running_loop().time() - t0 >= 0.2
     await lk.aclose()
     assert json.dumps(livekit_fake.calls[0].grants)  # recorded grants are plain data
+
+
+async def test_hidden_number_and_webhook_signature_is_checked(livekit_fake: LiveKitFake) -> None:
+    lk = livekit_fake.api()
+    trunk = await lk.sip.create_inbound_trunk(_trunk([HOTEL]))
+    req = _rule(trunk.sip_trunk_id)
+    req.dispatch_rule.hide_phone_number = True
+    await lk.sip.create_dispatch_rule(req)
+    call = await livekit_fake.simulate_inbound_call(CALLER, HOTEL)
+    assert CALLER not in call.participant.identity and call.participant.name == "Phone " + CALLER[-4:]
+    assert "sip.phoneNumber" not in call.participant.attributes
+    assert call.room.name.startswith("hotel-a_" + CALLER[-4:] + "_")
+    await lk.aclose()
+
+    event = api.WebhookEvent(event="room_finished", room=call.room)
+    body = encode_webhook(event).decode()
+    auth = sign_webhook(body.encode(), livekit_fake.api_key, livekit_fake.api_secret)
+    ok = api.WebhookReceiver(api.TokenVerifier(livekit_fake.api_key, livekit_fake.api_secret))
+    assert ok.receive(body, auth).event == "room_finished"
+    wrong = api.WebhookReceiver(
+        api.TokenVerifier(livekit_fake.api_key, "another-secret-that-is-long-enough-x")
+    )
+    with pytest.raises(Exception):  # noqa: B017 - the receiver raises jwt's InvalidSignatureError
+        wrong.receive(body, auth)
+    with pytest.raises(Exception, match="hash mismatch"):
+        ok.receive(body.replace("room_finished", "room_started"), auth)

@@ -150,6 +150,8 @@ class ElevenLabsFake(AiohttpFake):
         self.http_requests: list[RecordedHttpRequest] = []
         self.auth_failures = 0
         self._drops: deque[int] = deque()
+        self._resume = asyncio.Event()
+        self._resume.set()
         self._http_faults: deque[int] = deque()
         self._live: set[web.WebSocketResponse] = set()
         self._ids = itertools.count(1)
@@ -192,9 +194,17 @@ class ElevenLabsFake(AiohttpFake):
         """The next ``count`` HTTP requests (not WS) answer ``status``."""
         self._http_faults.extend([status] * count)
 
+    def stall(self) -> None:
+        """Sockets stay open and accept text, but no audio (and no isFinal) is sent until unstall()."""
+        self._resume.clear()
+
+    def unstall(self) -> None:
+        self._resume.set()
+
     def clear_faults(self) -> None:
         self._drops.clear()
         self._http_faults.clear()
+        self._resume.set()
 
     # -- app --------------------------------------------------------------------------
 
@@ -515,6 +525,7 @@ class ElevenLabsFake(AiohttpFake):
                     msg[context_key] = ctx.rec.context_id
                 if n:
                     await asyncio.sleep(self.chunk_interval)
+                await self._resume.wait()
                 if ws.closed:
                     return
                 await ws.send_json(msg)
@@ -527,6 +538,7 @@ class ElevenLabsFake(AiohttpFake):
         final: JSON = {"isFinal": True}
         if context_key:
             final[context_key] = ctx.rec.context_id
+        await self._resume.wait()
         if not ws.closed:
             await ws.send_json(final)
             ctx.rec.final_sent_at = time.monotonic()
