@@ -1,0 +1,81 @@
+"""Intent recognition accuracy per language on the committed labelled set.
+
+The set has two splits: ``tuning`` (the lexicon was written while looking at it) and
+``held_out`` (written afterwards and never used to adjust the lexicon). Both must reach 90 %
+per language; the held-out number is the honest one, printed with ``-s`` / in the report.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from voicehive.intents import SUPPORTED_LANGUAGES, Intent, classify, guess_language
+
+DATA = Path(__file__).parent / "data" / "intents.jsonl"
+ROWS = [json.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _accuracy(split: str, use_hint: bool) -> dict[str, float]:
+    total: Counter[str] = Counter()
+    right: Counter[str] = Counter()
+    for row in ROWS:
+        if row["split"] != split:
+            continue
+        result = classify(row["text"], row["language"] if use_hint else None)
+        total[row["language"]] += 1
+        right[row["language"]] += result.intent.value == row["intent"]
+    return {lang: right[lang] / total[lang] for lang in total}
+
+
+def test_dataset_is_large_varied_and_labelled() -> None:
+    assert len(ROWS) >= 300
+    assert len({row["text"] for row in ROWS}) == len(ROWS)  # no duplicates
+    cells = Counter((row["language"], row["intent"], row["split"]) for row in ROWS)
+    for lang in SUPPORTED_LANGUAGES:
+        for intent in Intent:
+            assert cells[(lang, intent.value, "tuning")] >= 3, (lang, intent)
+            assert cells[(lang, intent.value, "held_out")] >= 2, (lang, intent)
+
+
+@pytest.mark.parametrize("split", ["tuning", "held_out"])
+def test_accuracy_per_language_with_asr_language_tag(split: str) -> None:
+    accuracy = _accuracy(split, use_hint=True)
+    print(f"\nintent accuracy ({split}, with language tag): " + ", ".join(f"{k}={v:.3f}" for k, v in accuracy.items()))
+    assert set(accuracy) == set(SUPPORTED_LANGUAGES)
+    assert all(value >= 0.9 for value in accuracy.values()), accuracy
+
+
+def test_held_out_accuracy_without_language_tag() -> None:
+    accuracy = _accuracy("held_out", use_hint=False)
+    print(f"\nintent accuracy (held_out, no language tag): {accuracy}")
+    assert all(value >= 0.85 for value in accuracy.values()), accuracy
+
+
+def test_confidence_and_determinism() -> None:
+    for row in ROWS[:50]:
+        first, second = classify(row["text"], row["language"]), classify(row["text"], row["language"])
+        assert first == second
+        assert 0.0 < first.confidence <= 1.0
+    strong = classify("Please cancel my reservation", "en")
+    weak = classify("room for next week", "en")
+    assert strong.confidence > weak.confidence
+    assert classify("", "en").intent is Intent.UNKNOWN
+    assert classify("qwertz uiop", None).intent is Intent.UNKNOWN
+
+
+def test_spelling_variants_fold_to_one_form() -> None:
+    assert classify("ICH MÖCHTE STORNIEREN", "de").intent is Intent.CANCEL_BOOKING
+    assert classify("ich mochte stornieren", "de").intent is Intent.CANCEL_BOOKING
+    assert classify("Je veux annuler", "fr-FR").intent is Intent.CANCEL_BOOKING
+
+
+def test_language_guess() -> None:
+    assert guess_language("Ich möchte ein Zimmer für die Woche") == "de"
+    assert guess_language("Je voudrais une chambre pour la semaine") == "fr"
+    assert guess_language("Quisiera una habitación para la semana por favor") == "es"
+    assert guess_language("Vorrei una camera per la settimana per favore") == "it"
+    assert guess_language("I would like a room for the week please") == "en"
