@@ -9,8 +9,9 @@ the one source of truth (``make crds`` writes ``crds/``; ``tests/test_crds.py`` 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from pydantic import BaseModel
@@ -110,7 +111,10 @@ def _object_defaults(schema: dict[str, Any], model: type[BaseModel]) -> None:
             continue
         sub_schema = props[key]
         if field.default_factory is not None and sub_schema.get("type") == "object":
-            sub_schema.setdefault("default", {})
+            # The whole defaulted object, not {}: a real apiserver checks a default against the
+            # CEL rules without applying nested defaults first, so {} fails e.g. warmPool <= max.
+            factory = cast(Callable[[], BaseModel], field.default_factory)
+            sub_schema.setdefault("default", factory().model_dump(by_alias=True, mode="json", exclude_none=True))
         if sub_schema.get("type") == "object":
             _object_defaults(sub_schema, sub_models[0])
         elif sub_schema.get("type") == "array" and isinstance(sub_schema.get("items"), dict):
@@ -138,7 +142,8 @@ def _resource_schema(spec: type[BaseModel], status: type[BaseModel], description
                 "description": "Versioned schema of this object; voicehive.io/v1alpha1.",
             },
             "kind": {"type": "string", "description": "REST resource this object represents."},
-            "metadata": {"type": "object", "description": "Standard object metadata."},
+            # A real apiserver rejects anything but `type` here (ObjectMeta is documented already).
+            "metadata": {"type": "object"},
             "spec": structural_schema(spec),
             "status": structural_schema(status),
         },
