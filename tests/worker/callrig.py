@@ -1,0 +1,227 @@
+"""A whole call without a LiveKit server: the three provider fakes, our session, a caller.
+
+Used by the worker tests and by ``bench/pipeline.py`` (plain asyncio, no pytest inside).
+Everything crosses real sockets: the nvidia plugin speaks gRPC to the Riva fake, the openai
+plugin SSE to the Azure fake, the elevenlabs plugin WebSocket to the ElevenLabs fake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from livekit.agents import Agent, AgentSession
+from livekit.agents.utils import http_context
+
+from tests.fakes.azure_openai import AzureOpenAIFake, Responder, ResponderResult
+from tests.fakes.elevenlabs import ElevenLabsFake
+from tests.fakes.riva import RivaFake, ScriptedTranscriber
+from voicehive.api.models import HotelLineSpec
+from voicehive_worker.agent import CallActions, LocalCallActions
+from voicehive_worker.audio_io import AgentAudioSink, CallerAudioInput, Segment, Utterance
+from voicehive_worker.session import (
+    DEFAULT_TURN_TAKING,
+    Models,
+    ProviderEndpoints,
+    create_agent,
+    create_session,
+    provider_models,
+)
+from voicehive_worker.turn_taking import TurnStats, TurnTakingOptions
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hotelline.yaml"
+
+
+def line_spec(**overrides: Any) -> HotelLineSpec:
+    """The example HotelLine's spec (front desk always open unless ``frontDesk`` is overridden)."""
+    for doc in yaml.safe_load_all(EXAMPLE.read_text()):
+        if doc and doc.get("kind") == "HotelLine":
+            data = dict(doc["spec"])
+            data["frontDesk"] = {**data["frontDesk"], "hours": []}
+            data.update(overrides)
+            return HotelLineSpec.model_validate(data)
+    raise RuntimeError(f"no HotelLine in {EXAMPLE}")
+
+
+@dataclass
+class ProviderFakes:
+    """The three loopback fakes with fixed latencies (the issue's numbers by default)."""
+
+    riva: RivaFake
+    azure: AzureOpenAIFake
+    eleven: ElevenLabsFake
+    transcriber: ScriptedTranscriber
+
+    def endpoints(self) -> ProviderEndpoints:
+        return ProviderEndpoints(
+            riva_server=self.riva.address,
+            riva_tls=False,
+            nvidia_api_key=None,
+            llm_endpoint=self.azure.endpoint,
+            llm_api_key=self.azure.api_key,
+            tts_base_url=self.eleven.base_url_v1,
+            tts_api_key=self.eleven.api_key,
+        )
+
+    def spec_for(self, spec: HotelLineSpec) -> HotelLineSpec:
+        """The line with the fakes' deployment and voice."""
+        return spec.model_copy(
+            update={
+                "llm": spec.llm.model_copy(update={"deployment": self.azure.deployment}),
+                "tts": spec.tts.model_copy(update={"voice_id": self.eleven.voice_id}),
+                "asr": spec.asr.model_copy(update={"model": self.riva.models[0].name}),
+            }
+        )
+
+
+class provider_fakes:
+    """Starts Riva, Azure OpenAI and ElevenLabs fakes on 127.0.0.1."""
+
+    def __init__(
+        self,
+        transcripts: Iterable[str] = (),
+        responder: Responder | Iterable[ResponderResult] | None = None,
+        *,
+        asr_final_delay: float = 0.100,
+        llm_ttft: float = 0.200,
+        tts_first_audio: float = 0.100,
+    ) -> None:
+        self.transcriber = ScriptedTranscriber(transcripts)
+        self.riva = RivaFake(self.transcriber, final_delay=asr_final_delay)
+        self.azure = AzureOpenAIFake(responder, ttft=llm_ttft)
+        self.eleven = ElevenLabsFake(first_audio_delay=tts_first_audio)
+
+    async def __aenter__(self) -> ProviderFakes:
+        await self.riva.start()
+        await self.azure.start()
+        await self.eleven.start()
+        return ProviderFakes(self.riva, self.azure, self.eleven, self.transcriber)
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.eleven.stop()
+        await self.azure.stop()
+        await self.riva.stop()
+
+
+@dataclass
+class Call:
+    """One running call: the caller's side (input), what the caller hears (sink), the session."""
+
+    session: AgentSession[Any]
+    agent: Agent
+    caller: CallerAudioInput
+    sink: AgentAudioSink
+    actions: Any
+    stats: TurnStats
+    events: list[tuple[float, str, Any]] = field(default_factory=list)
+
+    def say(self, pcm: bytes, label: str = "") -> Utterance:
+        return self.caller.say(pcm, label)
+
+    def reply_after(self, utt: Utterance) -> Segment | None:
+        """The first reply segment that started after the utterance's last voiced sample."""
+        if utt.last_voiced_at is None:
+            return None
+        for seg in self.sink.segments:
+            if seg.first_frame_at > utt.last_voiced_at:
+                return seg
+        return None
+
+    async def wait_for(self, predicate: Callable[[], Any], timeout: float, what: str) -> Any:  # noqa: ASYNC109
+        """Polls (no bare sleeps for synchronisation); raises with ``what`` on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            await asyncio.sleep(0.01)
+        raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {what}")
+
+    async def wait_reply(self, utt: Utterance, timeout: float = 10.0) -> Segment:  # noqa: ASYNC109
+        seg: Segment = await self.wait_for(lambda: self.reply_after(utt), timeout, f"a reply to {utt.label!r}")
+        return seg
+
+    async def wait_quiet(self, timeout: float = 20.0) -> None:  # noqa: ASYNC109
+        """Until the agent's audio has finished playing and the caller's queue is empty."""
+        await self.wait_for(
+            lambda: self.caller.idle and all(s.finished_at is not None for s in self.sink.segments),
+            timeout,
+            "the agent to finish speaking",
+        )
+
+
+class running_call:
+    """Our worker's session (or a bare AgentSession when ``bare=True``) on the fakes."""
+
+    def __init__(
+        self,
+        fakes: ProviderFakes,
+        spec: HotelLineSpec,
+        *,
+        actions: CallActions | None = None,
+        bare: bool = False,
+        turn_taking: TurnTakingOptions | None = DEFAULT_TURN_TAKING,
+        models: Models | None = None,
+        vad: Any = None,
+        greet: bool = True,
+    ) -> None:
+        self.fakes = fakes
+        self.spec = fakes.spec_for(spec)
+        self.actions = actions or LocalCallActions()
+        self.bare = bare
+        self.turn_taking = turn_taking
+        self.models = models
+        self.vad = vad
+        self.greet = greet
+        self._http: Any = None
+        self.call: Call | None = None
+
+    async def __aenter__(self) -> Call:
+        self._http = http_context.open()
+        await self._http.__aenter__()
+        models = self.models or provider_models(self.spec, self.fakes.endpoints())
+        stats = TurnStats()
+        if self.bare:
+            from livekit.plugins import silero
+
+            session: AgentSession[Any] = AgentSession(
+                stt=models.stt,
+                llm=models.llm,
+                tts=models.tts,
+                vad=self.vad or silero.VAD.load(),
+                turn_handling={
+                    "turn_detection": "stt",
+                    "endpointing": {"min_delay": 0.3, "max_delay": 3.0},
+                    "interruption": {"mode": "vad"},
+                },
+            )
+            agent: Agent = Agent(instructions=f"You answer the phone for {self.spec.display_name}.")
+        else:
+            session = create_session(self.spec, models, vad=self.vad, turn_taking=self.turn_taking)
+            agent = create_agent(
+                self.spec, self.actions, turn_taking=self.turn_taking, turn_stats=stats, greet=self.greet
+            )
+        caller = CallerAudioInput()
+        sink = AgentAudioSink()
+        session.input.audio = caller
+        session.output.audio = sink
+        call = Call(session=session, agent=agent, caller=caller, sink=sink, actions=self.actions, stats=stats)
+        session.on("agent_state_changed", lambda ev: call.events.append((time.monotonic(), "agent", ev.new_state)))
+        session.on("user_state_changed", lambda ev: call.events.append((time.monotonic(), "user", ev.new_state)))
+        await session.start(agent)
+        self.call = call
+        return call
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.call is not None:
+            self.call.caller.close()
+            try:
+                await asyncio.wait_for(self.call.session.aclose(), 10)
+            finally:
+                await self.call.sink.aclose()
+        await self._http.__aexit__(None, None, None)

@@ -1,0 +1,333 @@
+"""``voicehive worker``: the per-call pod. Start warm, wait for a call, serve exactly one, drain, exit.
+
+Sequence (each step is a small function so tests can drive the parts without a cluster):
+
+1. :func:`warm_up` — line spec (``VOICEHIVE_LINE_SPEC`` or ``--line``), keys, Silero VAD, the
+   provider plugins (LLM prewarm opens the HTTP pool), the pre-rendered local fallback voice;
+   then the readiness endpoint answers 200 on ``/readyz``.
+2. :func:`wait_for_assignment` — watch VoiceSessions in our namespace with
+   ``voicehive.io/worker=<pod name>`` (the operator binds a call by labelling it).
+3. open ``spec.sealedCallRef`` (room name + SIP identity), mint an agent token from
+   ``LIVEKIT_API_KEY/SECRET``, join the room, start the session linked to the SIP participant.
+4. :class:`CallRunner` — CallManager in-process (Active → Ended), per-turn transcripts (sealed),
+   intents, latency, watchdog, DTMF 0, caller hang-up; then drain and exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from voicehive import contract
+from voicehive.api.models import HotelLine, HotelLineSpec, VoiceSession
+from voicehive.lifecycle import EndReason
+from voicehive_worker.agent import HotelAgent
+from voicehive_worker.state import CallState
+from voicehive_worker.turn_taking import TurnStats
+from voicehive_worker.watchdog import Watchdog
+
+log = logging.getLogger("voicehive.worker")
+
+READY_PORT_ENV = "VOICEHIVE_READY_PORT"
+DEFAULT_READY_PORT = 8081
+AGENT_IDENTITY_PREFIX = "voicehive-agent-"
+
+
+def load_line_spec(line_file: Path | None, environ: Mapping[str, str] | None = None) -> HotelLineSpec:
+    """The HotelLine spec from a YAML/JSON file (a HotelLine or a bare spec) or the environment."""
+    import json
+
+    import yaml
+
+    env = os.environ if environ is None else environ
+    if line_file is not None:
+        docs = [d for d in yaml.safe_load_all(line_file.read_text()) if d]
+        for doc in docs:
+            if doc.get("kind") == "HotelLine":
+                return HotelLine.model_validate(doc).spec
+        if len(docs) == 1 and "kind" not in docs[0]:
+            return HotelLineSpec.model_validate(docs[0])
+        raise ValueError(f"{line_file}: no HotelLine found")
+    raw = env.get(contract.ENV_LINE_SPEC)
+    if not raw:
+        raise ValueError(f"no line configuration: set {contract.ENV_LINE_SPEC} or pass --line FILE")
+    return HotelLineSpec.model_validate(json.loads(raw))
+
+
+@dataclass
+class CallRunner:
+    """Connects one AgentSession's events to call state, the watchdog and the hang-up.
+
+    Per-turn latency here is the pod's own view: end of the caller's last recognised word
+    (from the turn-taker) to the agent entering "speaking" (first audio pushed to the room).
+    """
+
+    session: Any
+    agent: HotelAgent
+    state: CallState | None
+    turn_stats: TurnStats
+    watchdog: Watchdog | None = None
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    end_reason: EndReason | None = None
+    _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    _measured_ends: int = 0
+
+    def attach(self) -> CallRunner:
+        s = self.session
+        s.on("user_input_transcribed", self._on_transcript)
+        s.on("agent_state_changed", self._on_agent_state)
+        s.on("close", self._on_close)
+        if self.watchdog is not None:
+            self.watchdog.attach()
+        return self
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_transcript(self, ev: Any) -> None:
+        if ev.is_final and ev.transcript.strip() and self.state is not None:
+            self._spawn(self._record_turn(ev.transcript, getattr(ev, "language", None)))
+
+    async def _record_turn(self, text: str, language: Any) -> None:
+        assert self.state is not None
+        try:
+            await self.state.caller_turn(text, str(language) if language else None, 1.0)
+        except Exception:
+            log.warning("could not record a caller turn", exc_info=True, extra={"call_ref": self.state.ref})
+
+    def _on_agent_state(self, ev: Any) -> None:
+        if ev.new_state != "speaking":
+            return
+        ends = self.turn_stats.speech_ends
+        if len(ends) > self._measured_ends:
+            latency_ms = (time.time() - ends[-1]) * 1000
+            self._measured_ends = len(ends)
+            if self.state is not None and 0 <= latency_ms < 30_000:
+                self.state.add_latency(latency_ms)
+                self._spawn(self.state.flush())
+
+    def _on_close(self, ev: Any) -> None:
+        reason = self.end_reason or EndReason.CALLER_HANGUP
+        error = getattr(ev, "error", None)
+        if error is not None and self.end_reason is None:
+            reason = EndReason.PIPELINE_ERROR
+        self._spawn(self.finish(reason))
+
+    async def finish(self, reason: EndReason) -> None:
+        """Ends the call once (state first, then the session); later calls are no-ops."""
+        if self.end_reason is None:
+            self.end_reason = reason
+        if self.state is not None:
+            try:
+                await self.state.ended(self.end_reason)
+            except Exception:
+                log.warning("could not record the end of the call", exc_info=True)
+        self.ended.set()
+
+    def on_dtmf(self, digit: str) -> None:
+        self._spawn(self.agent.on_dtmf(digit))
+
+    def on_caller_left(self) -> None:
+        self._spawn(self.finish(EndReason.CALLER_HANGUP))
+
+
+# ---------------------------------------------------------------------------------------
+# the pod
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Warm:
+    """Everything prepared before a call arrives."""
+
+    spec: HotelLineSpec
+    vad: Any
+    privacy: Any
+    endpoints: Any
+    voice: Any
+    ready: bool = False
+
+
+async def warm_up(line_file: Path | None) -> Warm:
+    from voicehive.privacy import Privacy
+    from voicehive_worker.session import ProviderEndpoints, load_vad
+    from voicehive_worker.watchdog import FallbackVoice
+
+    spec = load_line_spec(line_file)
+    privacy = Privacy.from_env()
+    endpoints = ProviderEndpoints.from_env(spec)
+    vad = await asyncio.to_thread(load_vad)
+    voice = await FallbackVoice.render(spec.languages[0])
+    return Warm(spec=spec, vad=vad, privacy=privacy, endpoints=endpoints, voice=voice, ready=True)
+
+
+async def serve_readiness(warm: Warm | None, port: int) -> Any:
+    """``/healthz`` (alive) and ``/readyz`` (warm and idle or serving), plain HTTP for kubelet probes."""
+    from aiohttp import web
+
+    state: dict[str, Any] = {"warm": warm}
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def readyz(_: web.Request) -> web.Response:
+        w = state["warm"]
+        return web.Response(text="ready" if w and w.ready else "warming", status=200 if w and w.ready else 503)
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    # probes come from the kubelet over the pod IP; bind all interfaces only in the pod
+    host = os.environ.get("VOICEHIVE_READY_HOST", "0.0.0.0")
+    await web.TCPSite(runner, host, port).start()
+    runner.state = state  # type: ignore[attr-defined]
+    return runner
+
+
+def _watch_assignment(namespace: str, pod: str, stop: Callable[[], bool]) -> dict[str, Any] | None:
+    """Blocking: the first VoiceSession labelled for this pod (list, then watch)."""
+    import kubernetes
+    from kubernetes import client, watch
+
+    try:
+        kubernetes.config.load_incluster_config()
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()
+    api = client.CustomObjectsApi()
+    selector = f"{contract.LABEL_WORKER}={pod}"
+    from voicehive.api.models import GROUP, VERSION
+
+    while not stop():
+        listing = api.list_namespaced_custom_object(GROUP, VERSION, namespace, "voicesessions", label_selector=selector)
+        for item in listing.get("items", []):
+            return dict(item)
+        version = listing.get("metadata", {}).get("resourceVersion")
+        w = watch.Watch()
+        for event in w.stream(
+            api.list_namespaced_custom_object, GROUP, VERSION, namespace, "voicesessions",
+            label_selector=selector, resource_version=version, timeout_seconds=30,
+        ):
+            if event.get("type") in ("ADDED", "MODIFIED"):
+                w.stop()
+                return dict(event["object"])
+    return None
+
+
+async def run_pod(line_file: Path | None) -> int:
+    """The whole pod life; returns the process exit code."""
+    from livekit import api as lkapi
+    from livekit import rtc
+    from livekit.agents.utils import http_context
+    from livekit.agents.voice.room_io import RoomOptions
+
+    from voicehive.callmanager import CallManager
+    from voicehive.callstore import CallStore
+    from voicehive_worker.session import create_agent, create_session, provider_models
+    from voicehive_worker.state import VoiceSessionStatus, WorkerCallActions
+    from voicehive_worker.turn_taking import TurnTakingOptions
+
+    env = os.environ
+    namespace = env.get(contract.ENV_NAMESPACE, "default")
+    pod = env.get(contract.ENV_POD_NAME, "")
+    if not pod:
+        log.error("missing %s", contract.ENV_POD_NAME)
+        return 2
+    port = int(env.get(READY_PORT_ENV, DEFAULT_READY_PORT))
+    readiness = await serve_readiness(None, port)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        warm = await warm_up(line_file)
+        readiness.state["warm"] = warm
+        log.info("worker warm and idle", extra={"pod": pod})
+        vs_raw = await asyncio.to_thread(_watch_assignment, namespace, pod, stopping.is_set)
+        if vs_raw is None:
+            return 0
+        vs = VoiceSession.model_validate(vs_raw)
+        secret = warm.privacy.open_call_ref(vs.spec.sealed_call_ref)
+        room_name, sip_identity = secret.room, secret.participant_identity
+        store = CallStore.from_url(env[contract.ENV_REDIS_URL])
+        manager = CallManager(store=store, privacy=warm.privacy)
+        from kubernetes import client as kclient
+
+        status = VoiceSessionStatus(kclient.ApiClient(), namespace, vs.metadata.name or "")
+        state = CallState(
+            manager=manager, call_sid=room_name, line=vs.spec.line_ref.name, namespace=namespace,
+            worker_pod=pod, status=status, retention_days=warm.spec.retention.metadata_days,
+        )
+        url = env[contract.ENV_LIVEKIT_URL]
+        key, secret_key = env[contract.ENV_LIVEKIT_API_KEY], env[contract.ENV_LIVEKIT_API_SECRET]
+        token = (
+            lkapi.AccessToken(key, secret_key)
+            .with_identity(AGENT_IDENTITY_PREFIX + pod)
+            .with_kind("agent")
+            .with_grants(lkapi.VideoGrants(room_join=True, room=room_name, agent=True))
+            .to_jwt()
+        )
+        async with http_context.open(), lkapi.LiveKitAPI(url=url, api_key=key, api_secret=secret_key) as livekit:
+            room = rtc.Room()
+            await room.connect(url, token)
+            turn = TurnTakingOptions()
+            stats = TurnStats()
+            models = provider_models(warm.spec, warm.endpoints)
+            session = create_session(warm.spec, models, vad=warm.vad, turn_taking=turn)
+            actions = WorkerCallActions(state=state, livekit=livekit, room=room_name, sip_identity=sip_identity)
+            agent = create_agent(warm.spec, actions, language=vs.spec.language, turn_taking=turn, turn_stats=stats)
+            runner = CallRunner(session=session, agent=agent, state=state, turn_stats=stats)
+            runner.watchdog = Watchdog(session, warm.voice, on_give_up=lambda cause: _give_up(agent, runner))
+            actions.hangup = runner.finish
+            runner.attach()
+
+            @room.on("sip_dtmf_received")
+            def _dtmf(ev: Any) -> None:
+                runner.on_dtmf(str(getattr(ev, "digit", "")))
+
+            @room.on("participant_disconnected")
+            def _left(p: Any) -> None:
+                if p.identity == sip_identity:
+                    runner.on_caller_left()
+
+            await session.start(agent, room=room, room_options=RoomOptions(participant_identity=sip_identity))
+            await state.answered()
+            waiter = asyncio.ensure_future(runner.ended.wait())
+            stopper = asyncio.ensure_future(stopping.wait())
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if stopping.is_set() and not runner.ended.is_set():
+                # SIGTERM mid-call: finish the call politely instead of dropping it
+                await agent.say_goodbye_and_end(EndReason.WORKER_LOST)
+            await session.aclose()
+            await room.disconnect()
+            await store.close()
+        return 0
+    except Exception:
+        log.exception("worker failed")
+        return 1
+    finally:
+        await readiness.cleanup()
+
+
+async def _give_up(agent: HotelAgent, runner: CallRunner) -> None:
+    """The pipeline failed repeatedly: a person if the desk is open, otherwise a polite end."""
+    result = await agent._to_front_desk(reason="watchdog")
+    if result is not None:  # desk closed or transfer failed
+        await runner.finish(EndReason.PIPELINE_ERROR)
+
+
+def main(line_file: Path | None = None) -> None:
+    from voicehive.audit import configure_json_logging
+
+    configure_json_logging()
+    raise SystemExit(asyncio.run(run_pod(line_file)))

@@ -1,0 +1,223 @@
+"""The worker's side of call state: the CallManager in-process, the VoiceSession status, staff requests.
+
+WHY in-process: the call lifecycle has one implementation (``voicehive.callmanager``); the
+worker calls it directly instead of posting webhooks to the orchestrator, so there is no
+second state machine and no HTTP hop on the hot path. Nothing written here carries a phone
+number, a room name or transcript text in clear: the CallManager hashes/seals, booking
+requests and messages are sealed (AES-GCM, the transcript key, AAD = call ref) before Redis.
+
+Redis keys added by the worker (same ``vh:call:<ref>`` namespace and TTL as the call):
+``vh:call:<ref>:requests`` (list) — sealed JSON of each booking/change request or message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from voicehive.api.models import GROUP, VERSION
+from voicehive.callmanager import CallManager, Transcript
+from voicehive.callstore import retention_seconds
+from voicehive.lifecycle import CallPhase, EndReason
+
+log = logging.getLogger("voicehive.worker.state")
+
+PLURAL = "voicesessions"
+
+
+def requests_key(ref: str) -> str:
+    return f"vh:call:{ref}:requests"
+
+
+def _now_rfc3339() -> str:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def latency_summary(values_ms: list[float]) -> dict[str, Any]:
+    """The VoiceSession ``status.latency`` block (LatencySummary, camelCase)."""
+    if not values_ms:
+        return {"turns": 0}
+    ordered = sorted(values_ms)
+    p95_index = min(len(ordered) - 1, max(0, round(0.95 * (len(ordered) - 1))))
+    return {
+        "turns": len(ordered),
+        "p50Ms": round(statistics.median(ordered), 1),
+        "p95Ms": round(ordered[p95_index], 1),
+        "maxMs": round(ordered[-1], 1),
+    }
+
+
+class VoiceSessionStatus:
+    """Merge-patches the VoiceSession's status subresource (sync kubernetes client in a thread)."""
+
+    def __init__(self, api_client: Any, namespace: str, name: str) -> None:
+        from kubernetes import client
+
+        self._api = client.CustomObjectsApi(api_client)
+        self.namespace = namespace
+        self.name = name
+
+    async def patch(self, status: dict[str, Any]) -> None:
+        await asyncio.to_thread(
+            self._api.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            self.namespace,
+            PLURAL,
+            self.name,
+            {"status": status},
+        )
+
+    async def read(self) -> dict[str, Any]:
+        obj: dict[str, Any] = await asyncio.to_thread(
+            self._api.get_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL, self.name
+        )
+        return obj
+
+
+@dataclass
+class CallState:
+    """One call's state, written through the CallManager (Redis) and the VoiceSession status.
+
+    ``call_sid`` is the LiveKit room name (PII): it only ever goes into the CallManager, which
+    hashes it. Status writes are best effort (logged, never raised into the call): a caller
+    must not hear silence because the kube API is slow.
+    """
+
+    manager: CallManager
+    call_sid: str
+    line: str
+    namespace: str
+    worker_pod: str
+    status: VoiceSessionStatus | None = None
+    retention_days: int = 30
+    intents: list[str] = field(default_factory=list)
+    latencies_ms: list[float] = field(default_factory=list)
+    turns: int = 0
+    phase: CallPhase = CallPhase.STARTING
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def ref(self) -> str:
+        return self.manager.call_ref(self.call_sid)
+
+    async def answered(self) -> None:
+        await self.manager.agent_ready(self.call_sid, line=self.line, namespace=self.namespace)
+        await self.manager.call_started(self.call_sid, line=self.line, namespace=self.namespace)
+        self.phase = CallPhase.ACTIVE
+        await self._patch({"phase": CallPhase.ACTIVE.value, "workerPod": self.worker_pod, "answeredAt": _now_rfc3339()})
+
+    async def caller_turn(self, text: str, language: str | None, confidence: float) -> str | None:
+        """A final caller transcript: sealed into Redis by the CallManager, intent classified."""
+        result = await self.manager.record_transcript(
+            Transcript(call_sid=self.call_sid, text=text, language=language, confidence=confidence, is_final=True)
+        )
+        self.turns += 1
+        intent = result.intent.intent.value
+        if intent and intent != "unknown":
+            self.add_intent(intent)
+        return intent
+
+    def add_intent(self, intent: str) -> None:
+        if intent not in self.intents and len(self.intents) < 64:
+            self.intents.append(intent)
+
+    def add_latency(self, ms: float) -> None:
+        self.latencies_ms.append(ms)
+
+    async def flush(self) -> None:
+        """Writes turns, intents and the latency summary to the VoiceSession status."""
+        await self._patch(self._progress())
+
+    async def save_request(self, kind: str, fields: dict[str, str]) -> str:
+        """Seals a staff request (AES-GCM, AAD = call ref) into Redis; returns a short reference."""
+        ref = self.ref
+        payload = json.dumps({"kind": kind, "fields": fields, "at": _now_rfc3339()}, separators=(",", ":"))
+        sealed = self.manager.privacy.transcripts.seal_text(payload, context=ref)
+        redis = self.manager.store.redis
+        key = requests_key(ref)
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(key, sealed)
+            pipe.expire(key, retention_seconds(self.retention_days))
+            results = await pipe.execute()
+        return f"{ref[-6:].upper()}-{int(results[0])}"
+
+    async def ended(self, reason: EndReason) -> None:
+        async with self._lock:
+            if self.phase in (CallPhase.ENDED, CallPhase.FAILED):
+                return
+            failed = reason is EndReason.PIPELINE_ERROR and self.turns == 0
+            if failed:
+                await self.manager.call_failed(self.call_sid, reason, line=self.line, namespace=self.namespace)
+                self.phase = CallPhase.FAILED
+            else:
+                await self.manager.call_ended(self.call_sid, reason, line=self.line, namespace=self.namespace)
+                self.phase = CallPhase.ENDED
+            await self._patch(
+                {**self._progress(), "phase": self.phase.value, "endedAt": _now_rfc3339(), "endReason": reason.value}
+            )
+
+    def _progress(self) -> dict[str, Any]:
+        return {"turns": self.turns, "intents": list(self.intents), "latency": latency_summary(self.latencies_ms)}
+
+    async def _patch(self, status: dict[str, Any]) -> None:
+        if self.status is None:
+            return
+        try:
+            await self.status.patch(status)
+        except Exception:
+            log.warning("VoiceSession status patch failed", exc_info=True, extra={"call_ref": self.ref})
+
+
+@dataclass
+class WorkerCallActions:
+    """The agent's side effects in the pod: sealed requests, SIP transfer, hang-up, intents.
+
+    ``room`` and ``sip_identity`` come from the opened ``sealedCallRef``; they are used only in
+    LiveKit API calls, never logged. ``hangup`` is how the entrypoint ends the session.
+    """
+
+    state: CallState
+    livekit: Any  # livekit.api.LiveKitAPI
+    room: str
+    sip_identity: str
+    hangup: Any = None  # async callable (EndReason) -> None
+    transferred: bool = False
+
+    async def save_request(self, kind: str, fields: dict[str, str]) -> str:
+        return await self.state.save_request(kind, fields)
+
+    async def transfer_to_front_desk(self, target: str) -> None:
+        from livekit import api as lkapi
+
+        await self.livekit.sip.transfer_sip_participant(
+            lkapi.TransferSIPParticipantRequest(
+                participant_identity=self.sip_identity,
+                room_name=self.room,
+                transfer_to=target,
+                play_dialtone=False,
+            )
+        )
+        self.transferred = True
+
+    async def end_call(self, reason: EndReason) -> None:
+        await self.state.ended(reason)
+        if reason is not EndReason.TRANSFERRED:
+            from livekit import api as lkapi
+
+            try:
+                await self.livekit.room.remove_participant(
+                    lkapi.RoomParticipantIdentity(room=self.room, identity=self.sip_identity)
+                )
+            except Exception:
+                log.info("caller already gone at hang-up", extra={"call_ref": self.state.ref})
+        if self.hangup is not None:
+            await self.hangup(reason)
+
+    def record_intent(self, intent: str) -> None:
+        self.state.add_intent(intent)

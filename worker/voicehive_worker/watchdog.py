@@ -1,0 +1,241 @@
+"""Never dead air: notice a stuck pipeline and speak a local fallback within 2 s.
+
+WHY a watchdog and not only error events: the nvidia plugin fails silently (its recognition
+thread logs and dies, no ``error`` event, no retry), and a hung LLM produces nothing at all
+until its read timeout. So the watchdog watches *outcomes* on the session's public events:
+
+* caller spoke (VAD) but no transcript came within ``asr_deadline`` after the speech ended;
+* the agent started thinking but no reply audio came within ``reply_deadline``;
+* an unrecoverable LLM/TTS error event.
+
+The fallback is pre-rendered at start-up with the local espeak-ng engine (no provider
+involved) and played with ``session.say(audio=...)``, so it works when Riva, Azure and
+ElevenLabs are all gone. It offers the front desk (DTMF 0 works regardless); after
+``max_consecutive`` failures in a row the call is handed to ``on_give_up`` (transfer or end).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from livekit import rtc
+
+log = logging.getLogger("voicehive.worker.watchdog")
+
+SAMPLE_RATE = 16000
+
+FALLBACK_TEXT: dict[str, str] = {
+    "en": "Sorry, I am having a technical problem. You can press zero at any time to reach the front desk.",
+    "de": "Entschuldigung, ich habe ein technisches Problem. Mit der Taste null erreichen Sie jederzeit die Rezeption.",
+    "fr": "Désolé, j'ai un problème technique. Appuyez sur zéro pour joindre la réception.",
+    "es": "Lo siento, tengo un problema técnico. Pulse cero para hablar con la recepción.",
+    "it": "Mi scusi, ho un problema tecnico. Prema zero per parlare con la reception.",
+}
+GIVE_UP_TEXT: dict[str, str] = {
+    "en": "I am sorry, I cannot help right now.",
+    "de": "Es tut mir leid, ich kann gerade nicht helfen.",
+    "fr": "Je suis désolé, je ne peux pas vous aider pour le moment.",
+    "es": "Lo siento, ahora no puedo ayudarle.",
+    "it": "Mi dispiace, ora non posso aiutarla.",
+}
+
+
+async def espeak_pcm(text: str, language: str) -> bytes:
+    """16 kHz mono s16 speech from espeak-ng (the local engine; ~tens of ms per sentence)."""
+    binary = shutil.which("espeak-ng")
+    if binary is None:
+        raise RuntimeError("espeak-ng is not installed; the never-dead-air fallback needs it")
+    voice = language.split("-")[0].lower()
+    proc = await asyncio.create_subprocess_exec(
+        binary, "-v", voice, "-s", "165", "--stdout", text,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )
+    wav, _ = await proc.communicate()
+    if proc.returncode != 0 or len(wav) < 44:
+        raise RuntimeError(f"espeak-ng failed for voice {voice!r}")
+    import io
+    import wave
+
+    with wave.open(io.BytesIO(wav)) as w:
+        rate = w.getframerate()
+        x = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float64)
+    if rate != SAMPLE_RATE:
+        n = int(len(x) * SAMPLE_RATE / rate)
+        x = np.interp(np.arange(n) * rate / SAMPLE_RATE, np.arange(len(x)), x)
+    return np.clip(x, -32768, 32767).astype("<i2").tobytes()
+
+
+async def frames_of(pcm: bytes, frame_ms: int = 20) -> AsyncIterator[rtc.AudioFrame]:
+    step = SAMPLE_RATE * frame_ms // 1000 * 2
+    for i in range(0, len(pcm), step):
+        chunk = pcm[i : i + step]
+        if len(chunk) < step:
+            chunk += b"\x00" * (step - len(chunk))
+        yield rtc.AudioFrame(data=chunk, sample_rate=SAMPLE_RATE, num_channels=1, samples_per_channel=step // 2)
+
+
+@dataclass(frozen=True)
+class WatchdogOptions:
+    asr_deadline: float = 0.6
+    """After the VAD says the caller stopped (≈0.65 s after the real end), wait this long for any transcript."""
+    reply_deadline: float = 1.3
+    """From 'thinking' (turn committed or speculation started) to the first reply audio."""
+    max_consecutive: int = 2
+
+
+@dataclass
+class FallbackVoice:
+    """Pre-rendered local audio for the fallback lines of one language."""
+
+    language: str
+    fallback: bytes = b""
+    give_up: bytes = b""
+
+    @classmethod
+    async def render(
+        cls, language: str, render: Callable[[str, str], Awaitable[bytes]] = espeak_pcm
+    ) -> FallbackVoice:
+        lang = language.split("-")[0].lower()
+        fb = FALLBACK_TEXT.get(lang, FALLBACK_TEXT["en"])
+        gu = GIVE_UP_TEXT.get(lang, GIVE_UP_TEXT["en"])
+        voice_lang = lang if lang in FALLBACK_TEXT else "en"
+        return cls(language=language, fallback=await render(fb, voice_lang), give_up=await render(gu, voice_lang))
+
+
+@dataclass
+class WatchdogReport:
+    """What happened, for the call status and tests (no transcript content)."""
+
+    fallbacks: list[tuple[float, str]] = field(default_factory=list)  # (monotonic, cause)
+    gave_up: str | None = None
+
+
+class Watchdog:
+    """Attach to a started AgentSession; see the module docstring."""
+
+    def __init__(
+        self,
+        session: Any,
+        voice: FallbackVoice,
+        *,
+        options: WatchdogOptions | None = None,
+        on_give_up: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
+        self.session = session
+        self.voice = voice
+        self.options = options or WatchdogOptions()
+        self.on_give_up = on_give_up
+        self.report = WatchdogReport()
+        self._asr_timer: asyncio.TimerHandle | None = None
+        self._reply_timer: asyncio.TimerHandle | None = None
+        self._transcript_since_speech = False
+        self._consecutive = 0
+        self._playing_fallback = False
+        self._closed = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def attach(self) -> Watchdog:
+        s = self.session
+        s.on("user_state_changed", self._on_user_state)
+        s.on("user_input_transcribed", self._on_transcript)
+        s.on("agent_state_changed", self._on_agent_state)
+        s.on("error", self._on_error)
+        s.on("close", lambda _ev: self.close())
+        return self
+
+    def close(self) -> None:
+        self._closed = True
+        for timer in (self._asr_timer, self._reply_timer):
+            if timer is not None:
+                timer.cancel()
+
+    # -- events --------------------------------------------------------------------------
+
+    def _on_user_state(self, ev: Any) -> None:
+        if ev.new_state == "speaking":
+            self._transcript_since_speech = False
+            self._cancel("reply")  # the caller talks: a late reply is not dead air
+            self._cancel("asr")
+        elif ev.old_state == "speaking" and ev.new_state == "listening" and not self._transcript_since_speech:
+            self._arm("asr", self.options.asr_deadline)
+
+    def _on_transcript(self, ev: Any) -> None:
+        if getattr(ev, "transcript", "").strip():
+            self._transcript_since_speech = True
+            self._cancel("asr")
+
+    def _on_agent_state(self, ev: Any) -> None:
+        if ev.new_state == "thinking":
+            self._arm("reply", self.options.reply_deadline)
+        elif ev.new_state == "speaking":
+            self._cancel("reply")
+            if not self._playing_fallback:
+                self._consecutive = 0
+
+    def _on_error(self, ev: Any) -> None:
+        error = getattr(ev, "error", None)
+        recoverable = bool(getattr(error, "recoverable", True))
+        kind = type(getattr(ev, "source", None)).__module__
+        if not recoverable:
+            cause = "llm_error" if ".llm" in kind or "openai" in kind else "tts_error" if "tts" in kind or "elevenlabs" in kind else "stt_error"
+            self._fire(cause)
+
+    # -- timers --------------------------------------------------------------------------
+
+    def _arm(self, which: str, delay: float) -> None:
+        if self._closed:
+            return
+        self._cancel(which)
+        handle = asyncio.get_running_loop().call_later(delay, self._fire, "asr_silent" if which == "asr" else "reply_overdue")
+        if which == "asr":
+            self._asr_timer = handle
+        else:
+            self._reply_timer = handle
+
+    def _cancel(self, which: str) -> None:
+        timer = self._asr_timer if which == "asr" else self._reply_timer
+        if timer is not None:
+            timer.cancel()
+        if which == "asr":
+            self._asr_timer = None
+        else:
+            self._reply_timer = None
+
+    def _fire(self, cause: str) -> None:
+        if self._closed or self._playing_fallback:
+            return
+        self._cancel("asr")
+        self._cancel("reply")
+        self._consecutive += 1
+        self.report.fallbacks.append((time.monotonic(), cause))
+        log.warning("pipeline fault, speaking the local fallback", extra={"cause": cause, "consecutive": self._consecutive})
+        task = asyncio.get_running_loop().create_task(self._speak(cause))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _speak(self, cause: str) -> None:
+        give_up = self._consecutive >= self.options.max_consecutive
+        self._playing_fallback = True
+        try:
+            try:
+                self.session.interrupt(force=True)
+            except RuntimeError:
+                log.debug("nothing to interrupt before the fallback")
+            pcm = self.voice.give_up if give_up else self.voice.fallback
+            handle = self.session.say("", audio=frames_of(pcm), allow_interruptions=not give_up, add_to_chat_ctx=False)
+            await handle.wait_for_playout()
+        except RuntimeError:
+            return  # session closing
+        finally:
+            self._playing_fallback = False
+        if give_up and self.report.gave_up is None:
+            self.report.gave_up = cause
+            if self.on_give_up is not None:
+                await self.on_give_up(cause)
