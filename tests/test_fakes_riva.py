@@ -16,7 +16,7 @@ from livekit.agents import stt as lk_stt
 from livekit.plugins import nvidia
 from riva.client.proto import riva_asr_pb2 as rasr
 
-from tests.fakes.riva import RivaFake, RivaModel, pcm_silence, pcm_tone
+from tests.fakes.riva import RivaFake, RivaModel, ScriptedTranscriber, pcm_silence, pcm_tone
 
 RATE = 16000
 
@@ -225,3 +225,41 @@ async def test_stall_and_error_status(riva_fake: RivaFake) -> None:
             lambda: list(asr.streaming_response_generator(_chunks(audio), _streaming_config()))
         )
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def _espeak_pcm16k(text: str) -> bytes:
+    import io
+    import shutil
+    import subprocess
+    import wave
+
+    import numpy as np
+
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        pytest.skip("espeak-ng is not installed")
+    wav = subprocess.run([exe, "-v", "en-us", "--stdout", text], capture_output=True, check=True).stdout
+    with wave.open(io.BytesIO(wav)) as w:
+        rate, samples = w.getframerate(), np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+    t = np.arange(int(len(samples) * RATE / rate)) * rate / RATE
+    return np.interp(t, np.arange(len(samples)), samples).astype("<i2").tobytes()
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "clauses", "expected"),
+    [
+        (None, True, ["Hello,", "my name is Anna.", "Do you have a room?"]),  # eSpeak pauses at , and .
+        (0.5, False, ["Hello, my name is Anna. Do you have a room?"]),  # pauses merged
+    ],
+)
+async def test_synthetic_speech_segments(endpoint: float | None, clauses: bool, expected: list[str]) -> None:
+    text = "Hello, my name is Anna. Do you have a room?"
+    audio = _espeak_pcm16k(text) + pcm_silence(0.6)
+    transcriber = ScriptedTranscriber([text], clauses=clauses)
+    async with RivaFake(transcriber, endpoint_silence=endpoint) as fake:
+        asr = _service(fake)
+        responses = await asyncio.to_thread(
+            lambda: list(asr.streaming_response_generator(_chunks(audio), _streaming_config(interim=False)))
+        )
+    assert [r.results[0].alternatives[0].transcript for r in responses] == expected
+    assert transcriber.unscripted == 0

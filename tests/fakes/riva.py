@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -58,8 +59,25 @@ class Transcriber(Protocol):
         ...
 
 
+_CLAUSE_END = re.compile(r"(?<=[,.;:!?])\s+")
+
+
+def split_clauses(text: str) -> list[str]:
+    """Splits at punctuation followed by a space: where synthetic speech pauses.
+
+    eSpeak NG pauses ~150 ms at a comma and ~300 ms at a sentence end, longer than the
+    default endpoint silence (100 ms), so the fake hears one utterance per clause.
+    """
+    return [c for c in _CLAUSE_END.split(text.strip()) if c]
+
+
 class ScriptedTranscriber:
     """Consumes one expected text per detected utterance, in order.
+
+    A detected utterance is speech between pauses of at least ``endpoint_silence``: with
+    the default 100 ms a comma pause of synthetic speech already ends one. Script one
+    text per such segment, or pass ``clauses=True`` to split each scripted text with
+    :func:`split_clauses` (or raise the fake's ``endpoint_silence`` to merge segments).
 
     Interims reveal the next scripted text word by word (one word per ``word_seconds``
     of speech, never the whole text), like a streaming recogniser would. When the
@@ -69,17 +87,25 @@ class ScriptedTranscriber:
     """
 
     def __init__(
-        self, texts: Iterable[str] = (), *, word_seconds: float = 0.25, exhausted_text: str = ""
+        self,
+        texts: Iterable[str] = (),
+        *,
+        clauses: bool = False,
+        word_seconds: float = 0.25,
+        exhausted_text: str = "",
     ) -> None:
-        self.queue: deque[str] = deque(texts)
+        self.clauses = clauses
+        self.queue: deque[str] = deque()
         self.word_seconds = word_seconds
         self.exhausted_text = exhausted_text
         self.consumed: list[str] = []
         self.unscripted = 0
+        self.push(*texts)
 
     def push(self, *texts: str) -> None:
         """Add expected utterances to the end of the script."""
-        self.queue.extend(texts)
+        for text in texts:
+            self.queue.extend(split_clauses(text) if self.clauses else [text])
 
     def partial(self, audio: bytes, sample_rate: int, language: str) -> str:
         if not self.queue:
