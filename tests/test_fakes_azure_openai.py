@@ -226,3 +226,19 @@ async def test_one_token_probe_reports_region_and_length(azure_fake: AzureOpenAI
     done = raw.parse()
     assert done.choices[0].finish_reason == "length" and done.choices[0].message.content == "Hello"
     await client.close()
+
+
+async def test_bad_scripted_tool_call_is_flagged(azure_fake: AzureOpenAIFake) -> None:
+    azure_fake.responder.push(ToolCall("book_room", "{not json"))  # type: ignore[attr-defined]
+    client = _client(azure_fake)
+    r = await client.chat.completions.create(
+        model=azure_fake.deployment,
+        tools=[CHECK_TOOL],  # type: ignore[list-item]
+        messages=[{"role": "user", "content": "book"}],
+    )
+    assert r.choices[0].finish_reason == "tool_calls"
+    assert azure_fake.requests[0].warnings == [
+        "tool 'book_room' was not offered in the request",
+        "arguments of tool 'book_room' are not valid JSON",
+    ]
+    await client.close()

@@ -251,3 +251,16 @@ async def test_hidden_number_and_webhook_signature_is_checked(livekit_fake: Live
         wrong.receive(body, auth)
     with pytest.raises(Exception, match="hash mismatch"):
         ok.receive(body.replace("room_finished", "room_started"), auth)
+
+
+async def test_auto_join_agents_on_dispatch() -> None:
+    async with LiveKitFake(auto_join_agents=True) as fake:
+        lk = fake.api()
+        d = await lk.agent_dispatch.create_dispatch(
+            api.CreateAgentDispatchRequest(agent_name="w", room="call-2")
+        )
+        listed = await lk.room.list_participants(api.ListParticipantsRequest(room="call-2"))
+        assert [(p.identity, p.kind) for p in listed.participants] == [
+            (f"agent-{d.id}", api.ParticipantInfo.AGENT)
+        ]
+        await lk.aclose()

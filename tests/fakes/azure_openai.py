@@ -416,6 +416,10 @@ class AzureOpenAIFake(AiohttpFake):
         for tc in reply.tool_calls:
             if tc.name not in known:
                 rec.warnings.append(f"tool {tc.name!r} was not offered in the request")
+            try:
+                json.loads(tc.arguments_json)
+            except json.JSONDecodeError:
+                rec.warnings.append(f"arguments of tool {tc.name!r} are not valid JSON")
         model = self.deployments[deployment]
         if rec.stream:
             return await self._stream(request, rec, reply, model, fault)

@@ -392,6 +392,7 @@ class LiveKitFake(AiohttpFake):
         empty_timeout: int = 300,
         departure_timeout: int = 20,
         sip_hostname: str = "sip.fake.livekit.local",
+        auto_join_agents: bool = False,
         port: int = 0,
     ) -> None:
         super().__init__(port=port)
@@ -402,6 +403,8 @@ class LiveKitFake(AiohttpFake):
         self.empty_timeout = empty_timeout
         self.departure_timeout = departure_timeout
         self.sip_hostname = sip_hostname
+        # When set, each dispatch makes an AGENT participant join at once (no real worker needed).
+        self.auto_join_agents = auto_join_agents
         self.trunks: dict[str, pb_sip.SIPInboundTrunkInfo] = {}
         self.dispatch_rules: dict[str, pb_sip.SIPDispatchRuleInfo] = {}
         self.rooms: dict[str, _RoomState] = {}
@@ -905,6 +908,24 @@ class LiveKitFake(AiohttpFake):
         )
         d.state.created_at = time.time_ns()
         state.dispatches[d.id] = d
+        if self.auto_join_agents:
+            now = time.time()
+            agent = pb_models.ParticipantInfo(
+                sid=new_guid("PA_"),
+                identity=f"agent-{d.id}",
+                name=agent_name,
+                metadata=metadata,
+                state=pb_models.ParticipantInfo.ACTIVE,
+                kind=pb_models.ParticipantInfo.AGENT,
+                joined_at=int(now),
+                joined_at_ms=int(now * 1000),
+                is_publisher=True,
+            )
+            state.participants[agent.identity] = agent
+            state.room.num_participants = len(state.participants)
+            self._emit(
+                pb_webhook.WebhookEvent(event="participant_joined", room=state.room, participant=agent)
+            )
         if self.on_dispatch is not None:
             result = self.on_dispatch(d)
             if asyncio.iscoroutine(result):
