@@ -52,3 +52,19 @@ test: system-deps venv ## the whole suite: lint, type-check, tests (starts what 
 # --- benchmarks ---------------------------------------------------------------------------
 .PHONY: bench
 bench: ## run every benchmark; JSON results land in bench/results/
+
+# --- local control plane (rig/, docs/rig.md) -------------------------------------------------
+.PHONY: rig-build rig rig-down helm-lint
+rig-build: ## build kube-apiserver/controller-manager, etcd, livekit-server, helm (cached in ~/.cache/voicehive-rig)
+	rig/build.sh
+
+rig: system-deps ## build once (cached) and start etcd, kube-apiserver, controller-manager, livekit-server on 127.0.0.1
+	rig/up.sh --build
+
+rig-down: ## stop the local control plane (rig/down.sh --purge also forgets its certs and data)
+	rig/down.sh
+
+helm-lint: ## helm lint --strict and render the chart (helm built into the rig cache if needed)
+	rig/build.sh helm
+	HELM=$$(. rig/lib.sh && rig_bin helm helm); \
+	$$HELM lint --strict charts/voicehive && $$HELM template voicehive charts/voicehive --namespace voicehive >/dev/null

@@ -42,3 +42,12 @@ rig_tool_built() {
 rig_bin() {  # rig_bin <tool> <binary>
   echo "$(rig_tool_dir "$1")/bin/$2"
 }
+
+# True when any rig process recorded in this work tree is alive.
+rig_running() {
+  local f
+  for f in "$RIG_STATE"/run/*.pid; do
+    [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null && return 0
+  done
+  return 1
+}

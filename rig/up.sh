@@ -23,7 +23,9 @@ log() { printf '[rig] %s\n' "$*" >&2; }
 finish() { local rc=$1; if [ "$BEST_EFFORT" = 1 ]; then exit 0; fi; exit "$rc"; }
 
 if [ "$BUILD" = 1 ]; then
-  "$RIG_DIR/build.sh" || log "some tools failed to build (details above); starting the rest"
+  # Bounded, so CI stays inside its budget; Go's build cache keeps the progress of a cut build.
+  timeout "${VOICEHIVE_RIG_BUILD_TIMEOUT:-2700}" "$RIG_DIR/build.sh" ||
+    log "some tools failed to build or the build timed out (details above); starting the rest"
 fi
 
 mkdir -p "$RIG_STATE"/{pki,logs,run,etcd}
