@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import json
 import secrets
 import shlex
@@ -41,8 +42,7 @@ def environment(
         contract.ENV_LIVEKIT_API_SECRET: lk.api_secret,
     }
     try:  # the worker's own endpoint overrides, when the worker package is importable
-        from voicehive_worker import session
-
+        session = importlib.import_module("voicehive_worker.session")
         env[session.ENV_LLM_ENDPOINT] = azure.endpoint
         env[session.ENV_TTS_ENDPOINT] = eleven.base_url_v1
     except ImportError:
