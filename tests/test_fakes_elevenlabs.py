@@ -172,3 +172,21 @@ async def test_stall_keeps_socket_open_without_audio(elevenlabs_fake: ElevenLabs
         assert frames
         await stream.aclose()
         await tts.aclose()
+
+
+async def test_non_pcm_or_unknown_voice_is_refused(elevenlabs_fake: ElevenLabsFake) -> None:
+    headers = {"xi-api-key": elevenlabs_fake.api_key}
+    base = f"{elevenlabs_fake.url}/v1/text-to-speech"
+    async with aiohttp.ClientSession() as session:
+        # no output_format means ElevenLabs' mp3 default, which this fake does not produce
+        async with session.ws_connect(
+            f"{base}/{elevenlabs_fake.voice_id}/multi-stream-input", headers=headers
+        ) as ws:
+            msg = await ws.receive_json()
+            assert "PCM" in msg["message"]
+            await ws.receive()
+            assert ws.close_code == 1008
+        resp = await session.post(
+            f"{base}/nope/stream?output_format=pcm_16000", json={"text": "hi"}, headers=headers
+        )
+        assert resp.status == 404

@@ -43,6 +43,7 @@ from tests.fakes._http import AiohttpFake
 JSON = dict[str, Any]
 PCM_RATES = {8000, 16000, 22050, 24000, 44100, 48000}
 DEFAULT_VOICES = {"21m00Tcm4TlvDq8ikWAM": "Rachel", "EXAVITQu4vr4xnSDxMaL": "Sarah"}
+DEFAULT_OUTPUT_FORMAT = "mp3_44100_128"  # ElevenLabs' default; this fake refuses it (PCM only)
 DEFAULT_MODELS = ("eleven_flash_v2_5", "eleven_turbo_v2_5", "eleven_multilingual_v2")
 
 
@@ -366,7 +367,7 @@ class ElevenLabsFake(AiohttpFake):
                 },
                 status=422,
             )
-        output_format = request.query.get("output_format", "mp3_44100_128")
+        output_format = request.query.get("output_format", DEFAULT_OUTPUT_FORMAT)
         problem = self._check_synthesis_params(
             request.match_info["voice"], body.get("model_id"), output_format
         )
@@ -402,7 +403,7 @@ class ElevenLabsFake(AiohttpFake):
         if header_key is None and kind == "multi":
             return self._unauthorized()
         problem = self._check_synthesis_params(
-            voice, query.get("model_id"), query.get("output_format", "pcm_16000")
+            voice, query.get("model_id"), query.get("output_format", DEFAULT_OUTPUT_FORMAT)
         )
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
@@ -413,7 +414,7 @@ class ElevenLabsFake(AiohttpFake):
             await ws.close(code=1008, message=problem[1][:120].encode())
             rec.closed_at = time.monotonic()
             return ws, rec, 0
-        return ws, rec, sample_rate_of(query.get("output_format", "pcm_16000")) or 16000
+        return ws, rec, sample_rate_of(query.get("output_format", DEFAULT_OUTPUT_FORMAT)) or 16000
 
     async def _ws_multi(self, request: web.Request) -> web.StreamResponse:
         opened = await self._open_ws(request, "multi")
