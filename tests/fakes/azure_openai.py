@@ -21,6 +21,7 @@ import itertools
 import json
 import re
 import secrets
+import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -233,8 +234,9 @@ class AzureOpenAIFake(AiohttpFake):
         azure_filter_frames: bool = True,
         region: str | None = "Sweden Central",
         port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        super().__init__(port=port)
+        super().__init__(port=port, ssl_context=ssl_context)
         if responder is None:
             responder = ScriptedResponder()
         elif not callable(responder):

@@ -29,6 +29,7 @@ import itertools
 import json
 import re
 import secrets
+import ssl
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -136,8 +137,9 @@ class ElevenLabsFake(AiohttpFake):
         chunk_interval: float = 0.010,
         tone_hz: float = 220.0,
         port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        super().__init__(port=port)
+        super().__init__(port=port, ssl_context=ssl_context)
         self.api_key = api_key if api_key is not None else secrets.token_urlsafe(24)
         self.voices: dict[str, str] = dict(voices or DEFAULT_VOICES)
         self.models = list(models)

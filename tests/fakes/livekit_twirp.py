@@ -27,6 +27,7 @@ import base64
 import datetime
 import hashlib
 import secrets
+import ssl
 import string
 import time
 from collections import deque
@@ -394,8 +395,9 @@ class LiveKitFake(AiohttpFake):
         sip_hostname: str = "sip.fake.livekit.local",
         auto_join_agents: bool = False,
         port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        super().__init__(port=port)
+        super().__init__(port=port, ssl_context=ssl_context)
         self.api_key = api_key or "API" + secrets.token_hex(6)
         self.api_secret = api_secret or secrets.token_urlsafe(32)
         self.webhook_urls = list(webhook_urls)

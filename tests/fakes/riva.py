@@ -342,6 +342,7 @@ class RivaFake(rasr_grpc.RivaSpeechRecognitionServicer):  # type: ignore[misc]
         min_speech_ms: int = 20,
         confidence: float = 0.95,
         api_key: str | None = None,
+        tls: tuple[bytes, bytes] | None = None,
         port: int = 0,
     ) -> None:
         self.transcriber = as_transcriber(transcriber)
@@ -356,6 +357,7 @@ class RivaFake(rasr_grpc.RivaSpeechRecognitionServicer):  # type: ignore[misc]
         self.min_speech_ms = min_speech_ms
         self.confidence = confidence
         self.api_key = api_key
+        self.tls = tls  # (private key PEM, certificate chain PEM): serve TLS (see tests.fakes.tls)
         self.port = port
         self.streams: list[RecordedStream] = []
         self.recognize_requests: list[RivaMessage] = []
@@ -375,7 +377,7 @@ class RivaFake(rasr_grpc.RivaSpeechRecognitionServicer):  # type: ignore[misc]
 
     @property
     def url(self) -> str:
-        return f"grpc://{self.address}"
+        return f"{'grpcs' if self.tls else 'grpc'}://{self.address}"
 
     @property
     def running(self) -> bool:
@@ -384,7 +386,11 @@ class RivaFake(rasr_grpc.RivaSpeechRecognitionServicer):  # type: ignore[misc]
     async def start(self) -> RivaFake:
         server = grpc.aio.server()
         rasr_grpc.add_RivaSpeechRecognitionServicer_to_server(self, server)
-        self.port = server.add_insecure_port(f"127.0.0.1:{self.port}")
+        if self.tls is not None:
+            creds = grpc.ssl_server_credentials([self.tls])
+            self.port = server.add_secure_port(f"127.0.0.1:{self.port}", creds)
+        else:
+            self.port = server.add_insecure_port(f"127.0.0.1:{self.port}")
         if not self.port:
             raise RuntimeError("could not bind the Riva fake on 127.0.0.1")
         await server.start()
