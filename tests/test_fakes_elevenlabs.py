@@ -61,7 +61,7 @@ async def test_plugin_stream_multi_context(elevenlabs_fake: ElevenLabsFake) -> N
         assert ctx.text.strip() == text and ctx.closed and ctx.final_sent_at is not None
         gen = ctx.generations[0]
         assert gen.first_audio_at is not None
-        assert gen.first_audio_at - gen.requested_at == pytest.approx(0.1, abs=0.03)
+        assert 0.1 <= gen.first_audio_at - gen.requested_at < 0.4
 
 
 async def test_plugin_synthesize_over_http(elevenlabs_fake: ElevenLabsFake) -> None:

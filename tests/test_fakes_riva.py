@@ -92,7 +92,7 @@ async def test_streaming_words_timings_and_final_delay() -> None:
     for utt in stream.finals:
         assert utt.final_sent_at is not None
         latency = utt.final_sent_at - utt.speech_end_received_at
-        assert 0.09 <= latency < 0.2, latency  # final_delay on the wall clock
+        assert 0.099 <= latency < 0.4, latency  # final_delay on the wall clock (never early)
 
 
 async def test_offline_recognize(riva_fake: RivaFake) -> None:
