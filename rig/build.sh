@@ -101,7 +101,17 @@ tool_ldflags() {
         x="$x -X $p.gitVersion=$KUBERNETES_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean -X $p.buildDate=$date"
       done
       echo "-s -w$x" ;;
-    helm) echo "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" ;;
+    helm)
+      # As helm's Makefile does: the Kubernetes version helm assumes offline (helm template,
+      # lint) follows its client-go; unset, it is v1.20 and kubeVersion checks fail.
+      local cv major minor
+      cv=$(cd "$(rig_tool_dir helm)/src" && go list -f '{{.Version}}' -m k8s.io/client-go)
+      major=$(( $(echo "$cv" | sed 's/^v//' | cut -d. -f1) + 1 )); minor=$(echo "$cv" | cut -d. -f2)
+      local x="-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+      for p in pkg/lint/rules pkg/chartutil; do
+        x="$x -X helm.sh/helm/v3/$p.k8sVersionMajor=$major -X helm.sh/helm/v3/$p.k8sVersionMinor=$minor"
+      done
+      echo "-s -w $x" ;;
     livekit) echo "-s -w" ;;
     etcd) echo "-s -w" ;;
   esac

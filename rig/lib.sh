@@ -19,7 +19,7 @@ rig_tool_dir() {
     kube)    echo "$RIG_CACHE/kubernetes-$KUBERNETES_VERSION-staging-$KUBERNETES_STAGING_VERSION-$gov" ;;
     etcd)    echo "$RIG_CACHE/etcd-$ETCD_VERSION-$gov" ;;
     livekit) echo "$RIG_CACHE/livekit-server-$LIVEKIT_SERVER_VERSION-$gov" ;;
-    helm)    echo "$RIG_CACHE/helm-$HELM_VERSION-$gov" ;;
+    helm)    echo "$RIG_CACHE/helm-$HELM_VERSION-$gov-r2" ;;
     *) echo "unknown rig tool: $1" >&2; return 2 ;;
   esac
 }

@@ -30,7 +30,7 @@ async def test_rooms_sip_trunk_dispatch_rule_and_agent_dispatch(livekit: LiveKit
         assert [r.name for r in listed_rooms.rooms] == [room_name]
 
         number = f"+4930{int(suffix, 16) % 10**8:08d}"
-        trunk = await lk.sip.create_sip_inbound_trunk(
+        trunk = await lk.sip.create_inbound_trunk(
             api.CreateSIPInboundTrunkRequest(
                 trunk=api.SIPInboundTrunkInfo(
                     name=f"rig-trunk-{suffix}",
@@ -42,11 +42,11 @@ async def test_rooms_sip_trunk_dispatch_rule_and_agent_dispatch(livekit: LiveKit
             )
         )
         assert trunk.sip_trunk_id.startswith("ST_")
-        trunks = await lk.sip.list_sip_inbound_trunk(api.ListSIPInboundTrunkRequest())
+        trunks = await lk.sip.list_inbound_trunk(api.ListSIPInboundTrunkRequest())
         mine = [t for t in trunks.items if t.sip_trunk_id == trunk.sip_trunk_id]
         assert len(mine) == 1 and list(mine[0].numbers) == [number]
 
-        rule = await lk.sip.create_sip_dispatch_rule(
+        rule = await lk.sip.create_dispatch_rule(
             api.CreateSIPDispatchRuleRequest(
                 dispatch_rule=api.SIPDispatchRuleInfo(
                     name=f"rig-rule-{suffix}",
@@ -61,7 +61,7 @@ async def test_rooms_sip_trunk_dispatch_rule_and_agent_dispatch(livekit: LiveKit
             )
         )
         assert rule.sip_dispatch_rule_id.startswith("SDR_")
-        rules = await lk.sip.list_sip_dispatch_rule(api.ListSIPDispatchRuleRequest())
+        rules = await lk.sip.list_dispatch_rule(api.ListSIPDispatchRuleRequest())
         mine_rules = [r for r in rules.items if r.sip_dispatch_rule_id == rule.sip_dispatch_rule_id]
         assert len(mine_rules) == 1
         assert list(mine_rules[0].trunk_ids) == [trunk.sip_trunk_id]
@@ -72,13 +72,14 @@ async def test_rooms_sip_trunk_dispatch_rule_and_agent_dispatch(livekit: LiveKit
         )
         assert dispatch.id and dispatch.agent_name == "voicehive-worker" and dispatch.room == room_name
         dispatches = await lk.agent_dispatch.list_dispatch(room_name=room_name)
-        assert [d.id for d in dispatches] == [dispatch.id]
+        # A room also gets LiveKit's automatic dispatch (empty agent name); ours is the named one.
+        assert [d.id for d in dispatches if d.agent_name == "voicehive-worker"] == [dispatch.id]
 
-        await lk.sip.delete_sip_dispatch_rule(
+        await lk.sip.delete_dispatch_rule(
             api.DeleteSIPDispatchRuleRequest(sip_dispatch_rule_id=rule.sip_dispatch_rule_id)
         )
-        await lk.sip.delete_sip_trunk(api.DeleteSIPTrunkRequest(sip_trunk_id=trunk.sip_trunk_id))
-        trunks = await lk.sip.list_sip_inbound_trunk(api.ListSIPInboundTrunkRequest())
+        await lk.sip.delete_trunk(api.DeleteSIPTrunkRequest(sip_trunk_id=trunk.sip_trunk_id))
+        trunks = await lk.sip.list_inbound_trunk(api.ListSIPInboundTrunkRequest())
         assert trunk.sip_trunk_id not in [t.sip_trunk_id for t in trunks.items]
     finally:
         with contextlib.suppress(api.TwirpError):
