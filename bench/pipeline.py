@@ -139,11 +139,13 @@ async def run_worker(mode: str, endpoints: dict[str, str], turns: int, with_paus
         rss_start, _ = rss_mib()
         cpu0, t0 = cpu_seconds(), time.monotonic()
         v2v: list[float] = []
+        marks: list[tuple[float, float]] = []
         for i, phrase in enumerate(phrases):
             utt = c.say(audio[phrase], phrase)
             seg = await c.wait_reply(utt, timeout=15)
             assert utt.last_voiced_at is not None
             v2v.append((seg.first_frame_at - utt.last_voiced_at) * 1000)
+            marks.append((utt.last_voiced_at, seg.first_frame_at))
             await c.wait_quiet(timeout=30)
             await asyncio.sleep(GAP_S)
             if i == 0:
@@ -169,6 +171,7 @@ async def run_worker(mode: str, endpoints: dict[str, str], turns: int, with_paus
         rss_end, rss_peak = rss_mib()
         result.update(
             v2v_ms=[round(x, 1) for x in v2v],
+            turn_marks=marks,
             p50_ms=round(statistics.median(v2v), 1),
             p95_ms=round(percentile(v2v, 0.95), 1),
             max_ms=round(max(v2v), 1),
@@ -200,6 +203,34 @@ async def run_worker(mode: str, endpoints: dict[str, str], turns: int, with_paus
 # ---------------------------------------------------------------------------------------
 
 
+def breakdown(marks: list[tuple[float, float]], fakes: Any) -> dict[str, float]:
+    """Median time per stage, from the fakes' own records (same monotonic clock as the caller)."""
+    finals = sorted(u.final_sent_at for st in fakes.riva.streams for u in st.utterances if u.final_sent_at)
+    llm = sorted((r.received_at, r.first_token_at) for r in fakes.azure.requests if r.first_token_at)
+    tts = sorted(
+        (g.requested_at, g.first_audio_at)
+        for sock in fakes.eleven.sockets for ctx in sock.contexts.values() for g in ctx.generations
+        if g.first_audio_at
+    )
+    stages: dict[str, list[float]] = {k: [] for k in (
+        "speech_end_to_asr_final", "asr_final_to_llm_request", "llm_request_to_first_token",
+        "first_token_to_tts_request", "tts_request_to_first_audio", "tts_first_audio_to_output_frame")}
+    for end, out in marks:
+        fin = [f for f in finals if end < f < out]
+        req = [r for r in llm if end < r[0] < out]
+        gen = [g for g in tts if end < g[0] and g[1] < out]
+        if not (fin and req and gen):
+            continue
+        f, (r, tok), (g_req, g_audio) = fin[-1], req[-1], gen[-1]
+        stages["speech_end_to_asr_final"].append(f - end)
+        stages["asr_final_to_llm_request"].append(r - f)
+        stages["llm_request_to_first_token"].append(tok - r)
+        stages["first_token_to_tts_request"].append(g_req - tok)
+        stages["tts_request_to_first_audio"].append(g_audio - g_req)
+        stages["tts_first_audio_to_output_frame"].append(out - g_audio)
+    return {k: round(statistics.median(v) * 1000, 1) for k, v in stages.items() if v}
+
+
 async def run_mode(mode: str, turns: int, with_pauses: bool) -> dict[str, Any]:
     from tests.worker.callrig import provider_fakes
 
@@ -223,6 +254,7 @@ async def run_mode(mode: str, turns: int, with_pauses: bool) -> dict[str, Any]:
         if proc.returncode != 0:
             raise RuntimeError(f"{mode} worker failed (exit {proc.returncode})")
         result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+        result["breakdown_ms"] = breakdown(result.pop("turn_marks"), fakes)
         requests = len(fakes.azure.requests)
         replies = turns + (len(PAUSED) if with_pauses else 0)
         result["llm_requests"] = requests

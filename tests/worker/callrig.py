@@ -33,6 +33,7 @@ from voicehive_worker.session import (
     provider_models,
 )
 from voicehive_worker.turn_taking import TurnStats, TurnTakingOptions
+from voicehive_worker.watchdog import FallbackVoice, Watchdog, WatchdogOptions
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hotelline.yaml"
 
@@ -119,6 +120,7 @@ class Call:
     actions: Any
     stats: TurnStats
     events: list[tuple[float, str, Any]] = field(default_factory=list)
+    watchdog: Watchdog | None = None
 
     def say(self, pcm: bytes, label: str = "") -> Utterance:
         return self.caller.say(pcm, label)
@@ -169,6 +171,8 @@ class running_call:
         models: Models | None = None,
         vad: Any = None,
         greet: bool = True,
+        watchdog: bool = False,
+        watchdog_options: WatchdogOptions | None = None,
     ) -> None:
         self.fakes = fakes
         self.spec = fakes.spec_for(spec)
@@ -178,6 +182,8 @@ class running_call:
         self.models = models
         self.vad = vad
         self.greet = greet
+        self.watchdog = watchdog
+        self.watchdog_options = watchdog_options
         self._http: Any = None
         self.call: Call | None = None
 
@@ -213,6 +219,9 @@ class running_call:
         call = Call(session=session, agent=agent, caller=caller, sink=sink, actions=self.actions, stats=stats)
         session.on("agent_state_changed", lambda ev: call.events.append((time.monotonic(), "agent", ev.new_state)))
         session.on("user_state_changed", lambda ev: call.events.append((time.monotonic(), "user", ev.new_state)))
+        if self.watchdog:
+            voice = await FallbackVoice.render(self.spec.languages[0])
+            call.watchdog = Watchdog(session, voice, options=self.watchdog_options).attach()
         await session.start(agent)
         self.call = call
         return call

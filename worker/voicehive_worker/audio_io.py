@@ -270,6 +270,8 @@ class AgentAudioSink(AudioOutput):
                 next_at = max(next_at, time.monotonic())
                 continue
             await self._paused.wait()
+            if not self._queue:
+                continue  # cleared while paused (barge-in)
             frame = self._queue.popleft()
             seg = self._segment
             duration = frame.samples_per_channel / frame.sample_rate

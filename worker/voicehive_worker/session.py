@@ -179,6 +179,9 @@ def create_session(
         conn_options=connect_options(),
         max_tool_steps=4,
         user_away_timeout=None,
+        # the framework ignores barge-in for the agent's first seconds of speech (echo-canceller
+        # warm-up of a browser mic); a SIP leg has no such warm-up and callers interrupt greetings
+        aec_warmup_duration=None,
         **kwargs,
     )
 

@@ -35,7 +35,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -182,8 +182,11 @@ class _EnergyGate:
 class TurnTaker:
     """Rewrites one STT stream's events (see module docstring). One instance per stt_node run."""
 
-    def __init__(self, options: TurnTakingOptions, stats: TurnStats | None = None) -> None:
+    def __init__(
+        self, options: TurnTakingOptions, stats: TurnStats | None = None, *, clock: Callable[[], float] = time.time
+    ) -> None:
         self.options = options
+        self._now = clock  # wall clock (the framework's time.time); injectable for unit tests
         self.stats = stats or TurnStats()
         self._clock = _FrameClock()
         self._gate = _EnergyGate(options.gate_threshold_dbfs, options.gate_min_voiced)
@@ -199,7 +202,7 @@ class TurnTaker:
     async def tap(self, audio: AsyncIterable[rtc.AudioFrame]) -> AsyncIterator[rtc.AudioFrame]:
         """Passes frames to the ASR unchanged, logging arrival times and watching for speech."""
         async for frame in audio:
-            now = time.time()
+            now = self._now()
             self._clock.add(frame.samples_per_channel / frame.sample_rate, now)
             if self._gate.feed(frame, now) and self.options.resume_gate:
                 self._on_gate_onset()
@@ -260,10 +263,10 @@ class TurnTaker:
         if alt is not None and alt.end_time > 0:
             wall = self._clock.wall_time(alt.end_time)
             if wall is not None:
-                return min(wall, time.time())
+                return min(wall, self._now())
         if self._gate.last_voiced is not None:
             return self._gate.last_voiced
-        return time.time()
+        return self._now()
 
     def _on_speech_event(self, ev: lk_stt.SpeechEvent) -> list[lk_stt.SpeechEvent]:
         kind = ev.type
@@ -339,7 +342,7 @@ class TurnTaker:
         if self._resumed_at is None:
             return
         last = self._gate.last_voiced or self._resumed_at
-        if time.time() - last >= self.options.reclose_after:
+        if self._now() - last >= self.options.reclose_after:
             self._queue.put_nowait(("timer", "reclose"))
         else:
             self._arm_reclose()

@@ -88,6 +88,8 @@ class WatchdogOptions:
     reply_deadline: float = 1.3
     """From 'thinking' (turn committed or speculation started) to the first reply audio."""
     max_consecutive: int = 2
+    error_grace: float = 0.6
+    """After an unrecoverable LLM/TTS error, how long a framework retry may take before the fallback."""
 
 
 @dataclass
@@ -140,6 +142,7 @@ class Watchdog:
         self._playing_fallback = False
         self._closed = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._last_error: str | None = None
 
     def attach(self) -> Watchdog:
         s = self.session
@@ -178,14 +181,21 @@ class Watchdog:
             self._cancel("reply")
             if not self._playing_fallback:
                 self._consecutive = 0
+                self._last_error = None
 
     def _on_error(self, ev: Any) -> None:
+        """An unrecoverable provider error: give the framework a moment to retry, then speak.
+
+        WHY not at once: a failed *speculative* request is retried by the framework when the
+        turn commits, and a fallback played 100 ms after the caller paused would cut them off.
+        """
         error = getattr(ev, "error", None)
-        recoverable = bool(getattr(error, "recoverable", True))
-        kind = type(getattr(ev, "source", None)).__module__
-        if not recoverable:
-            cause = "llm_error" if ".llm" in kind or "openai" in kind else "tts_error" if "tts" in kind or "elevenlabs" in kind else "stt_error"
-            self._fire(cause)
+        if bool(getattr(error, "recoverable", True)):
+            return
+        source = type(getattr(ev, "source", None)).__module__
+        self._last_error = "llm_error" if "llm" in source else "tts_error" if "tts" in source else "stt_error"
+        if self._reply_timer is None or self._reply_timer.when() - asyncio.get_running_loop().time() > self.options.error_grace:
+            self._arm("reply", self.options.error_grace)
 
     # -- timers --------------------------------------------------------------------------
 
@@ -193,7 +203,7 @@ class Watchdog:
         if self._closed:
             return
         self._cancel(which)
-        handle = asyncio.get_running_loop().call_later(delay, self._fire, "asr_silent" if which == "asr" else "reply_overdue")
+        handle = asyncio.get_running_loop().call_later(delay, self._fire_timer, which)
         if which == "asr":
             self._asr_timer = handle
         else:
@@ -207,6 +217,12 @@ class Watchdog:
             self._asr_timer = None
         else:
             self._reply_timer = None
+
+    def _fire_timer(self, which: str) -> None:
+        if which == "asr":
+            self._fire("asr_silent")
+        else:
+            self._fire(self._last_error or "reply_overdue")
 
     def _fire(self, cause: str) -> None:
         if self._closed or self._playing_fallback:

@@ -1,0 +1,117 @@
+"""Never dead air: provider faults mid-call, the caller hears the local fallback within 2 s.
+
+Each test runs a real session on the fakes with the watchdog attached, injects one fault
+through the fake's own fault API, and checks from the caller's side (the sink's timeline)
+that audio reached the caller within 2 s of the end of their speech, that the watchdog
+named the cause, and that the call then carries on (the next turn gets a normal reply).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.worker.callrig import Call, line_spec, provider_fakes, running_call
+from tests.worker.speech import espeak_available, speak
+from voicehive_worker.audio_io import Utterance
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not espeak_available(), reason="espeak-ng is needed for caller speech and the fallback"),
+]
+
+REPLY = "Of course, happy to help."
+FIRST = "I would like to book a room"
+SECOND = "Do you have parking"
+THIRD = "What time is breakfast"
+FOURTH = "Is there a sauna"
+
+
+async def _heard_within(call: Call, utt: Utterance, seconds: float) -> float:
+    """Seconds from the caller's last voiced sample to the first agent audio after it."""
+    seg = await call.wait_reply(utt, timeout=seconds + 3)
+    assert utt.last_voiced_at is not None
+    gap = seg.first_frame_at - utt.last_voiced_at
+    assert gap <= seconds, f"dead air: the caller heard nothing for {gap:.2f}s"
+    return gap
+
+
+async def _normal_turn(call: Call, text: str) -> None:
+    await call.wait_quiet()
+    await asyncio.sleep(0.3)
+    utt = call.say(speak(text), text)
+    await _heard_within(call, utt, 2.0)
+
+
+async def test_asr_server_killed_mid_call() -> None:
+    async with (
+        provider_fakes([FIRST, SECOND, THIRD], lambda m, t: REPLY) as fakes,
+        running_call(fakes, line_spec(), greet=False, watchdog=True) as call,
+    ):
+        assert call.watchdog is not None
+        await asyncio.sleep(0.3)
+        await _normal_turn(call, FIRST)
+        await call.wait_quiet()
+        await fakes.riva.kill()
+        utt = call.say(speak(SECOND), "unheard")
+        await _heard_within(call, utt, 2.0)
+        assert [cause for _, cause in call.watchdog.report.fallbacks] == ["asr_silent"]
+        # the caller can still reach a person: the fallback says so, and the session is alive
+        assert call.session.agent_state in ("listening", "speaking", "thinking")
+
+
+async def test_llm_500_and_timeout_then_the_call_continues() -> None:
+    async with (
+        provider_fakes([FIRST, SECOND, THIRD, FOURTH], lambda m, t: REPLY) as fakes,
+        running_call(fakes, line_spec(), greet=False, watchdog=True) as call,
+    ):
+        assert call.watchdog is not None
+        await asyncio.sleep(0.3)
+        fakes.azure.fail_next(500)
+        utt = call.say(speak(FIRST), "llm 500")
+        await _heard_within(call, utt, 2.0)
+        await _normal_turn(call, SECOND)  # the LLM answers again
+        await call.wait_quiet()
+        fakes.azure.hang_next(6.0)
+        utt = call.say(speak(THIRD), "llm hang")
+        await _heard_within(call, utt, 2.0)
+        causes = [cause for _, cause in call.watchdog.report.fallbacks]
+        assert causes == ["llm_error", "reply_overdue"]
+        await _normal_turn(call, FOURTH)
+        assert call.watchdog.report.gave_up is None
+
+
+async def test_llm_down_for_good_hands_the_call_over() -> None:
+    gave_up: list[str] = []
+    async with (
+        provider_fakes([FIRST, SECOND], lambda m, t: REPLY) as fakes,
+        running_call(fakes, line_spec(), greet=False, watchdog=True) as call,
+    ):
+        assert call.watchdog is not None
+
+        async def give_up(cause: str) -> None:
+            gave_up.append(cause)
+
+        call.watchdog.on_give_up = give_up
+        await asyncio.sleep(0.3)
+        fakes.azure.fail_next(500, count=10)
+        for text in (FIRST, SECOND):
+            utt = call.say(speak(text), text)
+            await _heard_within(call, utt, 2.0)
+            await call.wait_quiet()
+        await call.wait_for(lambda: gave_up, 5, "the watchdog to hand the call over")
+        assert gave_up == ["llm_error"]
+
+
+async def test_tts_socket_dropped() -> None:
+    async with (
+        provider_fakes([FIRST, SECOND], lambda m, t: REPLY) as fakes,
+        running_call(fakes, line_spec(), greet=False, watchdog=True) as call,
+    ):
+        assert call.watchdog is not None
+        await asyncio.sleep(0.3)
+        fakes.eleven.drop_next(after_chunks=0)
+        utt = call.say(speak(FIRST), "tts drop")
+        await _heard_within(call, utt, 2.0)
+        await _normal_turn(call, SECOND)
