@@ -68,3 +68,8 @@ helm-lint: ## helm lint --strict and render the chart (helm built into the rig c
 	rig/build.sh helm
 	HELM=$$(. rig/lib.sh && rig_bin helm helm); \
 	$$HELM lint --strict charts/voicehive && $$HELM template voicehive charts/voicehive --namespace voicehive >/dev/null
+
+.PHONY: manifests
+manifests: ## re-render manifests/base/voicehive.yaml from the Helm chart (Kustomize base for Argo CD)
+	rig/build.sh helm
+	rig/render-manifests.sh

@@ -1,0 +1,83 @@
+{{/* Names and labels shared by every template. */}}
+
+{{- define "voicehive.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Release-scoped prefix: the release name when it already says "voicehive". */}}
+{{- define "voicehive.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 50 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 50 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "voicehive.labels" -}}
+app.kubernetes.io/name: {{ include "voicehive.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: voicehive
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{/* Selector labels of one component: call with (dict "root" . "component" "operator"). */}}
+{{- define "voicehive.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "voicehive.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "voicehive.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
+
+{{/* Every namespace worker pods run in: the release namespace plus worker.namespaces. */}}
+{{- define "voicehive.workerNamespaces" -}}
+{{- $all := list .Release.Namespace -}}
+{{- range .Values.worker.namespaces -}}{{- $all = append $all . -}}{{- end -}}
+{{- $all | uniq | toJson -}}
+{{- end -}}
+
+{{- define "voicehive.redisEnv" -}}
+- name: VOICEHIVE_REDIS_URL
+{{- if .Values.redis.urlSecret.name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.redis.urlSecret.name }}
+      key: {{ .Values.redis.urlSecret.key }}
+{{- else }}
+  value: {{ required "redis.url or redis.urlSecret.name is required" .Values.redis.url | quote }}
+{{- end }}
+{{- end -}}
+
+{{- define "voicehive.livekitEnv" -}}
+- name: LIVEKIT_API_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.livekit.secretName }}
+      key: api-key
+- name: LIVEKIT_API_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.livekit.secretName }}
+      key: api-secret
+{{- end -}}
+
+{{/* Restricted pod security: non-root, read-only root, no privilege escalation. */}}
+{{- define "voicehive.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+fsGroup: 10001
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{- define "voicehive.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: [ALL]
+{{- end -}}
