@@ -53,6 +53,12 @@ test: system-deps venv ## the whole suite: lint, type-check, tests (starts what 
 .PHONY: bench
 bench: ## run every benchmark; JSON results land in bench/results/
 
+# worker pipeline (owner: worker): ~5 min of real-time calls, fakes with fixed latencies
+.PHONY: bench-pipeline
+bench: bench-pipeline
+bench-pipeline: system-deps venv ## voice-to-voice latency, our worker vs a bare AgentSession -> bench/results/pipeline.json
+	$(BIN)/python bench/pipeline.py
+
 # --- local control plane (rig/, docs/rig.md) -------------------------------------------------
 .PHONY: rig-build rig rig-down helm-lint
 rig-build: ## build kube-apiserver/controller-manager, etcd, livekit-server, helm (cached in ~/.cache/voicehive-rig)

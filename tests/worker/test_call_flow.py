@@ -152,7 +152,7 @@ async def test_booking_question_transfer_recorded_without_personal_data(
     assert livekit_fake.transfers[0].participant_identity == identity
 
     # VoiceSession status
-    vs = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "voicesessions", vs_name)
+    vs: Any = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "voicesessions", vs_name)
     status = vs["status"]
     assert status["phase"] == CallPhase.ENDED.value
     assert status["endReason"] == "transferred"

@@ -238,7 +238,7 @@ class HotelAgent(Agent):
 
     @function_tool
     async def check_availability(
-        self, context: RunContext, check_in: str, nights: int, guests: int, room_type: str | None = None
+        self, context: RunContext[Any], check_in: str, nights: int, guests: int, room_type: str | None = None
     ) -> str:
         """Check which rooms are available for a stay and their prices.
 
@@ -263,7 +263,7 @@ class HotelAgent(Agent):
         )
 
     @function_tool
-    async def quote_stay(self, context: RunContext, room_type: str, check_in: str, nights: int, guests: int) -> str:
+    async def quote_stay(self, context: RunContext[Any], room_type: str, check_in: str, nights: int, guests: int) -> str:
         """Quote the price of one room type for a stay.
 
         Args:
@@ -283,7 +283,7 @@ class HotelAgent(Agent):
     @function_tool
     async def capture_booking_request(
         self,
-        context: RunContext,
+        context: RunContext[Any],
         kind: Literal["new_booking", "change", "cancellation"],
         guest_name: str,
         check_in: str,
@@ -325,7 +325,7 @@ class HotelAgent(Agent):
         return f"Request recorded with reference {reference}; staff will confirm by phone or e-mail."
 
     @function_tool
-    async def answer_question(self, context: RunContext, question: str) -> str:
+    async def answer_question(self, context: RunContext[Any], question: str) -> str:
         """Look up the answer to a question about the hotel in its facts.
 
         Args:
@@ -336,7 +336,7 @@ class HotelAgent(Agent):
         return answer or "The hotel facts do not answer this; offer the front desk or a message."
 
     @function_tool
-    async def transfer_to_front_desk(self, context: RunContext, reason: str = "") -> str | None:
+    async def transfer_to_front_desk(self, context: RunContext[Any], reason: str = "") -> str | None:
         """Transfer the caller to a person at the front desk.
 
         Args:
@@ -364,7 +364,7 @@ class HotelAgent(Agent):
         return None
 
     @function_tool
-    async def take_message(self, context: RunContext, name: str, message: str, callback_number: str = "") -> str:
+    async def take_message(self, context: RunContext[Any], name: str, message: str, callback_number: str = "") -> str:
         """Take a message for the hotel staff.
 
         Args:
@@ -382,7 +382,7 @@ class HotelAgent(Agent):
         return f"Message recorded with reference {reference}; staff will get back to the caller."
 
     @function_tool
-    async def end_call(self, context: RunContext) -> None:
+    async def end_call(self, context: RunContext[Any]) -> None:
         """End the call politely when the caller says goodbye or has nothing else."""
         await self.say_goodbye_and_end(EndReason.AGENT_ENDED)
 

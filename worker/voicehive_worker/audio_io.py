@@ -31,7 +31,8 @@ VOICED_DBFS = -45.0  # what counts as a voiced sample for the v2v measurement (t
 
 def pcm_from_float(samples: np.ndarray) -> bytes:
     clipped = np.clip(samples, -1.0, 1.0)
-    return (clipped * 32767.0).astype("<i2").tobytes()
+    pcm: bytes = (clipped * 32767.0).astype("<i2").tobytes()
+    return pcm
 
 
 def tone(seconds: float, *, freq: float = 220.0, level_dbfs: float = -12.0, sample_rate: int = SAMPLE_RATE) -> bytes:

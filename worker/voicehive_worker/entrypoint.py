@@ -201,25 +201,27 @@ def _watch_assignment(namespace: str, pod: str, stop: Callable[[], bool]) -> dic
     from kubernetes import client, watch
 
     try:
-        kubernetes.config.load_incluster_config()
+        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
     except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config()
+        kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
     api = client.CustomObjectsApi()
     selector = f"{contract.LABEL_WORKER}={pod}"
     from voicehive.api.models import GROUP, VERSION
 
     while not stop():
-        listing = api.list_namespaced_custom_object(GROUP, VERSION, namespace, "voicesessions", label_selector=selector)
+        listing: Any = api.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, "voicesessions", label_selector=selector
+        )
         for item in listing.get("items", []):
             return dict(item)
         version = listing.get("metadata", {}).get("resourceVersion")
-        w = watch.Watch()
-        for event in w.stream(
+        w = watch.Watch()  # type: ignore[no-untyped-call]
+        for event in w.stream(  # type: ignore[no-untyped-call]
             api.list_namespaced_custom_object, GROUP, VERSION, namespace, "voicesessions",
             label_selector=selector, resource_version=version, timeout_seconds=30,
         ):
             if event.get("type") in ("ADDED", "MODIFIED"):
-                w.stop()
+                w.stop()  # type: ignore[no-untyped-call]
                 return dict(event["object"])
     return None
 

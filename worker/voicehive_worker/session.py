@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from livekit.agents import AgentSession, APIConnectOptions
 from livekit.agents import llm as lk_llm
@@ -43,7 +43,7 @@ ENV_LLM_ENDPOINT = "VOICEHIVE_LLM_ENDPOINT"
 ENV_TTS_ENDPOINT = "VOICEHIVE_TTS_ENDPOINT"
 ENV_NVIDIA_API_KEY = "NVIDIA_API_KEY"
 
-TTS_ENCODING = "pcm_16000"  # raw PCM: no mp3 decode on the hot path
+TTS_ENCODING: Final = "pcm_16000"  # raw PCM: no mp3 decode on the hot path
 LLM_TIMEOUT_S = 8.0
 TTS_TIMEOUT_S = 5.0
 
@@ -97,9 +97,9 @@ class ProviderEndpoints:
 class Models:
     """The three streaming engines of one session (provider plugins or local engines)."""
 
-    stt: lk_stt.STT
-    llm: lk_llm.LLM
-    tts: lk_tts.TTS
+    stt: lk_stt.STT[Any]
+    llm: lk_llm.LLM[Any]
+    tts: lk_tts.TTS[Any]
 
 
 def provider_models(spec: HotelLineSpec, endpoints: ProviderEndpoints) -> Models:
@@ -122,7 +122,7 @@ def provider_models(spec: HotelLineSpec, endpoints: ProviderEndpoints) -> Models
         api_version=spec.llm.api_version,
         api_key=endpoints.llm_api_key,
         temperature=spec.llm.temperature,
-        timeout=httpx.Timeout(connect=2.0, read=LLM_TIMEOUT_S, write=2.0, pool=2.0),
+        timeout=httpx.Timeout(connect=2.0, read=LLM_TIMEOUT_S, write=2.0, pool=2.0),  # type: ignore[arg-type]
     )
     tts = elevenlabs.TTS(
         voice_id=spec.tts.voice_id,

@@ -74,10 +74,10 @@ class VoiceSessionStatus:
         )
 
     async def read(self) -> dict[str, Any]:
-        obj: dict[str, Any] = await asyncio.to_thread(
+        obj: Any = await asyncio.to_thread(
             self._api.get_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL, self.name
         )
-        return obj
+        return dict(obj)
 
 
 @dataclass

@@ -359,7 +359,7 @@ class TurnTaker:
 
 
 async def turn_taking_stt_node(
-    stt: lk_stt.STT,
+    stt: lk_stt.STT[Any],
     audio: AsyncIterable[rtc.AudioFrame],
     options: TurnTakingOptions,
     *,
