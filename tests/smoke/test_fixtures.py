@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from pathlib import Path
 from typing import Any
 
 import kopf
 import kubernetes
 import redis
+import yaml
 
 from tests.fixtures.kube import KubeAPI
 from tests.fixtures.redis import RedisServer
@@ -26,12 +28,12 @@ def test_redis_server_is_real_and_survives_restart(redis_server: RedisServer, re
 
 
 def _hotelline(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "voicehive.io/v1alpha1",
-        "kind": "HotelLine",
-        "metadata": {"name": name},
-        "spec": {"hotelId": "smoke", "displayName": "Smoke Hotel"},
-    }
+    """The complete example line (a real apiserver enforces the schema's required fields)."""
+    examples = Path(__file__).resolve().parents[2] / "examples" / "hotelline.yaml"
+    (line,) = [d for d in yaml.safe_load_all(examples.read_text()) if d and d["kind"] == "HotelLine"]
+    line["metadata"] = {"name": name}
+    line["spec"].update(hotelId="smoke", displayName="Smoke Hotel")
+    return dict(line)
 
 
 def test_kube_api_serves_our_crds_like_an_apiserver(kube: KubeAPI, namespace: str) -> None:
