@@ -68,9 +68,15 @@ async def test_trunk_and_rule_lifecycle(livekit_fake: LiveKitFake) -> None:
     deleted = await lk.sip.delete_trunk(api.DeleteSIPTrunkRequest(sip_trunk_id=trunk.sip_trunk_id))
     assert deleted.sip_trunk_id == trunk.sip_trunk_id
     assert livekit_fake.trunks == {} and livekit_fake.dispatch_rules == {}
+    # livekit-server answers deleting an unknown trunk with success; an unknown rule is not_found
+    again = await lk.sip.delete_trunk(api.DeleteSIPTrunkRequest(sip_trunk_id=trunk.sip_trunk_id))
+    assert again.sip_trunk_id == trunk.sip_trunk_id and not again.name
     with pytest.raises(api.TwirpError) as nf:
-        await lk.sip.delete_trunk(api.DeleteSIPTrunkRequest(sip_trunk_id=trunk.sip_trunk_id))
+        await lk.sip.delete_dispatch_rule(
+            api.DeleteSIPDispatchRuleRequest(sip_dispatch_rule_id=rule.sip_dispatch_rule_id)
+        )
     assert nf.value.code == "not_found" and nf.value.status == 404
+    assert nf.value.message == "requested sip dispatch rule does not exist"
     await lk.aclose()
 
 
@@ -93,10 +99,11 @@ async def test_grants_and_token_checked(livekit_fake: LiveKitFake) -> None:
     wrong_secret = api.LiveKitAPI(url=livekit_fake.url, api_key=livekit_fake.api_key, api_secret="x" * 32)
     with pytest.raises(api.TwirpError) as err:
         await wrong_secret.sip.list_inbound_trunk(api.ListSIPInboundTrunkRequest())
-    assert err.value.code == "unauthenticated" and err.value.status == 401
+    # livekit-server's auth middleware answers a bad token with a plain-text 401 (not Twirp JSON)
+    assert err.value.status == 401 and err.value.code == "unknown"
     await wrong_secret.aclose()
 
-    # a token with room grants only may not manage SIP
+    # a token with room grants only may not manage SIP: livekit answers 401 "unauthenticated"
     token = (
         api.AccessToken(livekit_fake.api_key, livekit_fake.api_secret)
         .with_grants(api.VideoGrants(room_create=True))
@@ -108,8 +115,11 @@ async def test_grants_and_token_checked(livekit_fake: LiveKitFake) -> None:
             json={},
             headers={"Authorization": f"Bearer {token}"},
         )
-        assert resp.status == 403 and (await resp.json())["code"] == "permission_denied"
-        # JSON bodies work like protobuf ones (proto field names in the response)
+        assert resp.status == 401
+        assert await resp.json() == {"code": "unauthenticated", "msg": "permissions denied"}
+        resp = await session.post(f"{livekit_fake.url}/twirp/livekit.SIP/ListSIPInboundTrunk", json={})
+        assert resp.status == 401  # no token at all: the same
+        # JSON bodies work like protobuf ones (proto field names, defaults included, in the response)
         resp = await session.post(
             f"{livekit_fake.url}/twirp/livekit.RoomService/CreateRoom",
             json={"name": "r1", "emptyTimeout": 60},
@@ -117,6 +127,14 @@ async def test_grants_and_token_checked(livekit_fake: LiveKitFake) -> None:
         )
         body = await resp.json()
         assert resp.status == 200 and body["name"] == "r1" and body["empty_timeout"] == 60
+        assert body["max_participants"] == 0 and isinstance(body["creation_time"], str)  # int64 as string
+        resp = await session.post(
+            f"{livekit_fake.url}/twirp/livekit.RoomService/CreateRoom",
+            data=b"{bad",
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        assert resp.status == 400
+        assert await resp.json() == {"code": "malformed", "msg": "the json request could not be decoded"}
 
 
 async def test_rooms_and_agent_dispatch(livekit_fake: LiveKitFake) -> None:
@@ -129,15 +147,24 @@ async def test_rooms_and_agent_dispatch(livekit_fake: LiveKitFake) -> None:
         api.CreateAgentDispatchRequest(agent_name="w-1", room="call-1", metadata='{"session":"s"}')
     )
     assert d.id.startswith("AD_") and d.state.created_at > 0
-    assert [x.id for x in await lk.agent_dispatch.list_dispatch("call-1")] == [d.id]
+    # a room created without agents also carries livekit's implicit dispatch for unnamed agents
+    listed = await lk.agent_dispatch.list_dispatch("call-1")
+    assert sorted(x.agent_name for x in listed) == ["", "w-1"] and d.id in {x.id for x in listed}
     await lk.agent_dispatch.delete_dispatch(d.id, "call-1")
-    assert await lk.agent_dispatch.list_dispatch("call-1") == []
+    assert [x.agent_name for x in await lk.agent_dispatch.list_dispatch("call-1")] == [""]
     rooms = await lk.room.list_rooms(api.ListRoomsRequest())
     assert [r.name for r in rooms.rooms] == ["call-1"]
     await lk.room.delete_room(api.DeleteRoomRequest(room="call-1"))
     with pytest.raises(api.TwirpError) as nf:
-        await lk.room.list_participants(api.ListParticipantsRequest(room="call-1"))
-    assert nf.value.code == "not_found"
+        await lk.room.delete_room(api.DeleteRoomRequest(room="call-1"))
+    assert nf.value.code == "not_found" and nf.value.message == LiveKitFake.ROOM_NOT_FOUND
+    # as on livekit-server: an unknown room lists no participants; its dispatches find no server
+    assert (
+        list((await lk.room.list_participants(api.ListParticipantsRequest(room="call-1"))).participants) == []
+    )
+    with pytest.raises(api.TwirpError) as gone:
+        await lk.agent_dispatch.list_dispatch("call-1")
+    assert gone.value.code == "unavailable" and gone.value.status == 503
     await lk.aclose()
 
 

@@ -26,6 +26,7 @@ import asyncio
 import base64
 import datetime
 import hashlib
+import re
 import secrets
 import ssl
 import string
@@ -101,6 +102,10 @@ class TwirpError(Exception):
         return web.json_response(body, status=TWIRP_STATUS.get(self.code, 500))
 
 
+class _InvalidToken(Exception):
+    """livekit-server's auth middleware answers these with a plain-text 401."""
+
+
 class NoDispatchMatched(Exception):
     """A simulated call that livekit-sip would reject (message as livekit's ErrNoDispatchMatched)."""
 
@@ -110,7 +115,12 @@ class NoDispatchMatched(Exception):
 # ---------------------------------------------------------------------------------------
 
 
+_NUMBER_FORMATTING = re.compile(r"[\s().\-]")
+
+
 def normalize_number(num: str) -> str:
+    """Like livekit.NormalizeNumber: drop formatting characters, ensure a leading '+'."""
+    num = _NUMBER_FORMATTING.sub("", num)
     if not num:
         return ""
     return num if num.startswith("+") else "+" + num
@@ -131,7 +141,7 @@ def validate_trunks(trunks: Sequence[pb_sip.SIPInboundTrunkInfo]) -> None:
     by_number: dict[str, dict[str, pb_sip.SIPInboundTrunkInfo]] = {}
     for t in trunks:
         for num in list(t.numbers) or [""]:
-            by_inbound = by_number.setdefault(num, {})
+            by_inbound = by_number.setdefault(normalize_number(num), {})
             if not t.allowed_numbers:
                 other = by_inbound.get("")
                 if other is not None:
@@ -168,20 +178,26 @@ def _pin_and_room(rule: pb_sip.SIPDispatchRuleInfo) -> tuple[str, str]:
 
 
 def validate_dispatch_rules(rules: Sequence[pb_sip.SIPDispatchRuleInfo]) -> None:
-    seen: dict[tuple[str, str, str], pb_sip.SIPDispatchRuleInfo] = {}
+    """livekit's rule: one rule per (trunk, inbound number, caller number, PIN).
+
+    The message names the rule found second in ``rules`` (pass the new rule first, as
+    livekit-server does: "... already exists in dispatch rule "<new>" "<its name>"").
+    """
+    seen: dict[tuple[str, str, str, str], pb_sip.SIPDispatchRuleInfo] = {}
     for r in rules:
         pin, _ = _pin_and_room(r)
         for trunk in list(r.trunk_ids) or [""]:
-            for number in list(r.inbound_numbers) or [""]:
-                key = (pin, trunk, normalize_number(number))
-                other = seen.get(key)
-                if other is not None:
-                    raise TwirpError(
-                        "invalid_argument",
-                        "Conflicting SIP Dispatch Rules: same Trunk+Number+PIN combination for for "
-                        f'"{_print_id(r.sip_dispatch_rule_id)}" and "{_print_id(other.sip_dispatch_rule_id)}"',
-                    )
-                seen[key] = r
+            for inbound in list(r.inbound_numbers) or [""]:
+                for number in list(r.numbers) or [""]:
+                    key = (pin, trunk, normalize_number(inbound), normalize_number(number))
+                    if key in seen:
+                        raise TwirpError(
+                            "invalid_argument",
+                            "Dispatch rule for the same trunk, inbound number, number, and PIN combination "
+                            f'already exists in dispatch rule "{_print_id(seen[key].sip_dispatch_rule_id)}" '
+                            f'"{seen[key].name or "<blank name>"}"',
+                        )
+                    seen[key] = r
 
 
 def _address_allowed(src_ip: str, masks: Sequence[str]) -> bool:
@@ -502,38 +518,43 @@ class LiveKitFake(AiohttpFake):
         return app
 
     async def _twirp(self, request: web.Request) -> web.StreamResponse:
+        """Order as in livekit-server: token middleware, Twirp routing and decoding, then grants."""
         service, method = request.match_info["service"], request.match_info["method"]
         ctype = request.headers.get("Content-Type", "").split(";")[0].strip()
         rec = RecordedCall(service, method, None, ctype, time.monotonic())
         self.calls.append(rec)
+        route_meta = {"twirp_invalid_route": f"POST {request.path}"}
         try:
             if self.delay:
                 await asyncio.sleep(self.delay)
+            try:
+                claims = self._claims(request)
+            except _InvalidToken:
+                rec.status, rec.error = 401, "invalid authorization token"
+                return web.Response(status=401, text="invalid authorization token")
             route = self._routes.get((service, method))
             if route is None:
-                raise TwirpError("bad_route", f'no handler for path "/twirp/livekit.{service}/{method}"')
+                raise TwirpError("bad_route", f'no handler for path "{request.path}"', route_meta)
             req_cls, handler = route
             body = await request.read()
             if ctype == "application/json":
                 try:
                     req = json_format.Parse(body or b"{}", req_cls(), ignore_unknown_fields=True)
-                except json_format.ParseError as exc:
-                    raise TwirpError("malformed", f"the json request could not be decoded: {exc}") from None
+                except json_format.ParseError:
+                    raise TwirpError("malformed", "the json request could not be decoded") from None
             elif ctype == "application/protobuf":
                 try:
                     req = req_cls.FromString(body)
-                except DecodeError as exc:
-                    raise TwirpError(
-                        "malformed", f"the protobuf request could not be decoded: {exc}"
-                    ) from None
+                except DecodeError:
+                    raise TwirpError("malformed", "the protobuf request could not be decoded") from None
             else:
-                raise TwirpError("bad_route", f'unexpected Content-Type: "{ctype}"')
+                raise TwirpError("bad_route", f'unexpected Content-Type: "{ctype}"', route_meta)
             rec.request = req
-            claims = self._claims(request)
-            rec.grants = {
-                "video": {k: v for k, v in vars(claims.video).items() if v},
-                "sip": {k: v for k, v in vars(claims.sip).items() if v},
-            }
+            if claims is not None:
+                rec.grants = {
+                    "video": {k: v for k, v in vars(claims.video).items() if v},
+                    "sip": {k: v for k, v in vars(claims.sip).items() if v},
+                }
             fault = self._take_fault(method)
             if fault is not None:
                 raise TwirpError(fault.code, fault.msg)
@@ -542,10 +563,11 @@ class LiveKitFake(AiohttpFake):
             rec.status, rec.error = TWIRP_STATUS.get(err.code, 500), err.code
             return err.response()
         if ctype == "application/json":
-            return web.Response(
-                body=json_format.MessageToJson(resp, preserving_proto_field_name=True, indent=None),
-                content_type="application/json",
+            # Twirp's JSON: proto field names, unpopulated fields included, int64 as strings
+            text = json_format.MessageToJson(
+                resp, preserving_proto_field_name=True, indent=None, always_print_fields_with_no_presence=True
             )
+            return web.Response(body=text, content_type="application/json")
         return web.Response(body=resp.SerializeToString(), content_type="application/protobuf")
 
     def _take_fault(self, method: str) -> _Fault | None:
@@ -555,44 +577,40 @@ class LiveKitFake(AiohttpFake):
                 return f
         return None
 
-    def _claims(self, request: web.Request) -> lkapi.access_token.Claims:
+    def _claims(self, request: web.Request) -> Any:
+        """None without a token (the service then denies); _InvalidToken for a bad one."""
         auth = request.headers.get("Authorization", "")
-        if not auth.startswith("Bearer "):
-            raise TwirpError("unauthenticated", "no authorization header")
+        if not auth:
+            return None
+        token = auth[len("Bearer ") :] if auth.startswith("Bearer ") else auth
         try:
-            return self._verifier.verify(auth[len("Bearer ") :])
-        except Exception as exc:  # jwt raises many kinds; all mean "not authenticated"
-            raise TwirpError("unauthenticated", f"invalid token: {type(exc).__name__}") from None
+            return self._verifier.verify(token)
+        except Exception:  # jwt raises many kinds; all mean "invalid token"
+            raise _InvalidToken from None
 
-    # -- permissions (livekit-server pkg/service/auth.go) ---------------------------------
-
-    @staticmethod
-    def _sip_admin(claims: Any) -> None:
-        if not claims.sip.admin:
-            raise TwirpError("permission_denied", "permissions denied")
+    # -- permissions (livekit-server pkg/service/auth.go; failures answer unauthenticated) -----
 
     @staticmethod
-    def _room_admin(claims: Any, room: str) -> None:
-        if not claims.video.room_admin or claims.video.room != room:
-            raise TwirpError("permission_denied", "permissions denied")
+    def _denied() -> TwirpError:
+        return TwirpError("unauthenticated", "permissions denied")
 
-    @staticmethod
-    def _room_create(claims: Any) -> None:
-        if not claims.video.room_create:
-            raise TwirpError("permission_denied", "permissions denied")
+    def _sip_admin(self, claims: Any) -> None:
+        if claims is None or not claims.sip.admin:
+            raise self._denied()
 
-    @staticmethod
-    def _room_list(claims: Any) -> None:
-        if not claims.video.room_list:
-            raise TwirpError("permission_denied", "permissions denied")
+    def _room_admin(self, claims: Any, room: str) -> None:
+        if claims is None or not claims.video.room_admin or claims.video.room != room:
+            raise self._denied()
+
+    def _room_create(self, claims: Any) -> None:
+        if claims is None or not claims.video.room_create:
+            raise self._denied()
+
+    def _room_list(self, claims: Any) -> None:
+        if claims is None or not claims.video.room_list:
+            raise self._denied()
 
     # -- SIP trunks -------------------------------------------------------------------
-
-    @staticmethod
-    def _now_ts(msg: Any, *fields: str) -> None:
-        now = time.time()
-        for f in fields:
-            getattr(msg, f).FromNanoseconds(int(now * 1e9))
 
     def _validate_trunk(self, t: pb_sip.SIPInboundTrunkInfo) -> None:
         if not (t.auth_username and t.auth_password) and not t.allowed_addresses and not t.numbers:
@@ -614,7 +632,6 @@ class LiveKitFake(AiohttpFake):
         self._validate_trunk(t)
         validate_trunks([*self.trunks.values(), t])
         t.sip_trunk_id = new_guid("ST_")
-        self._now_ts(t, "created_at", "updated_at")
         self.trunks[t.sip_trunk_id] = t
         return t
 
@@ -652,10 +669,8 @@ class LiveKitFake(AiohttpFake):
         else:
             raise TwirpError("invalid_argument", "either replace or update must be set")
         new.sip_trunk_id = old.sip_trunk_id
-        new.created_at.CopyFrom(old.created_at)
         self._validate_trunk(new)
-        validate_trunks([t for tid, t in self.trunks.items() if tid != old.sip_trunk_id] + [new])
-        self._now_ts(new, "updated_at")
+        # livekit-server 1.13.5 does not check number conflicts on update (observed): neither do we.
         self.trunks[new.sip_trunk_id] = new
         return new
 
@@ -685,7 +700,9 @@ class LiveKitFake(AiohttpFake):
     async def _delete_trunk(self, req: Message, claims: Any) -> Message:
         assert isinstance(req, pb_sip.DeleteSIPTrunkRequest)
         self._sip_admin(claims)
-        t = self.trunks.pop(self._trunk(req.sip_trunk_id).sip_trunk_id)
+        t = self.trunks.pop(req.sip_trunk_id, None)
+        if t is None:  # livekit-server answers an unknown id with success and the bare id (observed)
+            return pb_sip.SIPTrunkInfo(sip_trunk_id=req.sip_trunk_id)
         return pb_sip.SIPTrunkInfo(
             sip_trunk_id=t.sip_trunk_id,
             kind=pb_sip.SIPTrunkInfo.TRUNK_INBOUND,
@@ -716,10 +733,9 @@ class LiveKitFake(AiohttpFake):
         if r.sip_dispatch_rule_id:
             raise TwirpError("invalid_argument", "rule ID must not be set")
         if r.rule.WhichOneof("rule") is None:
-            raise TwirpError("invalid_argument", "Unsupported SIP Dispatch Rule: <nil>")
-        validate_dispatch_rules([*self.dispatch_rules.values(), r])
+            raise TwirpError("invalid_argument", "missing rule")
+        validate_dispatch_rules([r, *self.dispatch_rules.values()])
         r.sip_dispatch_rule_id = new_guid("SDR_")
-        self._now_ts(r, "created_at", "updated_at")
         self.dispatch_rules[r.sip_dispatch_rule_id] = r
         return r
 
@@ -756,11 +772,7 @@ class LiveKitFake(AiohttpFake):
         else:
             raise TwirpError("invalid_argument", "either replace or update must be set")
         new.sip_dispatch_rule_id = old.sip_dispatch_rule_id
-        new.created_at.CopyFrom(old.created_at)
-        validate_dispatch_rules(
-            [r for rid, r in self.dispatch_rules.items() if rid != old.sip_dispatch_rule_id] + [new]
-        )
-        self._now_ts(new, "updated_at")
+        # livekit-server 1.13.5 does not check conflicts on update (observed): neither do we.
         self.dispatch_rules[new.sip_dispatch_rule_id] = new
         return new
 
@@ -783,13 +795,13 @@ class LiveKitFake(AiohttpFake):
 
     async def _transfer(self, req: Message, claims: Any) -> Message:
         assert isinstance(req, pb_sip.TransferSIPParticipantRequest)
-        if not claims.sip.call:
-            raise TwirpError("permission_denied", "permissions denied")
+        if claims is None or not claims.sip.call:
+            raise self._denied()
         self._room_admin(claims, req.room_name)
-        state = self._room(req.room_name)
+        state = self._room(req.room_name, missing=("not_found", self.PARTICIPANT_NOT_FOUND))
         p = state.participants.get(req.participant_identity)
         if p is None:
-            raise TwirpError("not_found", "participant does not exist")
+            raise TwirpError("not_found", self.PARTICIPANT_NOT_FOUND)
         if p.kind != pb_models.ParticipantInfo.SIP:
             raise TwirpError("failed_precondition", "participant is not a SIP participant")
         if not req.transfer_to:
@@ -818,16 +830,28 @@ class LiveKitFake(AiohttpFake):
 
     # -- rooms ------------------------------------------------------------------------
 
-    def _room(self, name: str) -> _RoomState:
+    # livekit-server's room service answers through its RPC layer, hence the prefixes (observed).
+    ROOM_NOT_FOUND = "twirp error unknown: requested room does not exist"
+    PARTICIPANT_NOT_FOUND = "twirp error unknown: participant does not exist"
+    NO_ROOM_NODE = "twirp error unknown: no response from servers"
+
+    def _room(self, name: str, *, missing: tuple[str, str] = ("not_found", ROOM_NOT_FOUND)) -> _RoomState:
         state = self.rooms.get(name)
         if state is None:
-            raise TwirpError("not_found", "requested room does not exist")
+            raise TwirpError(*missing)
         return state
 
-    def _ensure_room(self, name: str, **fields: Any) -> tuple[_RoomState, bool]:
+    def _ensure_room(
+        self, name: str, agents: Sequence[Any] = (), **fields: Any
+    ) -> tuple[_RoomState, list[pb_dispatch.AgentDispatch]]:
+        """The room (created if needed) and the dispatches its creation made.
+
+        Like livekit-server, a room created without agent dispatches gets an implicit one for
+        unnamed agents (agent_name ""); it triggers neither ``on_dispatch`` nor auto-join.
+        """
         state = self.rooms.get(name)
         if state is not None:
-            return state, False
+            return state, []
         now = time.time()
         room = pb_models.Room(
             sid=new_guid("RM_"),
@@ -841,23 +865,23 @@ class LiveKitFake(AiohttpFake):
         )
         state = self.rooms[name] = _RoomState(room)
         self._emit(pb_webhook.WebhookEvent(event="room_started", room=room))
-        return state, True
+        if not agents:
+            return state, [self._add_dispatch(state, "", "", implicit=True)]
+        return state, [self._add_dispatch(state, a.agent_name, a.metadata) for a in agents]
 
     async def _create_room(self, req: Message, claims: Any) -> Message:
         assert isinstance(req, pb_room.CreateRoomRequest)
         self._room_create(claims)
         if not req.name:
             raise TwirpError("invalid_argument", "room name is required")
-        state, created = self._ensure_room(
+        state, _ = self._ensure_room(
             req.name,
+            req.agents,
             empty_timeout=req.empty_timeout,
             departure_timeout=req.departure_timeout,
             max_participants=req.max_participants,
             metadata=req.metadata,
         )
-        if created:
-            for a in req.agents:
-                self._add_dispatch(state, a.agent_name, a.metadata)
         return state.room
 
     async def _list_rooms(self, req: Message, claims: Any) -> Message:
@@ -884,32 +908,41 @@ class LiveKitFake(AiohttpFake):
     async def _list_participants(self, req: Message, claims: Any) -> Message:
         assert isinstance(req, pb_room.ListParticipantsRequest)
         self._room_admin(claims, req.room)
-        return pb_room.ListParticipantsResponse(participants=list(self._room(req.room).participants.values()))
+        state = self.rooms.get(req.room)  # an unknown room lists nobody (observed)
+        return pb_room.ListParticipantsResponse(
+            participants=list(state.participants.values()) if state else []
+        )
 
     async def _get_participant(self, req: Message, claims: Any) -> Message:
         assert isinstance(req, pb_room.RoomParticipantIdentity)
         self._room_admin(claims, req.room)
-        p = self._room(req.room).participants.get(req.identity)
+        state = self._room(req.room, missing=("not_found", self.PARTICIPANT_NOT_FOUND))
+        p = state.participants.get(req.identity)
         if p is None:
-            raise TwirpError("not_found", "participant does not exist")
+            raise TwirpError("not_found", self.PARTICIPANT_NOT_FOUND)
         return p
 
     async def _remove_participant(self, req: Message, claims: Any) -> Message:
         assert isinstance(req, pb_room.RoomParticipantIdentity)
         self._room_admin(claims, req.room)
-        if req.identity not in self._room(req.room).participants:
-            raise TwirpError("not_found", "participant does not exist")
+        state = self._room(req.room, missing=("not_found", self.PARTICIPANT_NOT_FOUND))
+        if req.identity not in state.participants:
+            raise TwirpError("not_found", self.PARTICIPANT_NOT_FOUND)
         await self._leave(req.room, req.identity, pb_models.DisconnectReason.PARTICIPANT_REMOVED, wait=False)
         return pb_room.RemoveParticipantResponse()
 
     # -- agent dispatch ---------------------------------------------------------------
 
-    def _add_dispatch(self, state: _RoomState, agent_name: str, metadata: str) -> pb_dispatch.AgentDispatch:
+    def _add_dispatch(
+        self, state: _RoomState, agent_name: str, metadata: str, *, implicit: bool = False
+    ) -> pb_dispatch.AgentDispatch:
         d = pb_dispatch.AgentDispatch(
             id=new_guid("AD_"), agent_name=agent_name, room=state.room.name, metadata=metadata
         )
         d.state.created_at = time.time_ns()
         state.dispatches[d.id] = d
+        if implicit:
+            return d
         if self.auto_join_agents:
             now = time.time()
             agent = pb_models.ParticipantInfo(
@@ -941,23 +974,23 @@ class LiveKitFake(AiohttpFake):
         self._room_admin(claims, req.room)
         if not req.room:
             raise TwirpError("invalid_argument", "room name is required")
-        state, _ = self._ensure_room(req.room)
+        state, _ = self._ensure_room(req.room)  # livekit auto-creates the room
         return self._add_dispatch(state, req.agent_name, req.metadata)
 
     async def _list_dispatch(self, req: Message, claims: Any) -> Message:
         assert isinstance(req, pb_dispatch.ListAgentDispatchRequest)
         self._room_admin(claims, req.room)
-        state = self._room(req.room)
+        state = self._room(req.room, missing=("unavailable", self.NO_ROOM_NODE))
         items = [d for d in state.dispatches.values() if not req.dispatch_id or d.id == req.dispatch_id]
         return pb_dispatch.ListAgentDispatchResponse(agent_dispatches=items)
 
     async def _delete_dispatch(self, req: Message, claims: Any) -> Message:
         assert isinstance(req, pb_dispatch.DeleteAgentDispatchRequest)
         self._room_admin(claims, req.room)
-        state = self._room(req.room)
+        state = self._room(req.room, missing=("unavailable", self.NO_ROOM_NODE))
         d = state.dispatches.pop(req.dispatch_id, None)
         if d is None:
-            raise TwirpError("not_found", "dispatch ID not found")
+            raise TwirpError("not_found", "twirp error unknown: dispatch ID not found")
         d.state.deleted_at = time.time_ns()
         return d
 
@@ -1009,15 +1042,13 @@ class LiveKitFake(AiohttpFake):
         else:
             room_name = rule.rule.dispatch_rule_direct.room_name
         cfg = rule.room_config
-        state, created = self._ensure_room(
+        state, dispatches = self._ensure_room(
             room_name,
+            cfg.agents,
             empty_timeout=cfg.empty_timeout,
             departure_timeout=cfg.departure_timeout,
             max_participants=cfg.max_participants,
             metadata=cfg.metadata,
-        )
-        dispatches = (
-            [self._add_dispatch(state, a.agent_name, a.metadata) for a in cfg.agents] if created else []
         )
         now = time.time()
         p = pb_models.ParticipantInfo(
@@ -1061,7 +1092,20 @@ class LiveKitFake(AiohttpFake):
         p.disconnect_reason = reason  # type: ignore[assignment]
         state.room.num_participants = len(state.participants)
         futs = [self._emit(pb_webhook.WebhookEvent(event="participant_left", room=state.room, participant=p))]
-        if finish_when_empty and not state.participants:
+        if finish_when_empty and all(
+            x.kind == pb_models.ParticipantInfo.AGENT for x in state.participants.values()
+        ):
+            # the last caller left: agents leave too (livekit-agents closes on disconnect), room ends
+            for agent_id in list(state.participants):
+                agent = state.participants.pop(agent_id)
+                agent.state = pb_models.ParticipantInfo.DISCONNECTED
+                agent.disconnect_reason = pb_models.DisconnectReason.CLIENT_INITIATED
+                state.room.num_participants = len(state.participants)
+                futs.append(
+                    self._emit(
+                        pb_webhook.WebhookEvent(event="participant_left", room=state.room, participant=agent)
+                    )
+                )
             futs.append(self._finish_room(room))
         if wait:
             await asyncio.gather(*futs)
