@@ -40,6 +40,12 @@ def _runtime(memo: Any) -> Runtime:
     return runtime
 
 
+def _remember(memo: Any, **indexes: Any) -> None:
+    """Kopf passes indexes to event and change handlers but not to timers; keep the (live,
+    long-lived) index objects on the runtime so timers can read them too."""
+    _runtime(memo).indexes.update(indexes)
+
+
 def _line(line_specs: Mapping[Any, Iterable[LineEntry]], namespace: str, name: str) -> LineEntry | None:
     for entry in line_specs.get((namespace, name), ()):
         return entry
@@ -61,7 +67,7 @@ def _post(body: Any, outcome_changes: list[str], warnings: list[str], events: li
 def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
 
-    @kopf.on.startup(registry=registry)
+    @kopf.on.startup(registry=registry, id="configure")
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         # Annotations only: our CRDs' structural schemas would prune a status.kopf field.
         settings.persistence.finalizer = FINALIZER
@@ -74,18 +80,18 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
 
     # ------------------------------------------------------------------ indexes
 
-    @kopf.index(*HL, registry=registry)
-    def asr_users(namespace: str, name: str, spec: Any, meta: Any, memo: Any, **_: Any) -> Any:
-        return lines.pool_user(namespace, name, spec, meta, _runtime(memo))
+    @kopf.index(*HL, registry=registry, id="asr_users")
+    def asr_users(namespace: str, name: str, uid: str, spec: Any, meta: Any, memo: Any, **_: Any) -> Any:
+        return lines.pool_user(namespace, name, uid, spec, meta, _runtime(memo))
 
-    @kopf.index(*HL, registry=registry)
+    @kopf.index(*HL, registry=registry, id="line_specs")
     def line_specs(namespace: str, name: str, uid: str, spec: Any, meta: Any, **_: Any) -> Any:
         if meta.get("deletionTimestamp"):
             return None
         parsed, _refusal = lines.parse_spec(spec)
         return {(namespace, name): (uid, parsed)}
 
-    @kopf.index(*VS, registry=registry)
+    @kopf.index(*VS, registry=registry, id="sessions_by_line")
     def sessions_by_line(namespace: str, name: str, body: Any, spec: Any, **_: Any) -> Any:
         line = (spec.get("lineRef") or {}).get("name")
         if not line:
@@ -113,23 +119,26 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         patch.status.update(outcome.status)
         _post(body, outcome.changes, [], outcome.events)
 
-    @kopf.on.resume(*HL, registry=registry)
-    @kopf.on.create(*HL, registry=registry)
-    @kopf.on.update(*HL, registry=registry)
+    @kopf.on.resume(*HL, registry=registry, id="reconcile_line")
+    @kopf.on.create(*HL, registry=registry, id="reconcile_line")
+    @kopf.on.update(*HL, registry=registry, id="reconcile_line")
     async def reconcile_line(body: Any, namespace: str, name: str, uid: str, meta: Any, spec: Any, status: Any,
-                             patch: kopf.Patch, memo: Any, asr_users: Any, **_: Any) -> None:
+                             patch: kopf.Patch, memo: Any, asr_users: Any, line_specs: Any, sessions_by_line: Any,
+                             **_: Any) -> None:
+        _remember(memo, asr_users=asr_users, line_specs=line_specs, sessions_by_line=sessions_by_line)
         await _reconcile(body, namespace, name, uid, meta, spec, status, patch, memo, asr_users)
 
-    @kopf.timer(*HL, registry=registry, interval=settings.resync_interval_s,
+    @kopf.timer(*HL, registry=registry, id="resync_line", interval=settings.resync_interval_s,
                 initial_delay=settings.resync_interval_s)
     async def resync_line(body: Any, namespace: str, name: str, uid: str, meta: Any, spec: Any, status: Any,
-                          patch: kopf.Patch, memo: Any, asr_users: Any, **_: Any) -> None:
+                          patch: kopf.Patch, memo: Any, **_: Any) -> None:
         """Drift check: trunk deleted behind our back, lost pods, provider re-checks."""
-        if meta.get("deletionTimestamp"):
+        asr_users = _runtime(memo).indexes.get("asr_users")
+        if meta.get("deletionTimestamp") or asr_users is None:
             return
         await _reconcile(body, namespace, name, uid, meta, spec, status, patch, memo, asr_users)
 
-    @kopf.on.delete(*HL, registry=registry)
+    @kopf.on.delete(*HL, registry=registry, id="delete_line")
     async def delete_line(body: Any, namespace: str, name: str, uid: str, spec: Any, memo: Any, asr_users: Any,
                           **_: Any) -> None:
         changes = await lines.teardown(_runtime(memo), namespace=namespace, name=name, uid=uid, raw_spec=dict(spec),
@@ -137,13 +146,14 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         for change in changes:
             log.info("hotelline %s/%s: %s", namespace, name, change)
 
-    @kopf.timer(*HL, registry=registry, interval=settings.sweep_interval_s, initial_delay=settings.sweep_interval_s)
-    async def sweep_sessions(namespace: str, name: str, meta: Any, memo: Any, line_specs: Any,
-                             sessions_by_line: Any, **_: Any) -> None:
+    @kopf.timer(*HL, registry=registry, id="sweep_sessions", interval=settings.sweep_interval_s, initial_delay=settings.sweep_interval_s)
+    async def sweep_sessions(namespace: str, name: str, meta: Any, memo: Any, **_: Any) -> None:
         """Start timeouts, max call duration and retention for every session of this line."""
-        if meta.get("deletionTimestamp"):
-            return
         runtime = _runtime(memo)
+        line_specs = runtime.indexes.get("line_specs")
+        sessions_by_line = runtime.indexes.get("sessions_by_line")
+        if meta.get("deletionTimestamp") or line_specs is None or sessions_by_line is None:
+            return
         entry = _line(line_specs, namespace, name)
         spec = entry[1] if entry else None
         retention = spec.retention.metadata_days if spec else None
@@ -156,7 +166,7 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
             elif verdict.action == "delete":
                 log.info("voicesession %s/%s deleted: %s", namespace, vs_name, verdict.message)
 
-    @kopf.on.event(*HL, registry=registry, annotations={contract.ANNOTATION_ERASE: kopf.PRESENT})
+    @kopf.on.event(*HL, registry=registry, id="erase_request", annotations={contract.ANNOTATION_ERASE: kopf.PRESENT})
     async def erase_request(body: Any, namespace: str, name: str, meta: Any, memo: Any, **_: Any) -> None:
         """Erasure by caller hash: delete every trace, then drop the annotation (idempotent)."""
         runtime = _runtime(memo)
@@ -174,10 +184,11 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
 
     # ------------------------------------------------------------------ VoiceSession
 
-    @kopf.on.resume(*VS, registry=registry)
-    @kopf.on.create(*VS, registry=registry)
+    @kopf.on.resume(*VS, registry=registry, id="bind_session")
+    @kopf.on.create(*VS, registry=registry, id="bind_session")
     async def bind_session(body: Any, namespace: str, name: str, uid: str, spec: Any, memo: Any, line_specs: Any,
-                           **_: Any) -> None:
+                           asr_users: Any, sessions_by_line: Any, **_: Any) -> None:
+        _remember(memo, asr_users=asr_users, line_specs=line_specs, sessions_by_line=sessions_by_line)
         runtime = _runtime(memo)
         line = (spec.get("lineRef") or {}).get("name", "")
         entry = _line(line_specs, namespace, line)
@@ -196,7 +207,7 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
 
     # ------------------------------------------------------------------ worker pods
 
-    @kopf.on.event(*PODS, registry=registry, labels=WORKER_POD_LABELS)
+    @kopf.on.event(*PODS, registry=registry, id="worker_pod_event", labels=WORKER_POD_LABELS)
     async def worker_pod_event(event: Any, body: Any, namespace: str, memo: Any, line_specs: Any,
                                **_: Any) -> None:
         runtime = _runtime(memo)

@@ -62,7 +62,8 @@ def parse_spec(raw: Mapping[str, Any]) -> tuple[HotelLineSpec | None, Observatio
         return None, Observation(conditions.READY, False, "SpecInvalid", f"The spec is invalid: {validation_message(exc)}")
 
 
-def pool_user(namespace: str, name: str, raw_spec: Mapping[str, Any], meta: Mapping[str, Any], runtime: Runtime) -> (
+def pool_user(namespace: str, name: str, uid: str, raw_spec: Mapping[str, Any], meta: Mapping[str, Any],
+              runtime: Runtime) -> (
     dict[str, PoolUser] | None
 ):
     """Index entry of a line in the shared-Riva index (``None``: uses no shared pool)."""
@@ -74,7 +75,8 @@ def pool_user(namespace: str, name: str, raw_spec: Mapping[str, Any], meta: Mapp
     pool_spec = builders.riva_pool_for(namespace, spec, runtime.settings)
     if pool_spec is None:
         return None
-    return {pool_spec.key: PoolUser(contract.line_key(namespace, name), spec.workers.max_concurrent_calls, pool_spec)}
+    return {pool_spec.key: PoolUser(contract.line_key(namespace, name), uid, spec.workers.max_concurrent_calls,
+                                    pool_spec)}
 
 
 def _refusal(outcome_obs: Observation, existing: Iterable[Mapping[str, Any]] | None, generation: int | None,
@@ -115,6 +117,8 @@ async def reconcile(
     # 1. LiveKit SIP trunk + dispatch rule -------------------------------------------------
     generation_changed = status.get("observedGeneration") != generation
     async with runtime.lock(f"sip:{namespace}/{name}"):
+        if uid in runtime.deleted_lines:  # a resync that raced the deletion handler
+            return Outcome(status={})
         observed[conditions.SIP] = await _ensure_sip(runtime, namespace, name, spec, status, patch, changes,
                                                      force=generation_changed)
 
@@ -280,6 +284,7 @@ async def _providers(
 async def teardown(runtime: Runtime, *, namespace: str, name: str, uid: str, raw_spec: Mapping[str, Any],
                    asr_users: Mapping[str, Iterable[PoolUser]]) -> list[str]:
     """Remove everything the line made: LiveKit objects, idle pods, unused Riva pools."""
+    runtime.deleted_lines.add(uid)  # in-flight refills and resyncs must not recreate anything
     changes: list[str] = []
     async with runtime.lock(f"sip:{namespace}/{name}"):
         removed = await runtime.sip.delete(namespace, name)
@@ -293,7 +298,6 @@ async def teardown(runtime: Runtime, *, namespace: str, name: str, uid: str, raw
     if spec is not None:
         shared = builders.riva_pool_for(namespace, spec, runtime.settings)
         riva_ns = shared.namespace if shared else riva_ns
-    remaining = {k: [u for u in v if u.line != contract.line_key(namespace, name)] for k, v in asr_users.items()}
-    changes += await riva.reconcile_namespace(runtime, riva_ns, remaining)
+    changes += await riva.reconcile_namespace(runtime, riva_ns, asr_users)
     runtime.provider_checks.pop(uid, None)
     return changes

@@ -80,7 +80,8 @@ async def reconcile(
     spec_hash = builders.worker_spec_hash(namespace, line, spec, settings)
     async with runtime.lock(f"pool:{namespace}/{line}"):
         pods = await list_line_pods(runtime, namespace, line)
-        todo = plan(pods, spec.workers.warm_pool, spec_hash)
+        desired = 0 if line_uid in runtime.deleted_lines else spec.workers.warm_pool
+        todo = plan(pods, desired, spec_hash)
         changes: list[str] = []
         batch = max(1, settings.pool_create_batch)
         remaining = todo.create

@@ -24,15 +24,22 @@ class PoolUser:
     """One line's claim on a pool, as stored in the Kopf index."""
 
     line: str  # namespace/name
+    uid: str
     max_calls: int
     pool: RivaPool
 
 
-def desired_pools(users: Mapping[str, Iterable[PoolUser]]) -> dict[str, tuple[RivaPool, int]]:
-    """Pool key -> (pool, summed max concurrent calls) for every key with at least one user."""
+def desired_pools(
+    users: Mapping[str, Iterable[PoolUser]], gone: frozenset[str] | set[str] = frozenset()
+) -> dict[str, tuple[RivaPool, int]]:
+    """Pool key -> (pool, summed max concurrent calls) for every key with at least one live user.
+
+    ``gone`` holds uids of lines being deleted: Kopf keeps an object in its index until the
+    object is really gone, which is after our deletion handler has run.
+    """
     result: dict[str, tuple[RivaPool, int]] = {}
-    for key, entries in users.items():
-        entries = list(entries)
+    for key, all_entries in users.items():
+        entries = [e for e in all_entries if e.uid not in gone]
         if entries:
             result[key] = (entries[0].pool, sum(e.max_calls for e in entries))
     return result
@@ -45,7 +52,9 @@ async def reconcile_namespace(
     settings = runtime.settings
     changes: list[str] = []
     async with runtime.lock(f"riva:{namespace}"):
-        wanted = {key: v for key, v in desired_pools(users).items() if v[0].namespace == namespace}
+        wanted = {
+            key: v for key, v in desired_pools(users, runtime.deleted_lines).items() if v[0].namespace == namespace
+        }
         for pool, total in wanted.values():
             replicas = builders.riva_replicas(total, settings.streams_per_gpu, pool.gpus_per_replica)
             before = await runtime.kube.get_deployment(namespace, pool.name)

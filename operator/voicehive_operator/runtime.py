@@ -35,6 +35,8 @@ class Runtime:
     sip: LiveKitSip
     redis: Any | None = None  # redis.asyncio.Redis for retention/erasure of call state
     provider_checks: dict[str, ProviderCheck] = field(default_factory=dict)
+    indexes: dict[str, Any] = field(default_factory=dict)  # Kopf's live indexes, for timers
+    deleted_lines: set[str] = field(default_factory=set)  # uids of lines torn down: never refill them
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _background: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _rerun: set[str] = field(default_factory=set)
