@@ -3,14 +3,17 @@
 Speaks what ``livekit.api.LiveKitAPI`` sends: ``POST /twirp/livekit.<Service>/<Method>``
 with a protobuf (``application/protobuf``) or JSON (``application/json``) body and a
 bearer JWT (HS256 with the API secret). The token's grants are checked as livekit-server
-does (SIP admin / SIP call, roomAdmin for the named room, roomCreate, roomList) and
-failures are Twirp errors ``unauthenticated`` (401) / ``permission_denied`` (403).
+does (SIP admin / SIP call, roomAdmin for the named room, roomCreate, roomList); answers
+follow livekit-server 1.13.5 as probed on the rig (a bad token: plain-text 401; missing
+grants: Twirp ``unauthenticated`` "permissions denied").
 
 Semantics mimic livekit-server: ids ``ST_``/``SDR_``/``AD_``/``RM_``/``PA_``/``SCL_``
 plus 12 random characters; inbound trunks that would share a number are refused with
 livekit's own ``invalid_argument`` message ("Conflicting inbound SIP Trunks: "<new>" and
-"ST_..." ..."), as are dispatch rules with the same trunk+number+PIN; unknown ids are
-``not_found``. Faults: transient errors (default ``unavailable``/503) and a fixed delay.
+"ST_..." ..."), as are dispatch rules with the same trunk+numbers+PIN; its error texts,
+implicit dispatch for unnamed agents and quirks (docs/fakes.md lists them; the differential
+test tests/test_fakes_livekit_vs_real.py checks them against the real server). Faults:
+transient errors (default ``unavailable``/503) and a fixed delay.
 
 Beyond the API, the fake can play the SIP side of a call: :meth:`LiveKitFake.simulate_inbound_call`
 matches the configured trunks and dispatch rules like livekit-sip (room name, SIP
