@@ -1,0 +1,420 @@
+"""The hotel-domain language model and pronouncing dictionary that bias pocketsphinx.
+
+WHY: pocketsphinx's generic English model transcribes synthetic (and telephone) speech badly;
+restricted to what hotel callers say - built from caller-side templates and the line's own
+facts (hotel name, room type names, amenities, FAQ questions, dates, numbers) - it recognises
+it nearly exactly. A trigram back-off model (pocketsphinx's own ``ArpaBoLM``) generalises to
+sentences that are not in the corpus, unlike a fixed grammar.
+
+Words missing from the CMU dictionary (hotel and street names) get a pronunciation from
+eSpeak NG's phonemizer, mapped from IPA to the acoustic model's ARPAbet phones.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import itertools
+import random
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pocketsphinx import get_model_path
+from pocketsphinx.lm import ArpaBoLM
+
+from voicehive.api.models import HotelFacts
+
+from .text import spoken_words
+
+CORPUS_SEED = 7
+MAX_SENTENCES = 6000
+DISCOUNT_MASS = 0.5
+
+MONTHS = ["january", "february", "march", "april", "may", "june", "july", "august", "september", "october", "november", "december"]
+WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+# A small set of common first and last names so "my name is ..." has somewhere to go; unknown
+# names will still be misrecognised, which the policy tolerates (it confirms, never relies on it).
+FIRST_NAMES = ["anna", "maria", "peter", "john", "james", "michael", "david", "sarah", "laura", "emma", "thomas", "paul", "mark", "julia", "sophie", "lucas", "daniel", "robert", "linda", "susan", "karen", "lisa", "tom", "jan", "eva", "max", "marco", "giulia", "pierre", "claire", "carlos", "lucia"]
+LAST_NAMES = ["smith", "jones", "brown", "miller", "schmidt", "schneider", "fischer", "weber", "meyer", "wagner", "becker", "martin", "bernard", "dubois", "rossi", "russo", "garcia", "lopez", "martinez", "taylor", "wilson", "johnson", "williams", "davis", "clark", "walker"]
+
+
+def _ordinal_words(n: int) -> str:
+    return " ".join(spoken_words(f"{n}th" if n not in (1, 2, 3, 21, 22, 23, 31) else str(n) + {1: "st", 2: "nd", 3: "rd"}[n % 10]))
+
+
+def _date_phrases(rng: random.Random, count: int) -> list[str]:
+    phrases: list[str] = ["tonight", "tomorrow", "tomorrow night", "this weekend", "next weekend", "next week"]
+    for _ in range(count):
+        day = _ordinal_words(rng.randint(1, 31))
+        month = rng.choice(MONTHS)
+        phrases.append(
+            rng.choice(
+                (
+                    f"the {day} of {month}",
+                    f"{month} {day}",
+                    f"{month} the {day}",
+                    f"the {day}",
+                    f"next {rng.choice(WEEKDAYS)}",
+                    f"this {rng.choice(WEEKDAYS)}",
+                    f"{rng.choice(WEEKDAYS)} the {day}",
+                )
+            )
+        )
+    return phrases
+
+
+def _number(n: int) -> str:
+    return " ".join(spoken_words(str(n)))
+
+
+# Caller-side templates. {room} {date} {date2} {nights} {guests} {people} {name} {hotel}
+# {amenity} {question} are filled from the line's facts and the generators above.
+TEMPLATES: tuple[str, ...] = (
+    # book_room
+    "i would like to book a {room} for {nights} nights",
+    "i'd like to book a {room} from {date} to {date2}",
+    "i want to book a {room} for {guests} people",
+    "i would like to make a reservation",
+    "i'd like to make a booking for {date}",
+    "can i book a {room} for {date}",
+    "could i reserve a {room} for {nights} nights from {date}",
+    "please book the {room} for me",
+    "i need a room for {guests} adults for {nights} nights",
+    "we need a {room} for {people} from {date}",
+    "book it please",
+    "yes please book it",
+    "yes book the {room}",
+    "i'll take the {room}",
+    "we would like to stay for {nights} nights",
+    "i want to stay {nights} nights",
+    "arriving {date} for {nights} nights",
+    "for {nights} nights starting {date}",
+    "from {date} until {date2}",
+    "just one night",
+    "{nights} nights please",
+    "for {guests} guests",
+    "there will be {guests} of us",
+    "it's for {people}",
+    "my name is {name}",
+    "the name is {name}",
+    "the booking is under {name}",
+    "it's {name}",
+    # check_availability
+    "do you have a {room} available on {date}",
+    "do you have any rooms available for {date}",
+    "is there a {room} free from {date} to {date2}",
+    "are there any rooms left for {date}",
+    "do you have availability for {nights} nights from {date}",
+    "what's the availability for {date}",
+    "is the {room} available for {guests} people",
+    "do you have space for {guests} people on {date}",
+    "are you fully booked on {date}",
+    "do you have anything free this weekend",
+    "check availability for {date} please",
+    # modify_booking
+    "i would like to change my booking",
+    "i need to change my reservation to {date}",
+    "can i move my booking to {date}",
+    "i want to extend my stay by {nights} nights",
+    "could i change the dates of my reservation",
+    "i'd like to add one more night",
+    "can i upgrade to the {room}",
+    # cancel_booking
+    "i want to cancel my booking",
+    "i need to cancel my reservation for {date}",
+    "please cancel the reservation under {name}",
+    "i would like to cancel my room",
+    "we won't be coming",
+    # request_info
+    "{question}",
+    "what time is check in",
+    "what time is check out",
+    "when can i check in",
+    "when is check out",
+    "can i check in early",
+    "is late check out possible",
+    "how much is the {room}",
+    "how much does the {room} cost per night",
+    "what is the price of a {room}",
+    "what's the rate for the {room}",
+    "what are your rates",
+    "is breakfast included",
+    "do you have {amenity}",
+    "is there {amenity}",
+    "how much is {amenity}",
+    "where is the hotel",
+    "what is the address",
+    "what's your address",
+    "where are you located",
+    "how do i get to the hotel",
+    "do you have parking",
+    "is there wifi",
+    "do you have a restaurant",
+    "can i bring my dog",
+    "are pets allowed",
+    "what room types do you have",
+    "tell me about the {room}",
+    "how many people fit in the {room}",
+    "i have a question",
+    "is there a {amenity} at the {hotel}",
+    # speak_to_human
+    "can i speak to a person",
+    "i want to talk to a real person",
+    "please transfer me to the front desk",
+    "can you put me through to reception",
+    "i'd like to speak to someone",
+    "connect me to the reception please",
+    "i want to speak to a human",
+    "let me talk to the manager",
+    # complaint
+    "i want to make a complaint",
+    "my room is dirty",
+    "the shower is broken",
+    "the room is too noisy",
+    "i'm not happy with my room",
+    "this is unacceptable",
+    "the air conditioning is not working",
+    "i was charged twice",
+    # goodbye
+    "that's all thank you",
+    "thank you goodbye",
+    "goodbye",
+    "bye",
+    "thanks bye",
+    "no that's everything",
+    "no thank you that's all",
+    "have a nice day",
+    "thank you very much",
+    "thanks for your help",
+    # small talk and confirmations
+    "hello",
+    "hi",
+    "hello is this the {hotel}",
+    "good morning",
+    "good afternoon",
+    "good evening",
+    "yes",
+    "yes please",
+    "no",
+    "no thanks",
+    "okay",
+    "sure",
+    "that sounds good",
+    "perfect",
+    "great thank you",
+    "sorry could you repeat that",
+    "what did you say",
+    "i'm calling about my booking",
+    "i'm calling to ask about {amenity}",
+)
+
+
+@dataclass(frozen=True)
+class DomainModel:
+    """A built language model and its dictionary, on disk where pocketsphinx can read them."""
+
+    lm_path: Path
+    dict_path: Path
+    vocabulary: frozenset[str]
+    corpus: tuple[str, ...]
+
+
+def line_vocabulary(facts: HotelFacts | None, hotel_name: str | None) -> dict[str, list[str]]:
+    """The slot fillers a line contributes: its room names, amenities, FAQ questions, name."""
+    rooms = [room.name for room in facts.room_types] if facts else []
+    amenities = list(facts.amenities) if facts else []
+    questions = [entry.question for entry in facts.faq] if facts else []
+    extras: list[str] = []
+    if facts and facts.address:
+        extras.append(facts.address)
+    return {
+        "room": rooms or ["single room", "double room", "twin room", "suite", "family room"],
+        "amenity": [_short_amenity(a) for a in amenities] or ["parking", "breakfast", "wifi", "a gym"],
+        "question": questions,
+        "hotel": [hotel_name] if hotel_name else ["hotel"],
+        "extras": extras,
+    }
+
+
+def _short_amenity(amenity: str) -> str:
+    """'breakfast buffet from 6:30 to 10:30, 18 euros' -> 'breakfast buffet': what callers say."""
+    head = amenity.split(",")[0]
+    for cut in (" from ", " on ", " at ", " in ", " with ", " for "):
+        head = head.split(cut)[0]
+    return head.strip()
+
+
+def build_corpus(
+    facts: HotelFacts | None = None,
+    hotel_name: str | None = None,
+    extra_sentences: Iterable[str] = (),
+    *,
+    max_sentences: int = MAX_SENTENCES,
+    seed: int = CORPUS_SEED,
+) -> list[str]:
+    """Caller sentences in spoken form, deterministic for a given line."""
+    rng = random.Random(seed)
+    vocab = line_vocabulary(facts, hotel_name)
+    dates = _date_phrases(rng, 400)
+    names = [f"{first} {last}" for first, last in itertools.product(FIRST_NAMES, LAST_NAMES)]
+    names += FIRST_NAMES + LAST_NAMES
+
+    def fill(template: str) -> str:
+        return template.format(
+            room=rng.choice(vocab["room"]),
+            date=rng.choice(dates),
+            date2=rng.choice(dates),
+            nights=_number(rng.choice((1, 2, 2, 3, 3, 4, 5, 6, 7, 10, 14))),
+            guests=_number(rng.choice((1, 2, 2, 3, 4, 5, 6))),
+            people=rng.choice(("one person", "two people", "two adults", "two adults and a child", "three people", "four people", "a family of four", "me and my wife", "my husband and me", "just me")),
+            name=rng.choice(names),
+            hotel=rng.choice(vocab["hotel"]),
+            amenity=rng.choice(vocab["amenity"]),
+            question=rng.choice(vocab["question"]) if vocab["question"] else "what time is breakfast",
+        )
+
+    sentences: list[str] = []
+    openers = ("", "", "", "hello ", "hi ", "yes ", "okay ", "well ", "good morning ", "hello there ")
+    closers = ("", "", "", " please", " thank you", " thanks", " thank you very much")
+    # Every template at least once per filler variety, then random fills up to the budget.
+    per_template = max(1, max_sentences // len(TEMPLATES))
+    for template in TEMPLATES:
+        repeats = per_template if "{" in template else 3
+        sentences.extend(rng.choice(openers) + fill(template) + rng.choice(closers) for _ in range(repeats))
+    for question in vocab["question"]:
+        sentences.extend([question] * 5)
+    for amenity in vocab["amenity"]:
+        sentences.append(f"do you have {amenity}")
+        sentences.append(f"tell me about the {amenity}")
+    for room in vocab["room"]:
+        sentences.append(f"i would like the {room}")
+        sentences.append(f"a {room} please")
+    for name in vocab["hotel"] + vocab["extras"]:
+        sentences.append(f"is this the {name}")
+    for n in range(1, 32):
+        sentences.append(f"the {_ordinal_words(n)}")
+    for n in range(0, 100):
+        sentences.append(_number(n))
+    sentences.extend(extra_sentences)
+    return [" ".join(spoken_words(sentence)) for sentence in sentences if spoken_words(sentence)]
+
+
+@functools.cache
+def _cmudict() -> dict[str, str]:
+    """The pronouncing dictionary shipped in the pocketsphinx wheel (first pronunciation each)."""
+    entries: dict[str, str] = {}
+    with open(Path(get_model_path()) / "en-us" / "cmudict-en-us.dict", encoding="utf-8") as handle:
+        for line in handle:
+            word, _, phones = line.strip().partition(" ")
+            if "(" in word:
+                word = word.split("(")[0]
+                entries.setdefault(word + "(alt)", phones)  # marker: word has variants
+                continue
+            entries.setdefault(word, phones)
+    return entries
+
+
+def _cmudict_variants(word: str) -> list[str]:
+    """All pronunciations of a word (variants help eSpeak's and callers' accents alike)."""
+    return _cmudict_all().get(word, [])
+
+
+@functools.cache
+def _cmudict_all() -> dict[str, list[str]]:
+    entries: dict[str, list[str]] = {}
+    with open(Path(get_model_path()) / "en-us" / "cmudict-en-us.dict", encoding="utf-8") as handle:
+        for line in handle:
+            word, _, phones = line.strip().partition(" ")
+            entries.setdefault(word.split("(")[0], []).append(phones.strip())
+    return entries
+
+
+# IPA (as eSpeak NG's en-us voice writes it) -> CMU ARPAbet. Longest match first.
+_IPA_TO_ARPABET: tuple[tuple[str, str], ...] = (
+    ("aɪə", "AY ER"), ("aɪ", "AY"), ("aʊ", "AW"), ("eɪ", "EY"), ("oʊ", "OW"), ("ɔɪ", "OY"),
+    ("əʊ", "OW"), ("eə", "EH R"), ("ɪə", "IH R"), ("ʊə", "UH R"), ("iə", "IY AH"),
+    ("tʃ", "CH"), ("dʒ", "JH"), ("ɜː", "ER"), ("ɚ", "ER"), ("ɝ", "ER"), ("ɜ", "ER"),
+    ("iː", "IY"), ("uː", "UW"), ("ɑː", "AA"), ("ɔː", "AO"),
+    ("i", "IY"), ("ɪ", "IH"), ("ᵻ", "IH"), ("ɛ", "EH"), ("e", "EH"), ("æ", "AE"), ("a", "AA"), ("ɑ", "AA"),
+    ("ɒ", "AA"), ("ɔ", "AO"), ("ʌ", "AH"), ("ə", "AH"), ("ɐ", "AH"), ("ʊ", "UH"), ("u", "UW"),
+    ("o", "OW"), ("y", "UW"), ("ø", "ER"), ("œ", "ER"),
+    ("p", "P"), ("b", "B"), ("t", "T"), ("d", "D"), ("k", "K"), ("g", "G"), ("ɡ", "G"),
+    ("f", "F"), ("v", "V"), ("θ", "TH"), ("ð", "DH"), ("s", "S"), ("z", "Z"), ("ʃ", "SH"),
+    ("ʒ", "ZH"), ("h", "HH"), ("x", "HH"), ("ç", "HH"), ("m", "M"), ("n", "N"), ("ŋ", "NG"),
+    ("l", "L"), ("ɫ", "L"), ("r", "R"), ("ɹ", "R"), ("ʁ", "R"), ("j", "Y"), ("w", "W"), ("ɾ", "T"),
+)
+
+
+@functools.cache
+def espeak_phones(word: str) -> str | None:
+    """ARPAbet phones for a word via eSpeak NG's phonemizer; None when eSpeak NG is missing."""
+    binary = shutil.which("espeak-ng")
+    if binary is None:
+        return None
+    result = subprocess.run(  # noqa: S603 - fixed binary, the word is an argument, not shell
+        [binary, "-q", "--ipa", "-v", "en-us", word], capture_output=True, text=True, check=False, timeout=10
+    )
+    ipa = "".join(ch for ch in result.stdout.strip() if ch not in "ˈˌː_ \u0361-")
+    phones: list[str] = []
+    i = 0
+    while i < len(ipa):
+        for key, arpa in _IPA_TO_ARPABET:
+            if ipa.startswith(key, i):
+                phones.extend(arpa.split())
+                i += len(key)
+                break
+        else:
+            i += 1  # a mark we do not model (stress, length, glottal stop)
+    return " ".join(phones) or None
+
+
+def pronunciations(words: Iterable[str]) -> dict[str, list[str]]:
+    """Each word's pronunciations: the CMU dictionary, else eSpeak NG's phonemizer."""
+    table: dict[str, list[str]] = {}
+    for word in sorted(set(words)):
+        variants = _cmudict_variants(word)
+        if not variants:
+            guessed = espeak_phones(word)
+            variants = [guessed] if guessed else []
+        if variants:
+            table[word] = variants
+    return table
+
+
+def build_domain_model(
+    facts: HotelFacts | None = None,
+    hotel_name: str | None = None,
+    extra_sentences: Sequence[str] = (),
+    *,
+    cache_dir: Path | None = None,
+) -> DomainModel:
+    """Build (or reuse from ``cache_dir``) the ARPA model and dictionary for one line."""
+    corpus = build_corpus(facts, hotel_name, extra_sentences)
+    text = "\n".join(corpus) + "\n"
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    directory = cache_dir or Path(tempfile.gettempdir()) / "voicehive-lm"
+    directory.mkdir(parents=True, exist_ok=True)
+    lm_path = directory / f"hotel-{digest}.arpa"
+    dict_path = directory / f"hotel-{digest}.dict"
+    words = {word for sentence in corpus for word in sentence.split()}
+    table = pronunciations(words)
+    if not lm_path.exists() or not dict_path.exists():
+        known = "\n".join(line for line in text.splitlines() if all(w in table for w in line.split()))
+        model = ArpaBoLM(text=known + "\n", add_start=True, discount_mass=DISCOUNT_MASS)
+        model.compute()
+        tmp_lm = lm_path.with_suffix(".tmp")
+        with open(tmp_lm, "w", encoding="utf-8") as handle:
+            model.write(handle)
+        tmp_lm.replace(lm_path)
+        lines: list[str] = []
+        for word, variants in table.items():
+            for index, phones in enumerate(variants):
+                lines.append(f"{word}{'' if index == 0 else f'({index + 1})'} {phones}")
+        tmp_dict = dict_path.with_suffix(".tmp")
+        tmp_dict.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        tmp_dict.replace(dict_path)
+    return DomainModel(lm_path, dict_path, frozenset(table), tuple(corpus))
