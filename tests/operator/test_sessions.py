@@ -1,0 +1,228 @@
+"""VoiceSession handling end to end: binding to warm pods, timeouts, pod death, retention and erasure
+with a shifted clock (no sleeps), and a scan for personal data in everything the operator wrote."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from tests.operator.conftest import Providers
+from tests.operator.helpers import hex64, spec, wait_for
+from voicehive import callstore, contract
+from voicehive.privacy import Privacy, generate_key_b64
+from voicehive_operator import sessions
+from voicehive_operator.kube import HOTELLINES, VOICESESSIONS, Kube
+
+WORKERS = {contract.LABEL_COMPONENT: contract.COMPONENT_WORKER}
+
+
+class Call:
+    """One inbound call as the orchestrator would register it (room name and number are PII)."""
+
+    def __init__(self, privacy: Privacy, line: str, caller: str | None = None) -> None:
+        self.number = caller or "+4917" + "".join(secrets.choice("0123456789") for _ in range(8))
+        self.room = f"{contract.room_prefix('x', line)}_{self.number}_{secrets.token_hex(3)}"
+        self.room_hash = privacy.hasher.room(self.room)
+        self.caller_hash = privacy.hasher.phone(self.number)
+        self.name = contract.session_name(self.room_hash)
+        self.sealed = privacy.seal_call_ref(self.room, "sip_" + self.number)
+        self.line = line
+
+    def body(self, namespace: str) -> dict[str, Any]:
+        return {
+            "apiVersion": "voicehive.io/v1alpha1",
+            "kind": "VoiceSession",
+            "metadata": {"name": self.name, "namespace": namespace},
+            "spec": {"lineRef": {"name": self.line}, "roomHash": self.room_hash, "callerHash": self.caller_hash,
+                     "sealedCallRef": self.sealed, "language": "de"},
+        }
+
+
+@pytest.fixture
+def privacy() -> Privacy:
+    import base64
+
+    return Privacy.from_keys(base64.b64decode(generate_key_b64()), base64.b64decode(generate_key_b64()))
+
+
+async def _vs(kube: Kube, ns: str, name: str) -> dict[str, Any] | None:
+    return await kube.get_custom(ns, VOICESESSIONS, name)
+
+
+async def _idle(kube: Kube, ns: str, line: str) -> list[dict[str, Any]]:
+    pods = await kube.list_pods(ns, {**WORKERS, contract.LABEL_LINE: line, contract.LABEL_WORKER_STATE: "idle"})
+    return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+
+
+async def _ready_line(start_operator: Any, hotelline: Any, kube: Kube, ns: str, providers: Providers,
+                      warm: int = 2, **settings: Any) -> Any:
+    handle = await start_operator(check_providers=False, **settings)
+    workers = {**spec()["workers"], "warmPool": warm, "startTimeoutSeconds": 20, "maxCallDurationSeconds": 600}
+    await hotelline("lindenhof", providers.line_spec(workers=workers, retention={"metadataDays": 30,
+                                                                                 "recordingDays": 7}))
+    await wait_for(lambda: _idle(kube, ns, "lindenhof"), lambda ps: len(ps) == warm, what=f"{warm} warm pods")
+    return handle
+
+
+async def test_session_claims_a_warm_pod_and_the_pool_is_refilled(
+    start_operator: Any, hotelline: Any, kube_client: Kube, namespace: str, providers: Providers,
+    line_secret: dict[str, str], privacy: Privacy, caplog: pytest.LogCaptureFixture,
+) -> None:
+    handle = await _ready_line(start_operator, hotelline, kube_client, namespace, providers)
+    warm_before = {p["metadata"]["name"] for p in await _idle(kube_client, namespace, "lindenhof")}
+    call = Call(privacy, "lindenhof")
+    await kube_client.create_custom(namespace, VOICESESSIONS, call.body(namespace))
+
+    vs = await wait_for(lambda: _vs(kube_client, namespace, call.name),
+                        lambda o: bool(o and o.get("metadata", {}).get("labels", {}).get(contract.LABEL_WORKER)),
+                        what="session bound")
+    pod_name = vs["status"]["workerPod"]
+    assert vs["status"]["phase"] == "Starting" and pod_name in warm_before
+    assert vs["metadata"]["labels"][contract.LABEL_WORKER] == pod_name
+    assert vs["metadata"]["labels"][contract.LABEL_CALLER_HASH] == contract.caller_label(call.caller_hash)
+    pod = await kube_client._optional(kube_client.core.read_namespaced_pod, pod_name, namespace)
+    assert pod is not None
+    labels = pod["metadata"]["labels"]
+    assert labels[contract.LABEL_WORKER_STATE] == "claimed" and labels[contract.LABEL_SESSION] == call.name
+    owner = pod["metadata"]["ownerReferences"]
+    assert [(o["kind"], o["name"], o["uid"]) for o in owner] == [("VoiceSession", call.name, vs["metadata"]["uid"])]
+    # The worker finds its session exactly as the contract says: by label selector on its pod name.
+    mine = await kube_client.list_custom(namespace, VOICESESSIONS, {contract.LABEL_WORKER: pod_name})
+    assert [s["metadata"]["name"] for s in mine] == [call.name]
+    assert privacy.open_call_ref(mine[0]["spec"]["sealedCallRef"]).room == call.room
+
+    # The pool is back to two idle pods, none of them the claimed one.
+    refilled = await wait_for(lambda: _idle(kube_client, namespace, "lindenhof"), lambda ps: len(ps) == 2,
+                              what="pool refilled")
+    assert pod_name not in {p["metadata"]["name"] for p in refilled}
+
+    # Duplicate create events are idempotent: a resumed operator leaves the binding alone.
+    again = await sessions.bind(handle.runtime, namespace=namespace, name=call.name,
+                                uid=vs["metadata"]["uid"], body=vs, line_spec=None, line_uid=None)
+    assert again is None
+
+    await _assert_no_pii(kube_client, namespace, [call], caplog)
+
+
+async def test_empty_pool_starts_a_pod_for_the_session(
+    start_operator: Any, hotelline: Any, kube_client: Kube, namespace: str, providers: Providers,
+    line_secret: dict[str, str], privacy: Privacy,
+) -> None:
+    await start_operator(check_providers=False)
+    await hotelline("lindenhof", providers.line_spec(workers={**spec()["workers"], "warmPool": 0}))
+    call = Call(privacy, "lindenhof")
+    await kube_client.create_custom(namespace, VOICESESSIONS, call.body(namespace))
+    vs = await wait_for(lambda: _vs(kube_client, namespace, call.name),
+                        lambda o: bool(o and (o.get("status") or {}).get("workerPod")), what="bound")
+    assert vs["status"]["phase"] == "Starting"
+    assert "warm pool was empty" in vs["status"]["conditions"][0]["message"]
+    pods = await kube_client.list_pods(namespace, {**WORKERS, contract.LABEL_SESSION: call.name})
+    assert len(pods) == 1 and pods[0]["metadata"]["labels"][contract.LABEL_WORKER_STATE] == "claimed"
+
+
+async def test_start_timeout_pod_death_and_max_duration_end_sessions_with_reasons(
+    start_operator: Any, hotelline: Any, kube_client: Kube, namespace: str, providers: Providers,
+    line_secret: dict[str, str], privacy: Privacy,
+) -> None:
+    handle = await _ready_line(start_operator, hotelline, kube_client, namespace, providers, warm=3)
+    stuck, dying, long_call = (Call(privacy, "lindenhof") for _ in range(3))
+    for call in (stuck, dying, long_call):
+        await kube_client.create_custom(namespace, VOICESESSIONS, call.body(namespace))
+    bound = {}
+    for call in (stuck, dying, long_call):
+        vs = await wait_for(lambda c=call: _vs(kube_client, namespace, c.name),  # type: ignore[misc]
+                            lambda o: bool(o and (o.get("status") or {}).get("workerPod")), what="bound")
+        bound[call.name] = vs["status"]["workerPod"]
+
+    # The worker of long_call answers (it moves the phase itself, as the real worker does).
+    answered = handle.settings.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+    await kube_client.patch_custom_status(namespace, VOICESESSIONS, long_call.name,
+                                          {"status": {"phase": "Active", "answeredAt": answered}})
+    # dying's pod is killed (node lost, OOM, eviction...).
+    await kube_client.delete_pod(namespace, bound[dying.name])
+    lost = await wait_for(lambda: _vs(kube_client, namespace, dying.name),
+                          lambda o: (o or {}).get("status", {}).get("phase") == "Failed", what="worker lost")
+    assert lost["status"]["endReason"].startswith("worker_lost")
+
+    # 21 s later (shifted clock), stuck has not answered: Failed with start_timeout, pod released.
+    handle.settings.clock.advance(21)
+    failed = await wait_for(lambda: _vs(kube_client, namespace, stuck.name),
+                            lambda o: (o or {}).get("status", {}).get("phase") == "Failed", what="start timeout")
+    assert failed["status"]["endReason"].startswith("start_timeout") and "20 s" in failed["status"]["endReason"]
+    assert (await _vs(kube_client, namespace, long_call.name) or {})["status"]["phase"] == "Active"
+
+    # Past the line's maximum call duration: ended (not failed), and its pod is stopped.
+    handle.settings.clock.advance(600)
+    ended = await wait_for(lambda: _vs(kube_client, namespace, long_call.name),
+                           lambda o: (o or {}).get("status", {}).get("phase") == "Ended", what="max duration")
+    assert ended["status"]["endReason"].startswith("max_duration")
+    await wait_for(lambda: kube_client.list_pods(namespace, {**WORKERS, contract.LABEL_SESSION: long_call.name}),
+                   lambda ps: all(p["metadata"].get("deletionTimestamp") for p in ps), what="pod stopped")
+    # Terminal phases stay terminal: a late worker write of Starting is not revived by the operator.
+    assert (await _vs(kube_client, namespace, stuck.name) or {})["status"]["phase"] == "Failed"
+
+
+async def test_retention_sweep_and_erasure_by_caller_hash(
+    start_operator: Any, hotelline: Any, kube_client: Kube, namespace: str, providers: Providers,
+    line_secret: dict[str, str], privacy: Privacy, redis_url: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    handle = await _ready_line(start_operator, hotelline, kube_client, namespace, providers, warm=1,
+                               redis_url=redis_url)
+    redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    repeat_caller = "+4917611122233"
+    old, erased_a, erased_b, kept = (Call(privacy, "lindenhof"), Call(privacy, "lindenhof", repeat_caller),
+                                     Call(privacy, "lindenhof", repeat_caller), Call(privacy, "lindenhof"))
+    for call in (old, erased_a, erased_b, kept):
+        await kube_client.create_custom(namespace, VOICESESSIONS, call.body(namespace))
+        ref = sessions.call_ref(call.room_hash)
+        await redis.hset(callstore.call_key(ref), mapping={"phase": "Ended", "caller_hash": call.caller_hash})
+        await redis.sadd(callstore.caller_key(call.caller_hash), ref)
+    for call in (old, erased_a, erased_b, kept):
+        await wait_for(lambda c=call: _vs(kube_client, namespace, c.name),  # type: ignore[misc]
+                       lambda o: bool(o and (o.get("status") or {}).get("workerPod")), what="bound")
+        await kube_client.patch_custom_status(namespace, VOICESESSIONS, call.name,
+                                              {"status": {"phase": "Ended", "endReason": "caller_hangup"}})
+
+    # Erasure: the annotation names the caller hash; every trace of that caller goes.
+    await kube_client.patch_custom(namespace, HOTELLINES, "lindenhof", {"metadata": {"annotations": {
+        contract.ANNOTATION_ERASE: erased_a.caller_hash}}})
+    await wait_for(lambda: kube_client.list_custom(namespace, VOICESESSIONS),
+                   lambda items: {i["metadata"]["name"] for i in items} == {old.name, kept.name}, what="erased")
+    line = await kube_client.get_custom(namespace, HOTELLINES, "lindenhof")
+    assert contract.ANNOTATION_ERASE not in (line or {})["metadata"].get("annotations", {})
+    assert await redis.exists(callstore.caller_key(erased_a.caller_hash)) == 0
+    for call in (erased_a, erased_b):
+        assert await redis.exists(callstore.call_key(sessions.call_ref(call.room_hash))) == 0
+        assert await kube_client.list_pods(namespace, {**WORKERS, contract.LABEL_SESSION: call.name}) == []
+    assert await redis.exists(callstore.call_key(sessions.call_ref(kept.room_hash))) == 1
+
+    # Retention: 31 days later (shifted clock) both remaining sessions are past 30 days.
+    handle.settings.clock.advance(31 * 86_400)
+    await wait_for(lambda: kube_client.list_custom(namespace, VOICESESSIONS), lambda items: items == [],
+                   what="retention sweep")
+    for call in (old, kept):
+        assert await redis.exists(callstore.call_key(sessions.call_ref(call.room_hash))) == 0
+    await redis.aclose()
+    await _assert_no_pii(kube_client, namespace, [old, erased_a, erased_b, kept], caplog)
+
+
+async def _assert_no_pii(kube: Kube, ns: str, calls: list[Call], caplog: pytest.LogCaptureFixture) -> None:
+    """No caller number or room name in any object, event or log line the operator produced."""
+    await asyncio.sleep(0)
+    dumps = [
+        json.dumps(await kube.list_custom(ns, VOICESESSIONS)),
+        json.dumps(await kube.list_custom(ns, HOTELLINES)),
+        json.dumps(await kube.list_pods(ns, WORKERS)),
+        json.dumps((await kube._dict(kube.core.list_namespaced_event, ns)).get("items", [])),
+        "\n".join(logging.Formatter().format(r) for r in caplog.records),
+    ]
+    for call in calls:
+        for secret in (call.number, call.number[1:], call.room):
+            for text in dumps:
+                assert secret not in text
