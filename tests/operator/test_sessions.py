@@ -13,7 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.operator.conftest import Providers
-from tests.operator.helpers import hex64, spec, wait_for
+from tests.operator.helpers import spec, wait_for
 from voicehive import callstore, contract
 from voicehive.privacy import Privacy, generate_key_b64
 from voicehive_operator import sessions
