@@ -203,7 +203,7 @@ async def run_worker(mode: str, endpoints: dict[str, str], turns: int, with_paus
 # ---------------------------------------------------------------------------------------
 
 
-def breakdown(marks: list[tuple[float, float]], fakes: Any) -> dict[str, float]:
+def breakdown(marks: list[tuple[float, float]], fakes: Any) -> dict[str, Any]:
     """Median time per stage, from the fakes' own records (same monotonic clock as the caller)."""
     finals = sorted(u.final_sent_at for st in fakes.riva.streams for u in st.utterances if u.final_sent_at)
     llm = sorted((r.received_at, r.first_token_at) for r in fakes.azure.requests if r.first_token_at)
@@ -228,7 +228,9 @@ def breakdown(marks: list[tuple[float, float]], fakes: Any) -> dict[str, float]:
         stages["first_token_to_tts_request"].append(g_req - tok)
         stages["tts_request_to_first_audio"].append(g_audio - g_req)
         stages["tts_first_audio_to_output_frame"].append(out - g_audio)
-    return {k: round(statistics.median(v) * 1000, 1) for k, v in stages.items() if v}
+    out: dict[str, Any] = {k: round(statistics.median(v) * 1000, 1) for k, v in stages.items() if v}
+    out["per_turn"] = {k: [round(x * 1000, 1) for x in v] for k, v in stages.items()}
+    return out
 
 
 async def run_mode(mode: str, turns: int, with_pauses: bool) -> dict[str, Any]:

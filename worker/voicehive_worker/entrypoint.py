@@ -170,7 +170,23 @@ async def warm_up(line_file: Path | None) -> Warm:
     return Warm(spec=spec, vad=vad, privacy=privacy, endpoints=endpoints, voice=voice, ready=True)
 
 
-async def serve_readiness(warm: Warm | None, port: int) -> Any:
+@dataclass
+class Readiness:
+    """The probe server and what it reports (``state["warm"]`` flips /readyz to 200)."""
+
+    runner: Any
+    state: dict[str, Any]
+
+    @property
+    def port(self) -> int:
+        port: int = self.runner.addresses[0][1]
+        return port
+
+    async def cleanup(self) -> None:
+        await self.runner.cleanup()
+
+
+async def serve_readiness(warm: Warm | None, port: int) -> Readiness:
     """``/healthz`` (alive) and ``/readyz`` (warm and idle or serving), plain HTTP for kubelet probes."""
     from aiohttp import web
 
@@ -191,8 +207,7 @@ async def serve_readiness(warm: Warm | None, port: int) -> Any:
     # probes come from the kubelet over the pod IP; bind all interfaces only in the pod
     host = os.environ.get("VOICEHIVE_READY_HOST", "0.0.0.0")
     await web.TCPSite(runner, host, port).start()
-    runner.state = state  # type: ignore[attr-defined]
-    return runner
+    return Readiness(runner=runner, state=state)
 
 
 def _watch_assignment(namespace: str, pod: str, stop: Callable[[], bool]) -> dict[str, Any] | None:
