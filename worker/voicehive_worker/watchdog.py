@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from livekit import rtc
 
 log = logging.getLogger("voicehive.worker.watchdog")
@@ -47,29 +45,15 @@ GIVE_UP_TEXT: dict[str, str] = {
 }
 
 
-async def espeak_pcm(text: str, language: str) -> bytes:
-    """16 kHz mono s16 speech from espeak-ng (the local engine; ~tens of ms per sentence)."""
-    binary = shutil.which("espeak-ng")
-    if binary is None:
-        raise RuntimeError("espeak-ng is not installed; the never-dead-air fallback needs it")
-    voice = language.split("-")[0].lower()
-    proc = await asyncio.create_subprocess_exec(
-        binary, "-v", voice, "-s", "165", "--stdout", text,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-    )
-    wav, _ = await proc.communicate()
-    if proc.returncode != 0 or len(wav) < 44:
-        raise RuntimeError(f"espeak-ng failed for voice {voice!r}")
-    import io
-    import wave
+async def local_voice_pcm(text: str, language: str) -> bytes:
+    """16 kHz mono s16 speech from the local eSpeak NG engine (``engines.espeak_tts``)."""
+    from voicehive_worker.engines.espeak_tts import EspeakOptions, synthesize_pcm
 
-    with wave.open(io.BytesIO(wav)) as w:
-        rate = w.getframerate()
-        x = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float64)
-    if rate != SAMPLE_RATE:
-        n = int(len(x) * SAMPLE_RATE / rate)
-        x = np.interp(np.arange(n) * rate / SAMPLE_RATE, np.arange(len(x)), x)
-    return np.clip(x, -32768, 32767).astype("<i2").tobytes()
+    audio = await synthesize_pcm(text, EspeakOptions(language=language, sample_rate=SAMPLE_RATE))
+    pcm: bytes = audio.astype("<i2").tobytes()
+    if not pcm:
+        raise RuntimeError(f"the local voice produced no audio for language {language!r}")
+    return pcm
 
 
 async def frames_of(pcm: bytes, frame_ms: int = 20) -> AsyncIterator[rtc.AudioFrame]:
@@ -102,7 +86,7 @@ class FallbackVoice:
 
     @classmethod
     async def render(
-        cls, language: str, render: Callable[[str, str], Awaitable[bytes]] = espeak_pcm
+        cls, language: str, render: Callable[[str, str], Awaitable[bytes]] = local_voice_pcm
     ) -> FallbackVoice:
         lang = language.split("-")[0].lower()
         fb = FALLBACK_TEXT.get(lang, FALLBACK_TEXT["en"])
