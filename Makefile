@@ -53,6 +53,12 @@ test: system-deps venv ## the whole suite: lint, type-check, tests (starts what 
 .PHONY: bench
 bench: ## run every benchmark; JSON results land in bench/results/
 
+# orchestrator webhooks (owner: orchestrator): events/s, p50/p99 at concurrency 64, Redis ceiling
+.PHONY: bench-webhooks
+bench: bench-webhooks
+bench-webhooks: system-deps venv ## webhook events/s and latency vs redis-benchmark -> bench/results/webhooks.json
+	$(BIN)/python bench/webhooks.py
+
 # worker pipeline (owner: worker): ~5 min of real-time calls, fakes with fixed latencies
 .PHONY: bench-pipeline
 bench: bench-pipeline

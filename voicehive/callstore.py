@@ -2,9 +2,10 @@
 
 WHY: Redis is where the orchestrator replicas and the per-call workers share live call state.
 An event acknowledged with 2xx must be durable and an event answered with 503 must have left
-nothing behind, so every change of one call is a single ``MULTI``/``EXEC`` guarded by ``WATCH``
-(optimistic concurrency): the CallManager's decision is recomputed if a concurrent writer
-touched the call, and a dropped connection leaves either all of the change or none of it.
+nothing behind, so every change of one call is a single Lua script (atomic in Redis) that
+compares the record's ``version`` with the one the CallManager decided on (optimistic
+concurrency: on a conflict the decision is recomputed) and then writes all keys; a dropped
+connection leaves either all of the change or none of it.
 
 Key layout (``<ref>`` is the call reference ``c-<20 hex>``, a keyed hash of the room name;
 ``<caller>`` is the 64-hex keyed hash of the caller's number). No key or value holds a phone
@@ -43,7 +44,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from voicehive.lifecycle import CallPhase, EndReason
@@ -56,7 +57,7 @@ DAY_SECONDS = 86_400
 # How long a call may stay "active" without an update before /metrics stops counting it
 # (a crashed worker never sends call_ended; the retention GC ends such calls later).
 ACTIVE_STALE_SECONDS = 6 * 3600
-_MAX_WATCH_RETRIES = 50
+_MAX_CONFLICT_RETRIES = 50
 
 
 def call_key(ref: str) -> str:
@@ -224,6 +225,7 @@ class CallStore:
         # redis-py's async stubs type replies as "Awaitable[T] | T"; Any keeps call sites honest
         # without a cast on every line.
         self.redis: Any = redis
+        self._apply_script = self.redis.register_script(_APPLY_LUA)
 
     @classmethod
     def from_url(cls, url: str, *, timeout_s: float = 2.0, max_connections: int = 128) -> CallStore:
@@ -273,39 +275,37 @@ class CallStore:
     async def apply(self, ref: str, decide: Decide, *, dedupe_id: str, retention_s: int) -> ApplyResult:
         """Run ``decide`` on the current state and write its plan atomically.
 
-        Retries when another writer changed the call in between (WATCH). Raises
-        :class:`StoreUnavailable` when Redis is unreachable; in that case nothing was written
-        (or, if the connection broke after EXEC, everything was: a retry then sees a duplicate).
+        Optimistic concurrency: one pipelined read (record + dedupe membership), the pure
+        ``decide``, then one Lua script that writes everything only if the record's ``version``
+        is still the one read and the delivery is still unseen (otherwise: read again). Raises
+        :class:`StoreUnavailable` when Redis is unreachable; then nothing was written (or, if
+        the connection broke after the script ran, everything was: a retry sees a duplicate).
         """
-        keys = (call_key(ref), seen_key(ref))
         try:
-            pipe: Any
-            async with self.redis.pipeline(transaction=True) as pipe:
-                for _attempt in range(_MAX_WATCH_RETRIES):
-                    try:
-                        await pipe.watch(*keys)
-                        raw = await pipe.hgetall(call_key(ref))
-                        seen = bool(await pipe.sismember(seen_key(ref), dedupe_id))
-                        before = CallRecord.from_hash(ref, raw) if raw else None
-                        plan = decide(before, seen)
-                        if plan.outcome in (Outcome.DUPLICATE, Outcome.NOT_FOUND):
-                            await pipe.unwatch()
-                            return ApplyResult(plan.outcome, before, before, None)
-                        ttl = max(retention_s, before.retention_s if before else 0)
-                        pipe.multi()
-                        self._queue_writes(pipe, ref, before, plan, dedupe_id, ttl)
-                        await pipe.execute()
-                        return ApplyResult(plan.outcome, before, _merge(ref, before, plan, ttl), plan)
-                    except WatchError:
-                        continue
+            for _attempt in range(_MAX_CONFLICT_RETRIES):
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.hgetall(call_key(ref))
+                    pipe.sismember(seen_key(ref), dedupe_id)
+                    raw, seen = await pipe.execute()
+                before = CallRecord.from_hash(ref, raw) if raw else None
+                plan = decide(before, bool(seen))
+                if plan.outcome in (Outcome.DUPLICATE, Outcome.NOT_FOUND):
+                    return ApplyResult(plan.outcome, before, before, None)
+                ttl = max(retention_s, before.retention_s if before else 0)
+                keys, args = self._script_call(ref, before, plan, dedupe_id, ttl)
+                verdict = await self._apply_script(keys=keys, args=args)
+                if verdict == "ok":
+                    return ApplyResult(plan.outcome, before, _merge(ref, before, plan, ttl), plan)
+                if verdict == "duplicate":
+                    return ApplyResult(Outcome.DUPLICATE, before, before, None)
+                # "conflict": another writer changed the call since the read; decide again.
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise StoreUnavailable(str(type(exc).__name__)) from exc
         raise StoreUnavailable("too much contention on one call")
 
-    def _queue_writes(
-        self, pipe: Any, ref: str, before: CallRecord | None, plan: Plan, dedupe_id: str, ttl: int
-    ) -> None:
-        ckey = call_key(ref)
+    def _script_call(
+        self, ref: str, before: CallRecord | None, plan: Plan, dedupe_id: str, ttl: int
+    ) -> tuple[list[str], list[str]]:
         now = plan.event.get("at", f"{time.time():.6f}")
         mapping: dict[str, str] = dict(plan.fields)
         if before is None:
@@ -313,7 +313,7 @@ class CallStore:
             mapping.setdefault("phase", (plan.phase or CallPhase.PENDING).value)
             mapping.update({k: v for k, v in plan.set_once.items() if v})
         else:
-            absent = {
+            present = {
                 "line": before.line,
                 "namespace": before.namespace,
                 "hotel_id": before.hotel_id,
@@ -321,37 +321,31 @@ class CallStore:
                 "participant_hash": before.participant_hash,
                 "language": before.language,
             }
-            mapping.update({k: v for k, v in plan.set_once.items() if v and not absent.get(k, "x")})
+            mapping.update({k: v for k, v in plan.set_once.items() if v and k in present and not present[k]})
         if plan.phase is not None:
             mapping["phase"] = plan.phase.value
         mapping["updated_at"] = now
         mapping["retention_s"] = str(ttl)
-        pipe.hset(ckey, mapping=mapping)
-        pipe.hincrby(ckey, "version", 1)
-        pipe.hincrby(ckey, "events", 1)
-        for name, amount in plan.increments.items():
-            pipe.hincrby(ckey, name, amount)
-        pipe.sadd(seen_key(ref), dedupe_id)
-        pipe.xadd(events_key(ref), {**plan.event, "event_id": dedupe_id, "outcome": plan.outcome.value})
+        increments = {"version": 1, "events": 1, **plan.increments}
+        script_plan: dict[str, Any] = {
+            "ref": ref,
+            "now": now,
+            "hset": [item for pair in mapping.items() for item in pair],
+            "incr": [item for name, amount in increments.items() for item in (name, str(amount))],
+            "event": [item for pair in {**plan.event, "event_id": dedupe_id, "outcome": plan.outcome.value}.items()
+                      for item in pair],
+            "active": -1 if plan.active is None else int(plan.active),
+        }
         if plan.transcript is not None:
-            pipe.xadd(transcript_key(ref), plan.transcript)
-        for key in call_keys(ref):
-            # EXPIRE on a key that does not exist yet (no transcript) is a harmless no-op.
-            pipe.expire(key, ttl)
+            script_plan["transcript"] = [item for pair in plan.transcript.items() for item in pair]
+        if plan.pending_session is not None:
+            script_plan["pending"] = json.dumps(plan.pending_session, separators=(",", ":"))
+        keys = [*call_keys(ref), ACTIVE_KEY, PENDING_SESSIONS_KEY]
         caller = plan.caller_hash or (before.caller_hash if before else None)
         if caller:
-            pipe.sadd(caller_key(caller), ref)
-            pipe.expire(caller_key(caller), ttl)
-        if plan.active is True:
-            pipe.zadd(ACTIVE_KEY, {ref: float(now)})
-        elif plan.active is False:
-            pipe.zrem(ACTIVE_KEY, ref)
-            # An ended call needs no VoiceSession any more; one already created is ended by hooks.
-            pipe.hdel(PENDING_SESSIONS_KEY, ref)
-        pipe.expire(ACTIVE_KEY, ttl)
-        if plan.pending_session is not None:
-            pipe.hset(PENDING_SESSIONS_KEY, ref, json.dumps(plan.pending_session, separators=(",", ":")))
-            pipe.expire(PENDING_SESSIONS_KEY, ttl)
+            keys.append(caller_key(caller))
+        expected_version = str(before.version) if before else "0"
+        return keys, [expected_version, dedupe_id, str(ttl), json.dumps(script_plan, separators=(",", ":"))]
 
     # ------------------------------------------------------------------ VoiceSession retry queue
 
@@ -396,6 +390,41 @@ class CallStore:
             return await awaitable
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise StoreUnavailable(str(type(exc).__name__)) from exc
+
+
+# The write half of CallStore.apply: compare-and-set on the record's version plus the dedupe
+# check, then every write of the plan. Redis runs a script atomically, so a plan is written
+# whole or not at all. KEYS: call, events, seen, transcript, active, pending[, caller].
+_APPLY_LUA = """
+local current = redis.call('HGET', KEYS[1], 'version')
+if not current then current = '0' end
+if current ~= ARGV[1] then return 'conflict' end
+if redis.call('SISMEMBER', KEYS[3], ARGV[2]) == 1 then return 'duplicate' end
+local ttl = tonumber(ARGV[3])
+local plan = cjson.decode(ARGV[4])
+redis.call('HSET', KEYS[1], unpack(plan.hset))
+for i = 1, #plan.incr, 2 do redis.call('HINCRBY', KEYS[1], plan.incr[i], plan.incr[i + 1]) end
+redis.call('SADD', KEYS[3], ARGV[2])
+redis.call('XADD', KEYS[2], '*', unpack(plan.event))
+if plan.transcript then redis.call('XADD', KEYS[4], '*', unpack(plan.transcript)) end
+for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ttl) end
+if KEYS[7] then
+  redis.call('SADD', KEYS[7], plan.ref)
+  redis.call('EXPIRE', KEYS[7], ttl)
+end
+if plan.active == 1 then
+  redis.call('ZADD', KEYS[5], plan.now, plan.ref)
+elseif plan.active == 0 then
+  redis.call('ZREM', KEYS[5], plan.ref)
+  redis.call('HDEL', KEYS[6], plan.ref)
+end
+redis.call('EXPIRE', KEYS[5], ttl)
+if plan.pending then
+  redis.call('HSET', KEYS[6], plan.ref, plan.pending)
+  redis.call('EXPIRE', KEYS[6], ttl)
+end
+return 'ok'
+"""
 
 
 def _merge(ref: str, before: CallRecord | None, plan: Plan, ttl: int) -> CallRecord:

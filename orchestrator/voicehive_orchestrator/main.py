@@ -110,7 +110,12 @@ def serve(
         raise SystemExit(2)
     if plain_http:
         settings = Settings(**{**settings.__dict__, "tls_cert": None, "tls_key": None})
-    asyncio.run(_serve(settings, host, port, cert_poll_seconds))
+    try:  # uvloop (from uvicorn[standard]) when present: the same asyncio API, faster
+        import uvloop
+    except ImportError:
+        asyncio.run(_serve(settings, host, port, cert_poll_seconds))
+    else:
+        uvloop.run(_serve(settings, host, port, cert_poll_seconds))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,287 @@
+"""Benchmark: webhook events through the orchestrator into Redis, against Redis's own ceiling.
+
+Starts a real redis-server (AOF, ``appendfsync always``: the durability the service promises)
+and the orchestrator as a separate process (``python -m voicehive_orchestrator``) on loopback,
+then sends call lifecycles (agent_ready, call_started, 2 transcriptions, call_ended) from 64
+concurrent senders. Reports events/s, p50/p99 latency, and lost events (acknowledged with 2xx
+but absent from the call's Redis event stream; must be 0).
+
+The ceiling is measured in the same run with ``redis-benchmark`` on the same server: the rate
+of each Redis command one event issues (HGETALL, SISMEMBER, and EVALSHA of the CallStore apply
+script with a real event's arguments), at the same concurrency, combined as
+``1 / sum(1 / rate_i)``: the events/s Redis could sustain if the service cost nothing.
+
+Usage: ``python bench/webhooks.py [--calls 1000] [--concurrency 64] [--out bench/results/webhooks.json]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import platform
+import secrets
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+import redis.asyncio
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from voicehive.privacy import PiiHasher, generate_key_b64  # noqa: E402
+
+TOKEN = secrets.token_urlsafe(24)  # generated per run, never committed
+
+
+def per_event_commands() -> list[tuple[str, list[str]]]:
+    """The Redis commands one state-changing event issues (CallStore.apply), for
+    redis-benchmark: the pipelined read (HGETALL + SISMEMBER) and the apply script itself,
+    with the argument sizes of a real call_started event on fresh keys."""
+    from voicehive.callstore import _APPLY_LUA, CallRecord, CallStore, Outcome, Plan
+    from voicehive.lifecycle import CallPhase
+
+    store = CallStore(redis.asyncio.Redis())
+    ref = "c-__rand_int__"
+    before = CallRecord(ref=ref, phase=CallPhase.STARTING, line="bench", caller_hash="a" * 64)
+    plan = Plan(Outcome.APPLIED, {"type": "call_started", "actor": "agent", "at": f"{time.time():.6f}",
+                                  "from": "Starting", "to": "Active"},
+                phase=CallPhase.ACTIVE, fields={"answered_at": f"{time.time():.6f}"}, active=True)
+    keys, args = store._script_call(ref, before, plan, "d" * 32, 30 * 86400)
+    args[0] = "0"  # fresh random keys: the version check passes, the whole write path runs
+    sha = hashlib.sha1(_APPLY_LUA.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
+    return [
+        ("HGETALL", ["HGETALL", "vh:call:c-__rand_int__"]),
+        ("SISMEMBER", ["SISMEMBER", "vh:call:c-__rand_int__:seen", "d" * 32]),
+        ("EVALSHA apply", ["EVALSHA", sha, str(len(keys)), *keys, *args]),
+    ]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is not installed (make system-deps)")
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(workdir), "--appendonly", "yes",
+         "--appendfsync", "always", "--save", ""],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if client.ping():
+                return proc, port
+        except redis.RedisError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit("redis-server did not start")
+        time.sleep(0.05)  # start-up polling
+
+
+def start_orchestrator(redis_port: int, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "voicehive_orchestrator", "--plain-http", "--port", str(port),
+         "--redis-url", f"redis://127.0.0.1:{redis_port}/0"],
+        env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+        stderr=open(os.environ.get("VOICEHIVE_BENCH_LOG", os.devnull), "ab"),  # noqa: SIM115
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                return proc, port
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit("orchestrator did not start")
+        time.sleep(0.1)  # start-up polling
+
+
+def call_events(call: int) -> list[tuple[str, dict[str, Any]]]:
+    sid = f"vh-bench00000-_+49301{call:06d}_b{call}"
+    return [
+        ("/v1/livekit/webhook", {"event_type": "agent_ready", "call_sid": sid, "event_id": f"b{call}-1",
+                                 "data": {"hotel_id": "bench"}}),
+        ("/v1/livekit/webhook", {"event_type": "call_started", "call_sid": sid, "event_id": f"b{call}-2",
+                                 "data": {"is_sip": True}}),
+        ("/v1/livekit/transcription", {"call_sid": sid, "text": "Do you have a double room available on Friday",
+                                       "language": "en", "confidence": 0.93, "is_final": True, "event_id": f"b{call}-3"}),
+        ("/v1/livekit/transcription", {"call_sid": sid, "text": "Great, thank you, goodbye", "language": "en",
+                                       "confidence": 0.95, "is_final": True, "event_id": f"b{call}-4"}),
+        ("/v1/livekit/webhook", {"event_type": "call_ended", "call_sid": sid, "event_id": f"b{call}-5",
+                                 "data": {"reason": "participant_disconnected"}}),
+    ]
+
+
+async def send_all(port: int, calls: int, concurrency: int) -> tuple[list[float], dict[str, int], int, float]:
+    """64 senders, each playing whole calls in order (aiohttp: a light client, so the load
+    generator does not starve the server of the cores they share)."""
+    import aiohttp
+
+    latencies: list[float] = []
+    acked: dict[str, int] = {}
+    failures = 0
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for call in range(calls):
+        queue.put_nowait(call)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(f"http://127.0.0.1:{port}", connector=connector,
+                                     headers={"Authorization": f"Bearer {TOKEN}"}) as session:
+
+        async def sender() -> None:
+            nonlocal failures
+            while not queue.empty():
+                call = queue.get_nowait()
+                for path, body in call_events(call):
+                    started = time.perf_counter()
+                    async with session.post(path, json=body) as r:
+                        await r.read()
+                        status = r.status
+                    latencies.append(time.perf_counter() - started)
+                    if 200 <= status < 300:
+                        acked[str(body["event_id"])] = call
+                    else:
+                        failures += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(sender() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return latencies, acked, failures, elapsed
+
+
+def lost_events(redis_port: int, hasher: PiiHasher, acked: dict[str, int]) -> int:
+    client = redis.Redis(port=redis_port, decode_responses=True)
+    lost = 0
+    by_call: dict[int, list[str]] = {}
+    for event_id, call in acked.items():
+        by_call.setdefault(call, []).append(event_id)
+    for call, ids in by_call.items():
+        sid = str(call_events(call)[0][1]["call_sid"])
+        ref = hasher.call_ref(sid)
+        stored = [entry["event_id"] for _id, entry in client.xrange(f"vh:call:{ref}:events")]
+        for event_id in ids:
+            if stored.count(hasher.event_id(f"id:{event_id}")) != 1:
+                lost += 1
+    client.close()
+    return lost
+
+
+def redis_benchmark(port: int, concurrency: int, requests: int) -> dict[str, float]:
+    binary = shutil.which("redis-benchmark")
+    if binary is None:
+        raise SystemExit("redis-benchmark is not installed (redis-tools)")
+    from voicehive.callstore import _APPLY_LUA
+
+    redis.Redis(port=port).script_load(_APPLY_LUA)
+    rates: dict[str, float] = {}
+    cache: dict[tuple[str, ...], float] = {}
+    for label, command in per_event_commands():
+        key = tuple(command)
+        if key not in cache:
+            out = subprocess.run(
+                [binary, "-h", "127.0.0.1", "-p", str(port), "-c", str(concurrency), "-n", str(requests),
+                 "-r", "100000000", "--csv", *command],
+                capture_output=True, text=True, check=True, timeout=300,
+            ).stdout
+            rows = [line for line in out.splitlines() if line and not line.startswith('"test"')]
+            # columns: "test","rps", then 6 latency columns; the test name may itself hold commas
+            cache[key] = float(rows[-1].split(",")[-7].strip('"'))
+        rates[label] = cache[key]
+    return rates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--redis-benchmark-requests", type=int, default=20000)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "webhooks.json"))
+    args = parser.parse_args()
+
+    pii_key = generate_key_b64()
+    env = {"VOICEHIVE_PII_KEY": pii_key, "VOICEHIVE_TRANSCRIPT_KEY": generate_key_b64(),
+           "VOICEHIVE_AGENT_TOKEN": TOKEN, "VOICEHIVE_SESSION_RETRY_SECONDS": "30"}
+    import base64
+
+    hasher = PiiHasher(base64.b64decode(pii_key))
+    with tempfile.TemporaryDirectory(prefix="vh-bench-") as tmp:
+        redis_proc, redis_port = start_redis(Path(tmp))
+        orch_proc, orch_port = start_orchestrator(redis_port, env)
+        try:
+            asyncio.run(send_all(orch_port, min(50, args.calls), args.concurrency))  # warm-up
+            redis.Redis(port=redis_port).flushall()
+            latencies, acked, failures, elapsed = asyncio.run(send_all(orch_port, args.calls, args.concurrency))
+            lost = lost_events(redis_port, hasher, acked)
+            rates = redis_benchmark(redis_port, args.concurrency, args.redis_benchmark_requests)
+            info = redis.Redis(port=redis_port).info("server")
+        finally:
+            orch_proc.terminate()
+            orch_proc.wait(timeout=30)
+            redis_proc.terminate()
+            redis_proc.wait(timeout=30)
+
+    events = len(latencies)
+    ceiling = 1.0 / sum(1.0 / rate for rate in rates.values())
+    ours = events / elapsed
+    ordered = sorted(latencies)
+    result = {
+        "benchmark": "webhooks",
+        "what": "agent webhook + transcription events through the orchestrator into Redis (CallStore.apply)",
+        "events": events,
+        "calls": args.calls,
+        "concurrency": args.concurrency,
+        "events_per_second": round(ours, 1),
+        "latency_ms": {
+            "p50": round(statistics.median(ordered) * 1000, 2),
+            "p99": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 2),
+            "max": round(ordered[-1] * 1000, 2),
+        },
+        "acknowledged": len(acked),
+        "non_2xx": failures,
+        "lost_events": lost,
+        "redis_ceiling": {
+            "tool": "redis-benchmark",
+            "method": "redis-benchmark rate of each command one event issues (pipelined read HGETALL + "
+                      "SISMEMBER, then EVALSHA of the apply script with a real event's arguments) on the "
+                      "same server at the same concurrency; ceiling = 1 / sum(1 / rate)",
+            "requests_per_command": args.redis_benchmark_requests,
+            "command_rates_per_second": rates,
+            "ceiling_events_per_second": round(ceiling, 1),
+        },
+        "ratio_to_ceiling": round(ours / ceiling, 3),
+        "redis": {"version": info.get("redis_version"), "appendonly": "yes", "appendfsync": "always"},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "note": "client, orchestrator (1 process) and redis-server share this machine's cores",
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    if lost:
+        raise SystemExit(f"{lost} acknowledged events are missing from Redis")
+
+
+if __name__ == "__main__":
+    main()
