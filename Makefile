@@ -49,6 +49,21 @@ test: system-deps venv ## the whole suite: lint, type-check, tests (starts what 
 	$(BIN)/mypy
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# --- demo (owner: worker local engines) ---------------------------------------------------
+# A whole simulated booking call through the real AgentSession on the embedded local engines
+# (pocketsphinx, eSpeak NG, the hotel policy): no keys, no network. Reply audio in .cache/demo/.
+# tests/worker_engines/test_demo.py runs this same target (with DEMO_ARGS=--json) in `make test`.
+DEMO_LINE ?= examples/hotelline.yaml
+DEMO_ARGS ?=
+.PHONY: demo
+demo: system-deps venv ## simulated phone call to the example hotel (local engines, no cloud keys)
+	$(BIN)/voicehive call --line $(DEMO_LINE) --out .cache/demo $(DEMO_ARGS) \
+	  --say "Hello, do you have a double room available from the 12th of March for two nights?" \
+	  --say "Yes please, book it. My name is Anna Schmidt." \
+	  --say "What time is check in?" \
+	  --say "Are pets allowed?" \
+	  --say "Thank you, goodbye."
+
 # --- benchmarks ---------------------------------------------------------------------------
 .PHONY: bench
 bench: ## run every benchmark; JSON results land in bench/results/

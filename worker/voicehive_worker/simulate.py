@@ -15,6 +15,7 @@ must exercise turn taking, tools and speech exactly like a phone call does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -29,7 +30,7 @@ import numpy as np
 from voicehive.api.models import HotelLineSpec
 from voicehive.intents import classify, guess_language
 
-from .engines.espeak_tts import EspeakOptions, EspeakNotInstalled, resample, synthesize_pcm
+from .engines.espeak_tts import EspeakNotInstalled, EspeakOptions, resample, synthesize_pcm
 from .engines.text import base_language
 
 SAMPLE_RATE = 16000
@@ -39,7 +40,7 @@ GREETING_TIMEOUT_S = 20.0
 LEAD_SILENCE_S = 0.4
 
 # Caller voices: eSpeak NG variants the local ASR recognises best (see docs/local-engines.md).
-CALLER_VOICES: dict[str, str] = {"en": "en-us+klatt2", "de": "de+klatt2", "fr": "fr-fr+klatt2", "es": "es+klatt2", "it": "it+klatt2"}
+CALLER_VOICES: dict[str, str] = {"en": "en-us+f5", "de": "de+f5", "fr": "fr-fr+f5", "es": "es+f5", "it": "it+f5"}
 CALLER_WPM = 150
 
 
@@ -133,7 +134,11 @@ class _CallObserver:
         session.on("conversation_item_added", self._item)
         session.on("function_tools_executed", self._tools)
         session.on("agent_state_changed", self._state)
-        session.on("close", lambda _ev: (self.closed.set(), self.changed.set()))
+        session.on("close", self._closed)
+
+    def _closed(self, _ev: Any) -> None:
+        self.closed.set()
+        self.changed.set()
 
     def _transcribed(self, ev: Any) -> None:
         if ev.is_final and ev.transcript.strip():
@@ -159,17 +164,15 @@ class _CallObserver:
         return self.states[-1][1] if self.states else "initializing"
 
 
-async def _wait(observer: _CallObserver, predicate: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
+async def _wait(observer: _CallObserver, predicate: Any, limit_s: float) -> bool:
+    deadline = time.monotonic() + limit_s
     while not predicate():
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return False
         observer.changed.clear()
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(observer.changed.wait(), timeout=min(remaining, 0.1))
-        except TimeoutError:
-            pass
     return True
 
 
@@ -229,7 +232,8 @@ async def simulate_call(
 
             await _wait(observer, reply_done, TURN_TIMEOUT_S + len(audio) / 2 / SAMPLE_RATE)
             # give a tool's follow-up (transfer, goodbye) a moment to start speaking
-            await _wait(observer, lambda n=len(sink.segments): observer.closed.is_set() or len(sink.segments) > n, 0.6)
+            seen = len(sink.segments)
+            await _wait(observer, lambda seen=seen: observer.closed.is_set() or len(sink.segments) > seen, 0.6)
             await _wait(observer, lambda n=n_segments: all(s.finished_at is not None for s in sink.segments[n:]), TURN_TIMEOUT_S)
             recognised = " ".join(text for _, text, _ in observer.finals[n_finals:])
             language = next((lang for _, _, lang in observer.finals[n_finals:] if lang), "") or (guess_language(recognised) or base_language(spec.languages[0]))

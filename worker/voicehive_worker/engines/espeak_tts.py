@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import shutil
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from livekit import rtc
@@ -84,7 +86,7 @@ def resample(audio: np.ndarray, source_rate: int, target_rate: int) -> np.ndarra
     return np.concatenate([np.frombuffer(bytes(f.data), dtype=np.int16) for f in frames])
 
 
-async def _espeak_chunks(text: str, options: EspeakOptions):  # type: ignore[no-untyped-def]
+async def _espeak_chunks(text: str, options: EspeakOptions) -> AsyncIterator[np.ndarray]:
     """Yield int16 chunks at 22.05 kHz as eSpeak NG produces them."""
     spoken = for_speech(text, options.language)
     process = await asyncio.create_subprocess_exec(
@@ -129,7 +131,7 @@ async def _espeak_chunks(text: str, options: EspeakOptions):  # type: ignore[no-
             await process.wait()
 
 
-class EspeakTTS(tts.TTS):
+class EspeakTTS(tts.TTS[Any]):
     """Local TTS: ``EspeakTTS(language="de")``; PCM at ``sample_rate`` (16 kHz by default)."""
 
     def __init__(

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pocketsphinx import get_model_path
+import pocketsphinx
 from pocketsphinx.lm import ArpaBoLM
 
 from voicehive.api.models import HotelFacts
@@ -213,6 +213,11 @@ TEMPLATES: tuple[str, ...] = (
 )
 
 
+def model_path() -> Path:
+    """Where the pocketsphinx wheel keeps its English model (the compiled module is untyped)."""
+    return Path(str(pocketsphinx.__dict__["get_model_path"]()))
+
+
 @dataclass(frozen=True)
 class DomainModel:
     """A built language model and its dictionary, on disk where pocketsphinx can read them."""
@@ -307,7 +312,7 @@ def build_corpus(
 def _cmudict() -> dict[str, str]:
     """The pronouncing dictionary shipped in the pocketsphinx wheel (first pronunciation each)."""
     entries: dict[str, str] = {}
-    with open(Path(get_model_path()) / "en-us" / "cmudict-en-us.dict", encoding="utf-8") as handle:
+    with open(model_path() / "en-us" / "cmudict-en-us.dict", encoding="utf-8") as handle:
         for line in handle:
             word, _, phones = line.strip().partition(" ")
             if "(" in word:
@@ -326,7 +331,7 @@ def _cmudict_variants(word: str) -> list[str]:
 @functools.cache
 def _cmudict_all() -> dict[str, list[str]]:
     entries: dict[str, list[str]] = {}
-    with open(Path(get_model_path()) / "en-us" / "cmudict-en-us.dict", encoding="utf-8") as handle:
+    with open(model_path() / "en-us" / "cmudict-en-us.dict", encoding="utf-8") as handle:
         for line in handle:
             word, _, phones = line.strip().partition(" ")
             entries.setdefault(word.split("(")[0], []).append(phones.strip())
@@ -395,7 +400,7 @@ def build_domain_model(
     """Build (or reuse from ``cache_dir``) the ARPA model and dictionary for one line."""
     corpus = build_corpus(facts, hotel_name, extra_sentences)
     text = "\n".join(corpus) + "\n"
-    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    digest = hashlib.sha256(f"{DISCOUNT_MASS}\n{text}".encode()).hexdigest()[:16]
     directory = cache_dir or Path(tempfile.gettempdir()) / "voicehive-lm"
     directory.mkdir(parents=True, exist_ok=True)
     lm_path = directory / f"hotel-{digest}.arpa"

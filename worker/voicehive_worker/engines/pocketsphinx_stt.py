@@ -18,19 +18,24 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pocketsphinx
 from livekit import rtc
 from livekit.agents import stt
+from livekit.agents.language import LanguageCode
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, APIConnectOptions, NotGivenOr
 from livekit.agents.utils import AudioBuffer, merge_frames
 from livekit.agents.voice.io import TimedString
 
 from voicehive.api.models import HotelLineSpec
 
-from .lm import DomainModel, build_domain_model
+from .lm import DomainModel, build_domain_model, model_path
+
+# The compiled pocketsphinx module has no type information.
+Decoder: Any = pocketsphinx.__dict__["Decoder"]
+Vad: Any = pocketsphinx.__dict__["Vad"]
 
 SAMPLE_RATE = 16000
 VAD_FRAME_SECONDS = 0.03
@@ -70,12 +75,12 @@ class _DecoderPool:
     def __init__(self, model: DomainModel, language_weight: float) -> None:
         self._model = model
         self._language_weight = language_weight
-        self._idle: list[pocketsphinx.Decoder] = []
+        self._idle: list[Any] = []
         self._lock = threading.Lock()
 
-    def _create(self) -> pocketsphinx.Decoder:
-        return pocketsphinx.Decoder(
-            hmm=str(Path(pocketsphinx.get_model_path()) / "en-us" / "en-us"),
+    def _create(self) -> Any:
+        return Decoder(
+            hmm=str(model_path() / "en-us" / "en-us"),
             lm=str(self._model.lm_path),
             dict=str(self._model.dict_path),
             samprate=SAMPLE_RATE,
@@ -83,18 +88,18 @@ class _DecoderPool:
             loglevel="FATAL",
         )
 
-    def acquire(self) -> pocketsphinx.Decoder:
+    def acquire(self) -> Any:
         with self._lock:
             if self._idle:
                 return self._idle.pop()
         return self._create()
 
-    def release(self, decoder: pocketsphinx.Decoder) -> None:
+    def release(self, decoder: Any) -> None:
         with self._lock:
             self._idle.append(decoder)
 
 
-def decode_utterance(decoder: pocketsphinx.Decoder, pcm: bytes) -> tuple[str, list[RecognizedWord]]:
+def decode_utterance(decoder: Any, pcm: bytes) -> tuple[str, list[RecognizedWord]]:
     """Decode one whole utterance of 16 kHz int16 mono."""
     decoder.start_utt()
     decoder.process_raw(pcm, no_search=False, full_utt=True)
@@ -102,7 +107,7 @@ def decode_utterance(decoder: pocketsphinx.Decoder, pcm: bytes) -> tuple[str, li
     return _result(decoder)
 
 
-def _result(decoder: pocketsphinx.Decoder) -> tuple[str, list[RecognizedWord]]:
+def _result(decoder: Any) -> tuple[str, list[RecognizedWord]]:
     words: list[RecognizedWord] = []
     for segment in decoder.seg():
         word = _clean(segment.word)
@@ -118,7 +123,7 @@ def _result(decoder: pocketsphinx.Decoder) -> tuple[str, list[RecognizedWord]]:
     return " ".join(w.word for w in words), words
 
 
-class PocketsphinxSTT(stt.STT):
+class PocketsphinxSTT(stt.STT[Any]):
     """Offline English ASR. ``PocketsphinxSTT.for_line(spec)`` biases it to one hotel line."""
 
     def __init__(
@@ -209,7 +214,7 @@ def _to_mono_16k(frame: rtc.AudioFrame) -> bytes:
 
 def _speech_data(text: str, words: list[RecognizedWord], offset: float) -> stt.SpeechData:
     return stt.SpeechData(
-        language="en",
+        language=LanguageCode("en"),
         text=text,
         start_time=(words[0].start + offset) if words else offset,
         end_time=(words[-1].end + offset) if words else offset,
@@ -235,9 +240,9 @@ class PocketsphinxStream(stt.RecognizeStream):
                 decoder.end_utt()
             self._engine._pool.release(decoder)
 
-    async def _listen(self, decoder: pocketsphinx.Decoder) -> None:
+    async def _listen(self, decoder: Any) -> None:
         opts = self._opts
-        vad = pocketsphinx.Vad(opts.vad_mode, SAMPLE_RATE, VAD_FRAME_SECONDS)
+        vad = Vad(opts.vad_mode, SAMPLE_RATE, VAD_FRAME_SECONDS)
         frame_bytes = vad.frame_bytes
         pre_roll_frames = max(1, int(opts.pre_roll / VAD_FRAME_SECONDS))
         end_frames = max(1, round(opts.end_silence / VAD_FRAME_SECONDS))
@@ -329,7 +334,7 @@ class PocketsphinxStream(stt.RecognizeStream):
                                 type=stt.SpeechEventType.INTERIM_TRANSCRIPT,
                                 request_id=request_id,
                                 alternatives=[
-                                    stt.SpeechData(language="en", text=hyp.hypstr, start_time=offset)
+                                    stt.SpeechData(language=LanguageCode("en"), text=hyp.hypstr, start_time=offset)
                                 ],
                             )
                         )
@@ -341,4 +346,4 @@ def _frame_mono(frame: rtc.AudioFrame) -> bytes:
     if frame.num_channels == 1:
         return bytes(frame.data)
     samples = np.frombuffer(bytes(frame.data), dtype=np.int16).reshape(-1, frame.num_channels)
-    return samples.mean(axis=1).astype(np.int16).tobytes()
+    return bytes(samples.mean(axis=1).astype(np.int16).tobytes())

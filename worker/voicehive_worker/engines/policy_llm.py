@@ -50,7 +50,7 @@ def tool_names(tools: list[Any]) -> frozenset[str]:
     return frozenset(names)
 
 
-class HotelPolicyLLM(llm.LLM):
+class HotelPolicyLLM(llm.LLM[Any]):
     """``HotelPolicyLLM(spec)``; ``last_decision`` is the most recent decision (intent, language)."""
 
     def __init__(self, spec: HotelLineSpec, *, policy: HotelPolicy | None = None) -> None:

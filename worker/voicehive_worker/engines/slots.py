@@ -178,12 +178,11 @@ def _dates(folded: str, today: dt.date) -> list[tuple[int, dt.date]]:
     if not found:
         # "the twelfth" / "le 12" without a month: this month or the next
         for match in re.finditer(r"\b(the|am|den|le|el|il|del|al|dal|vom|bis|au|zum)\s+(\S+)", folded):
-            value = _to_int(match.group(2))
-            if value and 1 <= value <= 31:
-                date = _future_date(value, today.month, today)
-                if date is None or date < today:
-                    month = today.month % 12 + 1
-                    date = _future_date(value, month, today)
+            day = _to_int(match.group(2))
+            if day and 1 <= day <= 31:
+                date = _future_date(day, today.month, today)
+                if date is None or date.year > today.year:  # already past this month: the next one
+                    date = _future_date(day, today.month % 12 + 1, today)
                 if date:
                     found.append((match.start(), date))
     for match in re.finditer(_TODAY, folded):
@@ -245,6 +244,15 @@ def extract_name(text: str) -> str | None:
     return None
 
 
+def _first_number(folded: str, pattern: str) -> int | None:
+    """The number in group 1 of the first match whose group 1 is a number ("for three nights")."""
+    for match in re.finditer(pattern, folded):
+        value = _to_int(match.group(1))
+        if value is not None:
+            return value
+    return None
+
+
 def extract_slots(text: str, facts: HotelFacts, today: dt.date) -> Slots:
     """Everything one utterance says about the stay."""
     folded = fold(text)
@@ -252,15 +260,10 @@ def extract_slots(text: str, facts: HotelFacts, today: dt.date) -> Slots:
     check_in = dates[0][1] if dates else None
     check_out = dates[1][1] if len(dates) > 1 and dates[1][1] > dates[0][1] else None
     nights: int | None = None
-    match = re.search(rf"\b(\S+)\s+(?:more\s+|extra\s+)?{_NIGHT}\b", folded)
-    if match:
-        nights = _to_int(match.group(1))
-    elif re.search(rf"\b(just|only|nur|seulement|solo|soltanto)\s+(one|a|eine|une|una|un)\s+{_NIGHT}", folded):
+    nights = _first_number(folded, rf"\b(\S+)\s+(?:more\s+|extra\s+)?{_NIGHT}\b")
+    if nights is None and re.search(rf"\b(just|only|nur|seulement|solo|soltanto)\s+(one|a|eine|une|una|un)\s+{_NIGHT}", folded):
         nights = 1
-    guests: int | None = None
-    match = re.search(rf"\b(\S+)\s+(?:\w+\s+)?{_GUEST}\b", folded)
-    if match:
-        guests = _to_int(match.group(1))
+    guests = _first_number(folded, rf"\b(\S+)\s+{_GUEST}\b") or _first_number(folded, rf"\b(\S+)\s+\w+\s+{_GUEST}\b")
     if guests is None and re.search(r"\b(my (wife|husband|partner|girlfriend|boyfriend) and (me|i)|(me|i) and my (wife|husband|partner))\b", folded):
         guests = 2
     if re.search(r"\b(and|plus|with) (a|one) (child|kid|baby)\b", folded) and guests:
