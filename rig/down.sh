@@ -7,8 +7,7 @@ RUN=$RIG_STATE/run
 for name in livekit-server livekit-redis kube-controller-manager kube-apiserver etcd; do
   f=$RUN/$name.pid
   [ -f "$f" ] || continue
-  pid=$(cat "$f")
-  if kill -0 "$pid" 2>/dev/null; then
+  if pid=$(rig_pid "$name"); then
     echo "[rig] stopping $name ($pid)" >&2
     kill -TERM "$pid"
     for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done

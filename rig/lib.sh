@@ -43,11 +43,28 @@ rig_bin() {  # rig_bin <tool> <binary>
   echo "$(rig_tool_dir "$1")/bin/$2"
 }
 
+# The pid of rig component <name> if it is alive AND still ours: a recorded pid can be reused by
+# an unrelated process after a reboot, and we must never signal that one.
+rig_pid() {
+  local f=$RIG_STATE/run/$1.pid pid cmd
+  [ -f "$f" ] || return 1
+  pid=$(cat "$f")
+  kill -0 "$pid" 2>/dev/null || return 1
+  # NUL-separated; redis pads its rewritten process title with NULs.
+  cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | sed 's/ *$//') || return 1
+  case $cmd in
+    *"$RIG_STATE"*) ;;  # every component's command line names a file in .rig/
+    redis-server*) [ -f "$RIG_STATE/ports.env" ] && grep -q "LIVEKIT_REDIS_PORT=${cmd##*:}" "$RIG_STATE/ports.env" || return 1 ;;
+    *) return 1 ;;
+  esac
+  echo "$pid"
+}
+
 # True when any rig process recorded in this work tree is alive.
 rig_running() {
-  local f
-  for f in "$RIG_STATE"/run/*.pid; do
-    [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null && return 0
+  local n
+  for n in etcd kube-apiserver kube-controller-manager livekit-redis livekit-server; do
+    rig_pid "$n" >/dev/null && return 0
   done
   return 1
 }

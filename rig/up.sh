@@ -51,7 +51,7 @@ fi
 . "$PORTS"
 
 # ---- process helpers: only ever signal the pids we recorded ----
-alive() { local f=$RUN/$1.pid; [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; }
+alive() { rig_pid "$1" >/dev/null; }
 start() {  # start <name> <cmd...>
   local name=$1; shift
   log "starting $name (log: $LOGS/$name.log)"
