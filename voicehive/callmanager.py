@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -247,6 +248,25 @@ class CallManager:
     audit: AuditLog = field(default_factory=AuditLog)
     retention: RetentionLookup | None = None
     clock: Callable[[], float] = time.time
+
+    @classmethod
+    def from_env(
+        cls,
+        redis_url: str | None = None,
+        *,
+        hooks: Sequence[CallHook] = (),
+        retention: RetentionLookup | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> CallManager:
+        """Build one from the environment (``VOICEHIVE_REDIS_URL``, ``VOICEHIVE_PII_KEY``,
+        ``VOICEHIVE_TRANSCRIPT_KEY``): how the worker gets its in-process CallManager.
+        Raises ``KeyConfigError`` naming a missing/malformed key."""
+        env = os.environ if environ is None else environ
+        url = redis_url or env.get("VOICEHIVE_REDIS_URL") or "redis://127.0.0.1:6379/0"
+        return cls(CallStore.from_url(url), Privacy.from_env(env), hooks=hooks, retention=retention)
+
+    async def close(self) -> None:
+        await self.store.close()
 
     def call_ref(self, call_sid: str) -> str:
         return self.privacy.hasher.call_ref(call_sid)

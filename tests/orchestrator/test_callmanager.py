@@ -130,3 +130,14 @@ async def test_erasure_by_caller_hash_removes_every_call(manager: CallManager) -
             assert not await redis.exists(key)
     assert not await redis.exists(caller_key(manager.privacy.hasher.phone("+4930901820")))
     assert await manager.get("vh-x-_+4411111111_z") is not None
+
+
+async def test_from_env_builds_a_working_manager(redis_url: str) -> None:
+    env = {"VOICEHIVE_PII_KEY": generate_key_b64(), "VOICEHIVE_TRANSCRIPT_KEY": generate_key_b64(),
+           "VOICEHIVE_REDIS_URL": redis_url}
+    manager = CallManager.from_env(environ=env)
+    try:
+        result = await manager.agent_ready(ROOM, line="grand")
+        assert result.outcome is Outcome.APPLIED and result.phase is CallPhase.STARTING
+    finally:
+        await manager.close()
