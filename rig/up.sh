@@ -38,7 +38,7 @@ if [ ! -f "$PORTS" ]; then
   python3 - >"$PORTS" <<'PY'
 import socket
 names = ["ETCD_CLIENT_PORT", "ETCD_PEER_PORT", "APISERVER_PORT", "KCM_PORT",
-         "LIVEKIT_REDIS_PORT", "LIVEKIT_PORT", "LIVEKIT_RTC_TCP_PORT", "LIVEKIT_RTC_UDP_PORT"]
+         "LIVEKIT_REDIS_PORT", "LIVEKIT_PORT", "LIVEKIT_RTC_UDP_PORT"]
 socks = []
 for name in names:
     kind = socket.SOCK_DGRAM if name.endswith("UDP_PORT") else socket.SOCK_STREAM
@@ -195,7 +195,8 @@ up_livekit() {
 port: $LIVEKIT_PORT
 bind_addresses: ["127.0.0.1"]
 rtc:
-  tcp_port: $LIVEKIT_RTC_TCP_PORT
+  # ICE over TCP off: livekit-server binds that listener on every interface (no bind option).
+  tcp_port: 0
   udp_port: $LIVEKIT_RTC_UDP_PORT
   use_external_ip: false
   node_ip: 127.0.0.1
