@@ -30,6 +30,8 @@ key                                  type    content
 ``vh:active``                        zset    live call refs scored by last update (active calls)
 ``vh:sessions:pending``              hash    ref -> JSON VoiceSession request (sealed room name)
                                              not yet created in Kubernetes (retry queue)
+``vh:sessions:ending``               hash    ref -> JSON terminal phase still to be written to
+                                             the VoiceSession status (retry queue)
 ===================================  ======  ==================================================
 """
 
@@ -52,6 +54,7 @@ from voicehive.lifecycle import CallPhase, EndReason
 KEY_PREFIX = "vh:"
 ACTIVE_KEY = "vh:active"
 PENDING_SESSIONS_KEY = "vh:sessions:pending"
+ENDING_SESSIONS_KEY = "vh:sessions:ending"
 DEFAULT_RETENTION_DAYS = 30
 DAY_SECONDS = 86_400
 # How long a call may stay "active" without an update before /metrics stops counting it
@@ -226,6 +229,7 @@ class CallStore:
         # without a cast on every line.
         self.redis: Any = redis
         self._apply_script = self.redis.register_script(_APPLY_LUA)
+        self._session_created_script = self.redis.register_script(_SESSION_CREATED_LUA)
 
     @classmethod
     def from_url(cls, url: str, *, timeout_s: float = 2.0, max_connections: int = 128) -> CallStore:
@@ -360,11 +364,29 @@ class CallStore:
         return out
 
     async def session_created(self, ref: str) -> None:
-        """Drop a request from the retry queue once its VoiceSession exists."""
+        """Drop a request from the retry queue once its VoiceSession exists (and mark the call,
+        if it still exists: a marker must not resurrect an erased call without a TTL)."""
+        await self._guard(self._session_created_script(keys=[PENDING_SESSIONS_KEY, call_key(ref)], args=[ref]))
+
+    async def queue_session_end(self, ref: str, payload: dict[str, Any], ttl: int) -> None:
+        """Remember that a VoiceSession still has to be marked ended (Kubernetes was down)."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hdel(PENDING_SESSIONS_KEY, ref)
-            pipe.hset(call_key(ref), "session", "created")
+            pipe.hset(ENDING_SESSIONS_KEY, ref, json.dumps(payload, separators=(",", ":")))
+            pipe.expire(ENDING_SESSIONS_KEY, ttl)
             await self._guard(pipe.execute())
+
+    async def session_ends(self) -> dict[str, dict[str, Any]]:
+        raw = await self._guard(self.redis.hgetall(ENDING_SESSIONS_KEY))
+        out: dict[str, dict[str, Any]] = {}
+        for ref, payload in raw.items():
+            try:
+                out[ref] = json.loads(payload)
+            except ValueError:
+                continue
+        return out
+
+    async def session_end_done(self, ref: str) -> None:
+        await self._guard(self.redis.hdel(ENDING_SESSIONS_KEY, ref))
 
     async def session_pending_count(self) -> int:
         return int(await self._guard(self.redis.hlen(PENDING_SESSIONS_KEY)))
@@ -379,6 +401,7 @@ class CallStore:
                 pipe.delete(*call_keys(ref))
                 pipe.zrem(ACTIVE_KEY, ref)
                 pipe.hdel(PENDING_SESSIONS_KEY, ref)
+                pipe.hdel(ENDING_SESSIONS_KEY, ref)
             pipe.delete(caller_key(caller_hash))
             await self._guard(pipe.execute())
         return refs
@@ -424,6 +447,12 @@ if plan.pending then
   redis.call('EXPIRE', KEYS[6], ttl)
 end
 return 'ok'
+"""
+
+_SESSION_CREATED_LUA = """
+redis.call('HDEL', KEYS[1], ARGV[1])
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HSET', KEYS[2], 'session', 'created') end
+return 1
 """
 
 

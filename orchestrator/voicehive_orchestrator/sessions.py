@@ -20,7 +20,7 @@ from voicehive import contract
 from voicehive.api.models import GROUP, VERSION, LineRef, VoiceSession, VoiceSessionSpec
 from voicehive.callmanager import PhaseChange, SessionRequest
 from voicehive.callstore import CallStore, StoreUnavailable
-from voicehive.lifecycle import is_terminal
+from voicehive.lifecycle import CallPhase, EndReason, is_terminal
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,29 @@ class SessionSink(Protocol):
     async def create(self, request: SessionRequest, namespace: str) -> None:
         """Create the VoiceSession; succeed silently if it already exists."""
 
-    async def end(self, change: PhaseChange, namespace: str) -> None:
+    async def end(self, ending: SessionEnd) -> None:
         """Record a terminal phase on an existing VoiceSession (no-op if it does not exist)."""
+
+
+@dataclass(frozen=True)
+class SessionEnd:
+    """A terminal phase to write onto a VoiceSession's status (queued while Kubernetes is down)."""
+
+    room_hash: str
+    namespace: str
+    phase: CallPhase
+    reason: EndReason | None
+    at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"room_hash": self.room_hash, "namespace": self.namespace, "phase": self.phase.value,
+                "reason": self.reason.value if self.reason else None, "at": self.at}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SessionEnd:
+        reason = data.get("reason")
+        return cls(str(data["room_hash"]), str(data["namespace"]), CallPhase(data["phase"]),
+                   EndReason(reason) if reason else None, float(data["at"]))
 
 
 class LineGone(Exception):
@@ -124,23 +145,23 @@ class KubeSessions:
             if exc.status != 409:
                 raise
 
-    async def end(self, change: PhaseChange, namespace: str) -> None:
-        await asyncio.to_thread(self._end, change, namespace)
+    async def end(self, ending: SessionEnd) -> None:
+        await asyncio.to_thread(self._end, ending)
 
-    def _end(self, change: PhaseChange, namespace: str) -> None:
+    def _end(self, ending: SessionEnd) -> None:
         from kubernetes.client.exceptions import ApiException
 
-        status: dict[str, Any] = {"phase": change.to_phase.value}
-        if change.reason is not None:
-            status["endReason"] = change.reason.value
-        status["endedAt"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(change.at))
+        status: dict[str, Any] = {"phase": ending.phase.value}
+        if ending.reason is not None:
+            status["endReason"] = ending.reason.value
+        status["endedAt"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ending.at))
         try:
             self._api.patch_namespaced_custom_object_status(
                 GROUP,
                 VERSION,
-                namespace,
+                ending.namespace,
                 VOICESESSIONS,
-                contract.session_name(change.room_hash),
+                contract.session_name(ending.room_hash),
                 {"status": status},
                 _request_timeout=self._timeout,
             )
@@ -234,12 +255,26 @@ class SessionCoordinator:
         if change.session_request is not None:
             await self._try_create(change.session_request)
         elif is_terminal(change.to_phase) and change.from_phase is not None:
-            namespace = change.namespace or self.default_namespace
-            try:
-                await self.sink.end(change, namespace)
-                self.last_error = None
-            except Exception as exc:
-                self._failed(exc)
+            ending = SessionEnd(
+                room_hash=change.room_hash,
+                namespace=change.namespace or self.default_namespace,
+                phase=change.to_phase,
+                reason=change.reason,
+                at=change.at,
+            )
+            if not await self._try_end(ending):
+                with contextlib.suppress(StoreUnavailable):
+                    await self.store.queue_session_end(change.call_ref, ending.to_json(), change.record.retention_s)
+
+    async def _try_end(self, ending: SessionEnd) -> bool:
+        assert self.sink is not None
+        try:
+            await self.sink.end(ending)
+        except Exception as exc:
+            self._failed(exc)
+            return False
+        self.last_error = None
+        return True
 
     async def _try_create(self, request: SessionRequest) -> bool:
         assert self.sink is not None
@@ -272,6 +307,15 @@ class SessionCoordinator:
                 self.directory.update(await self._list_lines())
             except Exception as exc:
                 self._failed(exc)
+        if self.sink is not None:
+            for ref, payload in (await self.store.session_ends()).items():
+                try:
+                    ending = SessionEnd.from_json(payload)
+                except (KeyError, TypeError, ValueError):
+                    await self.store.session_end_done(ref)
+                    continue
+                if await self._try_end(ending):
+                    await self.store.session_end_done(ref)
         pending = await self.store.pending_sessions()
         remaining = 0
         for ref, payload in pending.items():

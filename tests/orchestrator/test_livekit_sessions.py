@@ -167,3 +167,12 @@ def test_unreachable_kube_queues_and_retries(orch_settings: Settings, kube: Kube
         assert len(_wait_for(lambda: _sessions(kube, namespace))) == 1
         _wait_for(lambda: c.get("/readyz").json()["pending_voicesessions"] == 0)
         assert c.get("/readyz").json()["kubernetes"] == "ok"
+        # the API goes away again while the call ends: the end is queued and written later
+        coordinator = server.app.state.orch.coordinator
+        coordinator.sink = down
+        finished = livekit_event("room_finished", _room(namespace), event_id="EV_fin2")
+        assert post_livekit(c, finished, sign_livekit(finished)).json()["phase"] == "Ended"
+        assert len(server.call(coordinator.store.session_ends())) == 1
+        coordinator.sink = KubeSessions(kube.api_client())
+        _wait_for(lambda: (_sessions(kube, namespace)[0].get("status") or {}).get("phase") == "Ended")
+        _wait_for(lambda: not server.call(coordinator.store.session_ends()))
