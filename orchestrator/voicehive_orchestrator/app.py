@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from voicehive.callmanager import CallEvent, CallManager, EventKind, Transcript, parse_end_reason
 from voicehive.callstore import CallStore, Outcome, StoreUnavailable
-from voicehive.privacy import is_hash
+from voicehive.privacy import is_call_ref, is_hash
 
 from .livekit_events import LiveKitVerifier, WebhookAuthError, WebhookFormatError, translate
 from .metrics import Metrics
@@ -364,6 +364,21 @@ def create_app(
         if record is None:
             raise ApiError(404, "unknown_call", "no call with this call_sid",
                            [{"field": "call_sid", "problem": "unknown call"}])
+        return JSONResponse(record.public())
+
+    @app.get("/v1/calls/by-ref/{call_ref}", response_model=CallView, responses=_ERRORS,
+             summary="State of one call by its reference (c-...), as audit logs and metrics name it",
+             openapi_extra={"security": [{"AgentToken": []}]})
+    async def get_call_by_ref(call_ref: str, request: Request) -> JSONResponse:
+        orch = orch_of(request)
+        orch.check_agent(request)
+        if not is_call_ref(call_ref):
+            raise ApiError(422, "invalid_call_ref", "call_ref must look like c-<20 hex characters>",
+                           [{"field": "call_ref", "problem": "not a call reference"}])
+        record = await orch.store.get(call_ref)
+        if record is None:
+            raise ApiError(404, "unknown_call", "no call with this call_ref",
+                           [{"field": "call_ref", "problem": "unknown call"}])
         return JSONResponse(record.public())
 
     @app.post("/v1/erasure", response_model=ErasureResponse, responses=_ERRORS,

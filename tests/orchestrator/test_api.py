@@ -49,6 +49,10 @@ def test_seed_payloads_work_as_written(client: httpx.Client) -> None:
     assert state["phase"] == "Ended" and state["end_reason"] == "caller_hangup"
     assert state["turns"] == 1 and state["intents"] == {"book_room": 1} and state["hotel_id"] == "hotel-berlin"
     assert "4915112345678" not in view.text and SID not in view.text
+    by_ref = client.get(f"/v1/calls/by-ref/{state['call_ref']}", headers=auth())
+    assert by_ref.status_code == 200 and by_ref.json() == state
+    assert client.get("/v1/calls/by-ref/c-00000000000000000000", headers=auth()).status_code == 404
+    assert client.get("/v1/calls/by-ref/not-a-ref", headers=auth()).status_code == 422
 
 
 def _problem(r: httpx.Response) -> dict[str, Any]:
