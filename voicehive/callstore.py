@@ -132,7 +132,7 @@ class CallRecord:
     events: int = 0
     retention_s: int = DEFAULT_RETENTION_DAYS * DAY_SECONDS
     version: int = 0
-    session: str | None = None  # VoiceSession: None, "pending" (queued) or "created"
+    session: str | None = None  # VoiceSession: None, "pending", "created", "dropped", "not needed"
 
     @classmethod
     def from_hash(cls, ref: str, raw: Mapping[str, str]) -> CallRecord:
@@ -363,10 +363,13 @@ class CallStore:
                 continue
         return out
 
-    async def session_created(self, ref: str) -> None:
-        """Drop a request from the retry queue once its VoiceSession exists (and mark the call,
-        if it still exists: a marker must not resurrect an erased call without a TTL)."""
-        await self._guard(self._session_created_script(keys=[PENDING_SESSIONS_KEY, call_key(ref)], args=[ref]))
+    async def session_created(self, ref: str, marker: str = "created") -> None:
+        """Drop a request from the retry queue once its VoiceSession exists, or ``marker`` says
+        why not ("dropped"). Marks the call only if it still exists: a marker must not
+        resurrect an erased call as a key without a TTL."""
+        await self._guard(
+            self._session_created_script(keys=[PENDING_SESSIONS_KEY, call_key(ref)], args=[ref, marker])
+        )
 
     async def queue_session_end(self, ref: str, payload: dict[str, Any], ttl: int) -> None:
         """Remember that a VoiceSession still has to be marked ended (Kubernetes was down)."""
@@ -451,7 +454,7 @@ return 'ok'
 
 _SESSION_CREATED_LUA = """
 redis.call('HDEL', KEYS[1], ARGV[1])
-if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HSET', KEYS[2], 'session', 'created') end
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HSET', KEYS[2], 'session', ARGV[2]) end
 return 1
 """
 

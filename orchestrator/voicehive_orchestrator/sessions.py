@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from voicehive import contract
-from voicehive.api.models import GROUP, VERSION, LineRef, VoiceSession, VoiceSessionSpec
+from voicehive.api.models import GROUP, LANGUAGE_PATTERN, VERSION, LineRef, VoiceSession, VoiceSessionSpec
 from voicehive.callmanager import PhaseChange, SessionRequest
 from voicehive.callstore import CallStore, StoreUnavailable
 from voicehive.lifecycle import CallPhase, EndReason, is_terminal
@@ -70,7 +71,7 @@ def build_voice_session(request: SessionRequest, namespace: str, owner_uid: str 
         room_hash=request.room_hash,
         caller_hash=request.caller_hash,
         sealed_call_ref=request.sealed_call_ref,
-        language=request.language if request.language and len(request.language) <= 5 else None,
+        language=request.language if request.language and re.match(LANGUAGE_PATTERN, request.language) else None,
     )
     name = contract.session_name(request.room_hash)
     body = VoiceSession(spec=spec).to_wire()
@@ -281,10 +282,13 @@ class SessionCoordinator:
         namespace = request.namespace or self.default_namespace
         try:
             await self.sink.create(request, namespace)
-        except LineGone:
-            log.warning("VoiceSession not created: its HotelLine is gone", extra={"call_ref": request.call_ref})
+        except (LineGone, ValueError) as exc:
+            # Retrying cannot help: the line is gone, or the request does not make a valid
+            # VoiceSession (pydantic's ValidationError is a ValueError). Drop it, say why.
+            log.warning("VoiceSession not created; request dropped",
+                        extra={"call_ref": request.call_ref, "error_type": type(exc).__name__})
             with contextlib.suppress(StoreUnavailable):
-                await self.store.session_created(request.call_ref)
+                await self.store.session_created(request.call_ref, marker="dropped")
             return False
         except Exception as exc:
             self._failed(exc)
@@ -322,11 +326,11 @@ class SessionCoordinator:
             try:
                 request = SessionRequest.from_json(payload)
             except (KeyError, TypeError, ValueError):
-                await self.store.session_created(ref)
+                await self.store.session_created(ref, marker="dropped")
                 continue
             record = await self.store.get(ref)
             if record is None or is_terminal(record.phase):
-                await self.store.session_created(ref)
+                await self.store.session_created(ref, marker="not needed")
                 continue
             if self.sink is None or not await self._try_create(request):
                 remaining += 1
