@@ -60,6 +60,14 @@ PAUSED = [
     ("My name is", "Anna Schmidt and I booked last week"),
     ("Could you tell me", "when the sauna opens"),
 ]
+BARGE_INS = 5
+ASK_LONG = "Tell me about the hotel"
+STOP = "Stop please"
+LONG_REPLY = (
+    "The hotel has single rooms, double rooms and junior suites, breakfast is served every morning, "
+    "parking is available underground, and the sauna is open every evening until ten."
+)
+BARGE_AFTER_S = 3.5  # past the framework's 3 s AEC warm-up, so both sessions can be interrupted
 PAUSE_S = 0.2  # shorter than the 300 ms end-of-turn silence
 GAP_S = 1.2  # silence after the agent finished before the caller speaks again
 REPLY = "Certainly, I can help."
@@ -94,6 +102,18 @@ def cpu_seconds() -> float:
 # ---------------------------------------------------------------------------------------
 # child: one session
 # ---------------------------------------------------------------------------------------
+
+
+async def barge_in(c: Any, ask_pcm: bytes, stop_pcm: bytes) -> float:
+    """Milliseconds from the caller's first voiced barge-in sample to the agent audio stopping."""
+    ask = c.say(ask_pcm, ASK_LONG)
+    seg = await c.wait_reply(ask, timeout=15)
+    await c.wait_for(lambda: seg.played >= BARGE_AFTER_S, 15, "the long reply to play")
+    stop = c.say(stop_pcm, STOP)
+    await c.wait_for(lambda: stop.started_at is not None, 5, "the barge-in to start")
+    onset = stop.started_at - 0.02  # the first frame is voiced; its first sample is 20 ms older
+    stopped = await c.wait_for(lambda: c.sink.stopped_after(onset), 5, "the agent audio to stop")
+    return float((stopped - onset) * 1000)
 
 
 async def run_worker(mode: str, endpoints: dict[str, str], turns: int, with_pauses: bool) -> dict[str, Any]:
@@ -167,6 +187,11 @@ async def run_worker(mode: str, endpoints: dict[str, str], turns: int, with_paus
             paused_v2v.append((seg.first_frame_at - u2.last_voiced_at) * 1000)
             await c.wait_quiet(timeout=30)
             await asyncio.sleep(GAP_S)
+        barge_ms: list[float] = []
+        for _ in range(BARGE_INS if with_pauses else 0):
+            barge_ms.append(await barge_in(c, speak(ASK_LONG), speak(STOP)))
+            await c.wait_quiet(timeout=30)
+            await asyncio.sleep(GAP_S)
         cpu1, t1 = cpu_seconds(), time.monotonic()
         rss_end, rss_peak = rss_mib()
         result.update(
@@ -178,6 +203,9 @@ async def run_worker(mode: str, endpoints: dict[str, str], turns: int, with_paus
             paused_turns=len(paused),
             paused_cut_offs=cut_offs,
             paused_v2v_ms=[round(x, 1) for x in paused_v2v],
+            barge_in_stop_ms=[round(x, 1) for x in barge_ms],
+            barge_in_stop_p50_ms=round(statistics.median(barge_ms), 1) if barge_ms else None,
+            barge_in_stop_max_ms=round(max(barge_ms), 1) if barge_ms else None,
             call_seconds=round(t1 - t0, 1),
             cpu_seconds=round(cpu1 - cpu0, 2),
             cpu_seconds_per_call_minute=round((cpu1 - cpu0) / ((t1 - t0) / 60), 2),
@@ -228,9 +256,9 @@ def breakdown(marks: list[tuple[float, float]], fakes: Any) -> dict[str, Any]:
         stages["first_token_to_tts_request"].append(g_req - tok)
         stages["tts_request_to_first_audio"].append(g_audio - g_req)
         stages["tts_first_audio_to_output_frame"].append(out - g_audio)
-    out: dict[str, Any] = {k: round(statistics.median(v) * 1000, 1) for k, v in stages.items() if v}
-    out["per_turn"] = {k: [round(x * 1000, 1) for x in v] for k, v in stages.items()}
-    return out
+    summary: dict[str, Any] = {k: round(statistics.median(v) * 1000, 1) for k, v in stages.items() if v}
+    summary["per_turn"] = {k: [round(x * 1000, 1) for x in v] for k, v in stages.items()}
+    return summary
 
 
 async def run_mode(mode: str, turns: int, with_pauses: bool) -> dict[str, Any]:
@@ -239,7 +267,14 @@ async def run_mode(mode: str, turns: int, with_pauses: bool) -> dict[str, Any]:
     transcripts = [PHRASES[i % len(PHRASES)] for i in range(turns)]
     for a, b in PAUSED if with_pauses else []:
         transcripts += [a, b]
-    async with provider_fakes(transcripts, lambda messages, tools: REPLY) as fakes:
+    if with_pauses:
+        transcripts += [ASK_LONG, STOP] * BARGE_INS
+
+    def responder(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> str:
+        users = [m for m in messages if m.get("role") == "user"]
+        return LONG_REPLY if users and ASK_LONG in str(users[-1].get("content")) else REPLY
+
+    async with provider_fakes(transcripts, responder) as fakes:
         endpoints = {
             "riva": fakes.riva.address, "llm": fakes.azure.endpoint, "llm_key": fakes.azure.api_key,
             "tts": fakes.eleven.base_url_v1, "tts_key": fakes.eleven.api_key,
@@ -258,7 +293,7 @@ async def run_mode(mode: str, turns: int, with_pauses: bool) -> dict[str, Any]:
         result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
         result["breakdown_ms"] = breakdown(result.pop("turn_marks"), fakes)
         requests = len(fakes.azure.requests)
-        replies = turns + (len(PAUSED) if with_pauses else 0)
+        replies = turns + (len(PAUSED) + 2 * BARGE_INS if with_pauses else 0)
         result["llm_requests"] = requests
         result["wasted_llm_requests"] = requests - replies
         return result
@@ -306,6 +341,7 @@ def main() -> None:
     print(f"ours p50 {o['p50_ms']} p95 {o['p95_ms']} ms | bare p50 {b['p50_ms']} p95 {b['p95_ms']} ms | "
           f"ratio {report['ratio_p50']} | wasted LLM {o['wasted_llm_requests']} | cut-offs ours "
           f"{o['paused_cut_offs']}/{o['paused_turns']} bare {b['paused_cut_offs']}/{b['paused_turns']} | "
+          f"barge-in stop p50 ours {o['barge_in_stop_p50_ms']} bare {b['barge_in_stop_p50_ms']} ms | "
           f"RSS {o['rss_mib']['peak']} MiB | CPU {o['cpu_seconds_per_call_minute']} s/call-min -> {args.out}")
 
 

@@ -203,6 +203,7 @@ class AgentAudioSink(AudioOutput):
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.cleared_at: list[float] = []
+        self.paused_at: list[float] = []
 
     def _ensure_task(self) -> None:
         if self._task is None or self._task.done():
@@ -250,10 +251,17 @@ class AgentAudioSink(AudioOutput):
         self.on_playback_finished(playback_position=seg.played, interrupted=interrupted)
 
     def pause(self) -> None:
+        if self._paused.is_set():
+            self.paused_at.append(time.monotonic())
         self._paused.clear()
 
     def resume(self) -> None:
         self._paused.set()
+
+    def stopped_after(self, t: float) -> float | None:
+        """When the caller stopped hearing agent audio (pause or clear) after ``t``, if they did."""
+        times = [x for x in (*self.paused_at, *self.cleared_at) if x > t]
+        return min(times) if times else None
 
     @property
     def playing(self) -> bool:

@@ -67,8 +67,11 @@ class TurnTakingOptions:
     """Audio this soon after the last word's end still belongs to that word (release tail)."""
     reclose_after: float = 0.6
     """After a resume the ASR never turned into words: close the turn again after this much gate silence."""
-    interruption_min_duration: float = 0.2
-    """Caller speech needed to interrupt the agent (barge-in), seconds."""
+    interruption_min_duration: float = 0.12
+    """Caller speech (per Silero VAD) needed to interrupt the agent, seconds. Short on purpose:
+    an interruption first *pauses* the agent, and a false one (a cough, line noise: no words
+    within ``false_interruption_timeout``) resumes it, so a low threshold costs little and the
+    caller is heard at once (~250 ms from the first voiced sample to silence, see the bench)."""
     false_interruption_timeout: float | None = 1.5
     vad_min_silence: float = 0.55
 
