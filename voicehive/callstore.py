@@ -26,6 +26,8 @@ key                                  type    content
 ``vh:call:<ref>:transcript``         stream  one entry per transcript segment: text (AES-GCM
                                              token, AAD = ref), language, confidence, is_final,
                                              intent, intent_confidence, at
+``vh:call:<ref>:requests``           list    staff requests the worker took (AES-GCM tokens, AAD =
+                                             ref); written by the worker with the same TTL
 ``vh:caller:<caller>``               set     call refs of one caller (erasure by caller hash)
 ``vh:active``                        zset    live call refs scored by last update (active calls)
 ``vh:sessions:pending``              hash    ref -> JSON VoiceSession request (sealed room name)
@@ -77,6 +79,11 @@ def seen_key(ref: str) -> str:
 
 def transcript_key(ref: str) -> str:
     return f"vh:call:{ref}:transcript"
+
+
+def requests_key(ref: str) -> str:
+    """Sealed staff requests the worker took during the call (written by the worker)."""
+    return f"vh:call:{ref}:requests"
 
 
 def caller_key(caller_hash: str) -> str:
@@ -401,7 +408,7 @@ class CallStore:
         refs = sorted(await self.calls_of_caller(caller_hash))
         async with self.redis.pipeline(transaction=True) as pipe:
             for ref in refs:
-                pipe.delete(*call_keys(ref))
+                pipe.delete(*call_keys(ref), requests_key(ref))
                 pipe.zrem(ACTIVE_KEY, ref)
                 pipe.hdel(PENDING_SESSIONS_KEY, ref)
                 pipe.hdel(ENDING_SESSIONS_KEY, ref)

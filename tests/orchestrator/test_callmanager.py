@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from voicehive.callmanager import CallEvent, CallManager, EventKind, Transcript
-from voicehive.callstore import CallStore, Outcome, call_keys, caller_key
+from voicehive.callstore import CallStore, Outcome, call_keys, caller_key, requests_key
 from voicehive.lifecycle import CallPhase, EndReason
 from voicehive.privacy import Privacy, generate_key_b64
 
@@ -122,7 +122,9 @@ async def test_erasure_by_caller_hash_removes_every_call(manager: CallManager) -
     await manager.handle(_sip_joined(other, event_id="lk-2"))
     await manager.handle(CallEvent("vh-x-_+4411111111_z", EventKind.SIP_JOINED, "livekit", caller_number="+4411111111",
                                    participant_identity="sip_+4411111111", line="grand"))
+    await manager.store.redis.rpush(requests_key(manager.call_ref(ROOM)), "v1_sealed")  # the worker's key
     erased = await manager.erase_caller(caller_number="0049 30 901820")  # another spelling, same caller
+    assert not await manager.store.redis.exists(requests_key(manager.call_ref(ROOM)))
     assert sorted(erased) == sorted([manager.call_ref(ROOM), manager.call_ref(other)])
     redis = manager.store.redis
     for ref in erased:

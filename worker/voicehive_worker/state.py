@@ -115,7 +115,8 @@ class CallState:
     async def caller_turn(self, text: str, language: str | None, confidence: float) -> str | None:
         """A final caller transcript: sealed into Redis by the CallManager, intent classified."""
         result = await self.manager.record_transcript(
-            Transcript(call_sid=self.call_sid, text=text, language=language, confidence=confidence, is_final=True)
+            Transcript(call_sid=self.call_sid, text=text, language=language, confidence=confidence, is_final=True,
+                       event_id=f"{self.worker_pod}:turn:{self.turns}")
         )
         self.turns += 1
         intent = result.intent.intent.value
