@@ -12,7 +12,7 @@ import pytest
 
 from tests.worker.callrig import EXAMPLE, line_spec
 from voicehive import contract
-from voicehive.api.models import OpeningHours
+from voicehive.api.models import OpeningHours, Weekday
 from voicehive_worker.agent import desk_is_open, goodbye, greeting, instructions_for
 from voicehive_worker.entrypoint import Warm, load_line_spec, serve_readiness
 from voicehive_worker.pms import FactsPms, PmsError, answer_from_facts, make_request
@@ -68,7 +68,8 @@ def test_greeting_discloses_ai_in_the_line_language() -> None:
 
 
 def test_front_desk_hours_in_the_hotel_time_zone() -> None:
-    hours = [OpeningHours(days=["Mon", "Tue", "Wed", "Thu", "Fri"], open="07:00", close="22:00")]
+    weekdays = [Weekday.MON, Weekday.TUE, Weekday.WED, Weekday.THU, Weekday.FRI]
+    hours = [OpeningHours(days=weekdays, open="07:00", close="22:00")]
     berlin = ZoneInfo("Europe/Berlin")
     assert desk_is_open(hours, dt.datetime(2026, 11, 25, 9, 0, tzinfo=berlin))  # Wednesday
     assert not desk_is_open(hours, dt.datetime(2026, 11, 25, 23, 0, tzinfo=berlin))
