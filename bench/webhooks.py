@@ -225,6 +225,7 @@ def main() -> None:
     import base64
 
     hasher = PiiHasher(base64.b64decode(pii_key))
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="vh-bench-") as tmp:
         redis_proc, redis_port = start_redis(Path(tmp))
         orch_proc, orch_port = start_orchestrator(redis_port, env)
@@ -271,8 +272,10 @@ def main() -> None:
         },
         "ratio_to_ceiling": round(ours / ceiling, 3),
         "redis": {"version": info.get("redis_version"), "appendonly": "yes", "appendfsync": "always"},
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "note": "client, orchestrator (1 process) and redis-server share this machine's cores",
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+                    "load_average_1m_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)]},
+        "note": "client, orchestrator (1 process) and redis-server share this machine's cores; other work on "
+                "the machine (load average) lowers our rate much more than Redis's",
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     out = Path(args.out)
