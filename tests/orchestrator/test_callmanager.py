@@ -143,3 +143,24 @@ async def test_from_env_builds_a_working_manager(redis_url: str) -> None:
         assert result.outcome is Outcome.APPLIED and result.phase is CallPhase.STARTING
     finally:
         await manager.close()
+
+
+async def test_one_json_audit_line_per_state_change(manager: CallManager, caplog: pytest.LogCaptureFixture) -> None:
+    import json
+    import logging
+
+    from voicehive.audit import AUDIT_LOGGER_NAME, JsonFormatter
+
+    caplog.set_level(logging.INFO, logger=AUDIT_LOGGER_NAME)
+    for _ in range(3):
+        await manager.handle(_sip_joined())
+    await manager.call_started(ROOM, actor="agent")
+    await manager.call_ended(ROOM, EndReason.TRANSFERRED, actor="worker")
+    await manager.call_started(ROOM, actor="agent", event_id="late")  # stale: no state change, no line
+    lines = [json.loads(JsonFormatter().format(r)) for r in caplog.records if r.name == AUDIT_LOGGER_NAME]
+    assert [(line["from_phase"], line["to_phase"]) for line in lines] == [
+        (None, "Pending"), ("Pending", "Active"), ("Active", "Ended")]
+    last = lines[-1]
+    assert last["reason"] == "transferred" and last["actor"] == "worker" and last["line"] == "grand"
+    assert last["call_ref"] == manager.call_ref(ROOM) and last["time"].endswith("Z")
+    assert "4930901820" not in json.dumps(lines)
