@@ -22,7 +22,8 @@ AUDIT_LOGGER_NAME = "voicehive.audit"
 
 # Attributes every LogRecord has; anything else passed via ``extra`` is a structured field.
 _STANDARD_ATTRS = frozenset(
-    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime", "taskName"}
+    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
+    | {"message", "asctime", "taskName", "color_message"}  # color_message: uvicorn's ANSI duplicate
 )
 
 
