@@ -13,7 +13,8 @@ from voicehive_worker.entrypoint import load_line_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_LINE = ROOT / "examples" / "hotelline.yaml"
-HELDOUT = ROOT / "tests" / "data" / "heldout_phrases.tsv"
+HELDOUT = ROOT / "tests" / "data" / "heldout_phrases.tsv"  # test set: never used for tuning
+DEV = ROOT / "tests" / "data" / "dev_phrases.tsv"  # used while tuning the ASR
 
 
 @pytest.fixture(scope="session")
@@ -32,9 +33,9 @@ def today() -> dt.date:
     return dt.date(2026, 11, 25)
 
 
-def heldout_phrases() -> list[tuple[str, str]]:
+def heldout_phrases(path: Path = HELDOUT) -> list[tuple[str, str]]:
     rows = []
-    for line in HELDOUT.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8").splitlines():
         if line.strip() and not line.startswith("#"):
             intent, text = line.split("\t", 1)
             rows.append((intent.strip(), text.strip()))

@@ -19,7 +19,7 @@ import random
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -218,6 +218,56 @@ def model_path() -> Path:
     return Path(str(pocketsphinx.__dict__["get_model_path"]()))
 
 
+# How callers open a request, and what they ask for: combined freely so the model has seen
+# every opener with every action (callers mix them; templates alone would not cover that).
+REQUEST_OPENERS: tuple[str, ...] = (
+    "i would like to", "i'd like to", "i want to", "i wanted to", "we would like to", "we'd like to",
+    "i need to", "we need to", "i have to", "can i", "could i", "may i", "can we", "could we",
+    "can you", "could you", "would you", "please", "i'm calling to", "i was hoping to", "is it possible to",
+)
+REQUEST_ACTIONS: tuple[str, ...] = (
+    "book {article} {room}", "reserve {article} {room}", "book {article} room", "reserve {article} room",
+    "make a reservation", "make a booking", "book {nights} nights", "stay {nights} nights",
+    "book {article} {room} for {date}", "reserve {article} {room} from {date}", "book a room for {people}",
+    "check availability", "check if you have {article} {room} available", "cancel my reservation",
+    "cancel my booking", "cancel the {room}", "change my reservation", "change my booking",
+    "change the dates", "move my booking to {date}", "extend my stay", "upgrade to the {room}",
+    "speak to someone", "talk to a person", "speak to a human", "talk to the front desk",
+    "ask a question", "know the price of the {room}", "know if you have {amenity}", "bring my dog",
+    "check in early", "check out late", "make a complaint",
+)
+REQUEST_TAILS: tuple[str, ...] = (
+    "", "", "", " please", " for {date}", " for {nights} nights", " from {date}", " on {date}",
+    " for {people}", " starting {date}", " in {month}", " next month", " next week", " this weekend",
+)
+QUESTIONS: tuple[str, ...] = (
+    "when do i need to leave the room", "what time is breakfast served", "is {amenity} free",
+    "how much do you charge for {amenity}", "is {amenity} included", "do you have {amenity} at the hotel",
+    "what does the {room} cost per night", "how much does the {room} cost", "where is the hotel located",
+    "how far is the hotel from the airport", "how do i get to you from the station",
+    "do you have a room with a view", "are children welcome", "can i pay by credit card",
+)
+POLITE: tuple[str, ...] = (
+    "thank you", "thanks", "thank you so much", "thank you very much", "many thanks", "goodbye", "bye",
+    "bye bye", "good bye", "have a good day", "have a nice day", "see you", "that's all", "that's everything",
+    "that is everything", "nothing else", "no that's it", "that was all", "okay", "great", "perfect",
+    "wonderful", "excellent", "alright", "all right", "yes", "no", "sure", "of course",
+)
+
+
+def _request_sentences(rng: random.Random, fill: Callable[[str], str], count: int) -> list[str]:
+    sentences = []
+    for _ in range(count):
+        template = rng.choice(REQUEST_OPENERS) + " " + rng.choice(REQUEST_ACTIONS) + rng.choice(REQUEST_TAILS)
+        sentences.append(fill(template))
+    for _ in range(count // 3):
+        sentences.append(fill(rng.choice(QUESTIONS)))
+    for _ in range(count // 3):
+        # closing formulas in any order ("okay thank you goodbye", "thanks a lot have a nice day")
+        sentences.append(" ".join(rng.sample(POLITE, rng.randint(1, 3))))
+    return sentences
+
+
 @dataclass(frozen=True)
 class DomainModel:
     """A built language model and its dictionary, on disk where pocketsphinx can read them."""
@@ -280,6 +330,8 @@ def build_corpus(
             hotel=rng.choice(vocab["hotel"]),
             amenity=rng.choice(vocab["amenity"]),
             question=rng.choice(vocab["question"]) if vocab["question"] else "what time is breakfast",
+            article=rng.choice(("a", "the", "one", "two", "a", "the")),
+            month=rng.choice(MONTHS),
         )
 
     sentences: list[str] = []
@@ -290,6 +342,7 @@ def build_corpus(
     for template in TEMPLATES:
         repeats = per_template if "{" in template else 3
         sentences.extend(rng.choice(openers) + fill(template) + rng.choice(closers) for _ in range(repeats))
+    sentences.extend(_request_sentences(rng, fill, max_sentences // 2))
     for question in vocab["question"]:
         sentences.extend([question] * 5)
     for amenity in vocab["amenity"]:

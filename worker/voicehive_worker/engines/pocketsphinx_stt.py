@@ -15,7 +15,6 @@ import asyncio
 import collections
 import contextlib
 import threading
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -253,7 +252,7 @@ class PocketsphinxStream(stt.RecognizeStream):
         in_speech = False
         utt_start_sample = 0
         silent_run = 0
-        last_interim = 0.0
+        last_interim = 0
         request_id = uuid.uuid4().hex
         utt_samples = 0
 
@@ -306,7 +305,7 @@ class PocketsphinxStream(stt.RecognizeStream):
                         pre_roll.clear()
                         utt_start_sample = samples_seen - len(audio) // 2
                         utt_samples = len(audio) // 2
-                        last_interim = time.monotonic()
+                        last_interim = utt_samples
                         decoder.start_utt()
                         await asyncio.to_thread(decoder.process_raw, audio, False, False)
                         self._event_ch.send_nowait(
@@ -323,9 +322,9 @@ class PocketsphinxStream(stt.RecognizeStream):
                 if silent_run >= end_frames:
                     await finish()
                     continue
-                now = time.monotonic()
-                if now - last_interim >= opts.interim_interval:
-                    last_interim = now
+                # interim results by audio time, so they do not depend on how fast audio arrives
+                if (utt_samples - last_interim) / SAMPLE_RATE >= opts.interim_interval:
+                    last_interim = utt_samples
                     hyp = decoder.hyp()
                     if hyp is not None and hyp.hypstr:
                         offset = utt_start_sample / SAMPLE_RATE + self.start_time_offset
