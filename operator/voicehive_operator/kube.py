@@ -57,6 +57,31 @@ class Kube:
             kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
         return cls(ApiClient())
 
+    def connection_info(self) -> Any:
+        """Kopf's login from the same client configuration (in-cluster token or kubeconfig).
+
+        WHY: Kopf's own fallback login gives up on a kubeconfig without credentials (a local
+        test API); one configuration for both clients also means one identity in audit logs.
+        """
+        import kopf
+
+        cfg = self.api_client.configuration
+        token = (cfg.api_key or {}).get("authorization") or (cfg.api_key or {}).get("BearerToken")
+        scheme = None
+        if token and " " in token:
+            scheme, token = token.split(" ", 1)
+        elif token:
+            scheme = "Bearer"
+        return kopf.ConnectionInfo(
+            server=cfg.host,
+            ca_path=cfg.ssl_ca_cert,
+            insecure=not cfg.verify_ssl,
+            scheme=scheme,
+            token=token,
+            certificate_path=cfg.cert_file,
+            private_key_path=cfg.key_file,
+        )
+
     def close(self) -> None:
         self.api_client.close()  # type: ignore[no-untyped-call]
 

@@ -135,14 +135,11 @@ async def reconcile(
     patch["warmWorkers"] = plan.idle_current
     patch["activeCalls"] = plan.claimed
     desired = spec.workers.warm_pool
+    counts = f"{plan.idle_current} of {desired} warm worker pod(s) started, {plan.ready} ready"
     if plan.idle_current >= desired:
-        observed[conditions.WORKERS] = Observation(
-            conditions.WORKERS, True, "WarmPoolFull", f"{plan.idle_current} of {desired} warm worker pod(s) ready."
-        )
+        observed[conditions.WORKERS] = Observation(conditions.WORKERS, True, "WarmPoolFull", counts + ".")
     else:
-        observed[conditions.WORKERS] = Observation(
-            conditions.WORKERS, False, "WarmPoolFilling", f"{plan.idle_current} of {desired} warm worker pod(s) ready."
-        )
+        observed[conditions.WORKERS] = Observation(conditions.WORKERS, False, "WarmPoolFilling", counts + ".")
 
     # 4. Providers ------------------------------------------------------------------------------
     observed.update({o.type: o for o in await _providers(runtime, namespace, name, uid, spec, shared, asr_address)})

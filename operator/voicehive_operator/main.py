@@ -46,20 +46,30 @@ def run(
     peering: str | None = None,
     *,
     priority: int = 0,
-    liveness: str | None = "http://0.0.0.0:8080/healthz",
     settings: OperatorSettings | None = None,
 ) -> None:
-    """Run the operator until SIGTERM. Without ``peering`` it runs standalone (one replica)."""
+    """Run the operator until SIGTERM. Without ``peering`` it runs standalone (one replica).
+
+    ``priority`` orders peered replicas (higher wins); settings come from the environment
+    (``VOICEHIVE_OPERATOR_*``, ``LIVEKIT_*``, ``VOICEHIVE_REDIS_URL``) unless given.
+    """
     from voicehive.audit import configure_json_logging
 
     configure_json_logging(logging.INFO)
+    # Kopf reports every handler and timer run at INFO; keep its per-object chatter to problems.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     if not namespaces and not all_namespaces:
         raise SystemExit("voicehive operator: give --namespace NAME (repeatable) or --all-namespaces")
     settings = settings or OperatorSettings.from_env()
-    runtime = build_runtime(settings, Kube.from_environment())
+    kube = Kube.from_environment()
+    runtime = build_runtime(settings, kube)
     memo = kopf.Memo()
     memo.runtime = runtime
     registry = build_registry(settings)
+
+    @kopf.on.login(registry=registry, id="login")
+    def login(**_: Any) -> Any:
+        return kube.connection_info()
     try:
         kopf.run(
             registry=registry,
@@ -70,7 +80,7 @@ def run(
             standalone=peering is None,
             peering_name=peering,
             priority=priority,
-            liveness_endpoint=liveness,
+            liveness_endpoint=settings.liveness_endpoint,
         )
     finally:
         asyncio.run(runtime.close())

@@ -39,7 +39,8 @@ def is_gone(pod: dict[str, Any]) -> bool:
 class PoolPlan:
     create: int
     delete: tuple[str, ...]
-    idle_current: int  # healthy idle pods on the current spec, after the plan
+    idle_current: int  # idle pods on the current spec once the plan is applied (started, maybe not Ready yet)
+    ready: int  # of those, pods whose Ready condition is True
     claimed: int
 
 
@@ -63,8 +64,10 @@ def plan(pods: list[dict[str, Any]], desired: int, spec_hash: str) -> PoolPlan:
     current.sort(key=lambda p: (not is_ready(p), p["metadata"].get("creationTimestamp") or "", p["metadata"]["name"]))
     surplus = current[desired:]
     remove.extend(p["metadata"]["name"] for p in surplus)
-    kept = len(current) - len(surplus)
-    return PoolPlan(create=max(0, desired - kept), delete=tuple(remove), idle_current=kept, claimed=len(claimed))
+    kept = current[:desired]
+    create = max(0, desired - len(kept))
+    return PoolPlan(create=create, delete=tuple(remove), idle_current=len(kept) + create,
+                    ready=sum(1 for p in kept if is_ready(p)), claimed=len(claimed))
 
 
 async def list_line_pods(runtime: Runtime, namespace: str, line: str) -> list[dict[str, Any]]:

@@ -177,7 +177,8 @@ def test_pool_plan_refills_replaces_stale_and_trims_surplus() -> None:
     pods = [_pod("a", "idle", "h1", ready=True), _pod("b", "idle", "old"), _pod("c", "idle", "h1", phase="Failed"),
             _pod("d", "claimed", "h1")]
     plan = pool.plan(pods, 3, "h1")
-    assert plan.create == 2 and set(plan.delete) == {"b", "c"} and plan.claimed == 1 and plan.idle_current == 1
+    assert plan.create == 2 and set(plan.delete) == {"b", "c"} and plan.claimed == 1
+    assert plan.idle_current == 3 and plan.ready == 1
     surplus = pool.plan([_pod("a", "idle", "h1"), _pod("b", "idle", "h1", ready=True)], 1, "h1")
     assert surplus.create == 0 and surplus.delete == ("a",)  # the ready one stays
 

@@ -1,0 +1,265 @@
+"""Operator benchmark: VoiceSession create -> worker pod bound latency, HotelLine reconcile time, RSS.
+
+The operator runs as its own process (``voicehive operator -n <ns>``) so its RSS is its own; it
+talks over real sockets to a KMock Kubernetes API (tests/fixtures/kmock_emulator.py, in a thread
+of this process) and to the LiveKit Twirp fake (this process). Provider checks are off: they
+do not sit on the binding path and would only measure the fakes.
+
+1. Binding: one HotelLine with a warm pool; VoiceSessions are created at ``--rate`` per second
+   for ``--seconds``. Latency = the moment a watch on voicesessions sees the ``worker`` label
+   (the operator sets it last, after the pod claim and ``phase=Starting``) minus the moment the
+   create request was sent. Target from the issue: p95 <= 250 ms with a warm pool.
+2. Reconcile: ``--lines`` HotelLines created at once; time until every one reports
+   SipTrunkReady=True and WorkersReady=True (trunk + dispatch rule in LiveKit, warm pod started).
+3. RSS of the operator process (VmRSS at the end, VmHWM peak) from /proc.
+
+Usage: python bench/operator.py [--rate 20] [--seconds 30] [--lines 200] [--out bench/results/operator.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.fakes.livekit_twirp import LiveKitFake  # noqa: E402
+from tests.fixtures.kube import KMockThread, write_kubeconfig  # noqa: E402
+from tests.operator.helpers import spec  # noqa: E402
+from voicehive import contract  # noqa: E402
+from voicehive_operator.kube import HOTELLINES, VOICESESSIONS, Kube  # noqa: E402
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def _proc_mem(pid: int) -> dict[str, float]:
+    out: dict[str, float] = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in {"VmRSS", "VmHWM"}:
+                out[key] = int(value.split()[0]) / 1024.0
+    except OSError:
+        pass
+    return out
+
+
+def _line_body(namespace: str, name: str, number: str, warm: int, max_calls: int) -> dict[str, Any]:
+    body = spec(phoneNumbers=[number], workers={**spec()["workers"], "warmPool": warm, "maxConcurrentCalls": max_calls})
+    body["asr"] = {**body["asr"], "endpoint": "127.0.0.1:50051"}  # no managed Riva: not on the binding path
+    body["sip"] = {"allowedAddresses": ["203.0.113.0/28"], "mediaEncryption": "require"}  # no auth Secret needed
+    return {"apiVersion": "voicehive.io/v1alpha1", "kind": "HotelLine",
+            "metadata": {"name": name, "namespace": namespace}, "spec": body}
+
+
+def _session_body(namespace: str, line: str) -> dict[str, Any]:
+    room_hash = secrets.token_hex(32)
+    return {"apiVersion": "voicehive.io/v1alpha1", "kind": "VoiceSession",
+            "metadata": {"name": contract.session_name(room_hash), "namespace": namespace},
+            "spec": {"lineRef": {"name": line}, "roomHash": room_hash, "callerHash": secrets.token_hex(32),
+                     "sealedCallRef": "v1." + secrets.token_urlsafe(48)}}
+
+
+class BindWatcher(threading.Thread):
+    """Records when each VoiceSession first carries the worker label (watch stream, own thread)."""
+
+    def __init__(self, kube: Kube, namespace: str) -> None:
+        super().__init__(daemon=True)
+        self.kube, self.namespace = kube, namespace
+        self.bound: dict[str, float] = {}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        import kubernetes
+
+        while not self.stop.is_set():
+            watch = kubernetes.watch.Watch()
+            try:
+                for event in watch.stream(self.kube.custom.list_namespaced_custom_object, "voicehive.io", "v1alpha1",
+                                          self.namespace, VOICESESSIONS, timeout_seconds=5):
+                    obj = event["object"]
+                    name = obj["metadata"]["name"]
+                    if name not in self.bound and (obj["metadata"].get("labels") or {}).get(contract.LABEL_WORKER):
+                        self.bound[name] = time.monotonic()
+                    if self.stop.is_set():
+                        break
+            except Exception:  # the watch is restarted; the bench measures, it does not serve
+                time.sleep(0.1)
+            finally:
+                watch.stop()
+
+
+async def _wait(predicate: Any, limit_s: float, what: str) -> None:
+    deadline = time.monotonic() + limit_s
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.2)
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    kmock = KMockThread()
+    kmock.start()
+    tmp = Path(tempfile.mkdtemp(prefix="vh-bench-op-"))
+    kubeconfig = write_kubeconfig(tmp / "kubeconfig", kmock.url)
+    import kubernetes
+
+    cfg = kubernetes.client.Configuration()
+    cfg.host = kmock.url
+    kube = Kube(kubernetes.client.ApiClient(cfg))
+    ns_bind, ns_lines = "bench-bind", "bench-lines"
+    results: dict[str, Any] = {}
+    async with LiveKitFake() as lk:
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(kubeconfig),
+            "LIVEKIT_URL": lk.url,
+            "LIVEKIT_API_KEY": lk.api_key,
+            "LIVEKIT_API_SECRET": lk.api_secret,
+            "VOICEHIVE_OPERATOR_CHECK_PROVIDERS": "false",
+            "VOICEHIVE_OPERATOR_LIVENESS": f"http://127.0.0.1:{_free_port()}/healthz",
+            "VOICEHIVE_OPERATOR_RESYNC_INTERVAL_S": "30",
+            "VOICEHIVE_OPERATOR_SWEEP_INTERVAL_S": "5",
+        }
+        log = (tmp / "operator.log").open("w")
+        proc = subprocess.Popen(  # noqa: ASYNC220 (started once, before the measured part)
+            [sys.executable, "-c", "from voicehive.cli import app; app()", "operator", "--all-namespaces"],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        try:
+            # 1. binding latency at a steady rate, warm pool sized for the burst rate.
+            await kube.create_custom(ns_bind, HOTELLINES, _line_body(ns_bind, "bench", "+493011111110",
+                                                                     args.warm_pool, 1000))
+            await _wait(lambda: _idle_count(kube, ns_bind, "bench", args.warm_pool), 120, "warm pool")
+            watcher = BindWatcher(kube, ns_bind)
+            watcher.start()
+            await asyncio.sleep(1.0)  # the watch is established before the first create
+            sent: dict[str, float] = {}
+            total = int(args.rate * args.seconds)
+            start = time.monotonic()
+
+            async def create(i: int) -> None:
+                await asyncio.sleep(max(0.0, start + i / args.rate - time.monotonic()))
+                body = _session_body(ns_bind, "bench")
+                sent[body["metadata"]["name"]] = time.monotonic()
+                await kube.create_custom(ns_bind, VOICESESSIONS, body)
+
+            await asyncio.gather(*(create(i) for i in range(total)))
+            await _wait(lambda: asyncio.sleep(0, len(watcher.bound) >= total), 120, "all sessions bound")
+            watcher.stop.set()
+            latencies = [1000 * (watcher.bound[n] - t) for n, t in sent.items() if n in watcher.bound]
+            from_pool = await _claimed_from_pool(kube, ns_bind)
+            results["binding"] = {
+                "sessions": total, "rate_per_s": args.rate, "seconds": args.seconds, "warm_pool": args.warm_pool,
+                "bound": len(latencies),
+                "p50_ms": round(statistics.median(latencies), 1),
+                "p95_ms": round(_percentile(latencies, 0.95), 1),
+                "p99_ms": round(_percentile(latencies, 0.99), 1),
+                "max_ms": round(max(latencies), 1),
+                "served_by_warm_pod": from_pool,
+                "target_p95_ms": 250,
+                "meets_target": _percentile(latencies, 0.95) <= 250,
+            }
+            mem_after_bind = _proc_mem(proc.pid)
+
+            # 2. reconcile time for N HotelLines created at once.
+            t0 = time.monotonic()
+            await asyncio.gather(*(
+                kube.create_custom(ns_lines, HOTELLINES, _line_body(ns_lines, f"line-{i:03d}", f"+4930{2000000 + i}",
+                                                                    1, 10))
+                for i in range(args.lines)
+            ))
+            created = time.monotonic() - t0
+            await _wait(lambda: _all_ready(kube, ns_lines, args.lines), 300, f"{args.lines} lines reconciled")
+            elapsed = time.monotonic() - t0
+            results["reconcile"] = {
+                "hotellines": args.lines, "seconds_to_all_reconciled": round(elapsed, 2),
+                "seconds_to_create_requests": round(created, 2),
+                "per_line_ms": round(1000 * elapsed / args.lines, 1),
+                "livekit_trunks": len(lk.trunks) - 1, "livekit_dispatch_rules": len(lk.dispatch_rules) - 1,
+                "definition": "all lines report SipTrunkReady=True and WorkersReady=True (trunk + rule + 1 warm pod)",
+            }
+            results["operator_memory_mb"] = {
+                "rss_after_binding": round(mem_after_bind.get("VmRSS", float("nan")), 1),
+                "rss_end": round(_proc_mem(proc.pid).get("VmRSS", float("nan")), 1),
+                "peak": round(_proc_mem(proc.pid).get("VmHWM", float("nan")), 1),
+            }
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            log.close()
+    kube.close()
+    kmock.stop()
+    results["environment"] = {
+        "python": platform.python_version(), "cpus": os.cpu_count(), "kube_api": "KMock emulator (thread, loopback)",
+        "livekit": "Twirp fake (loopback)", "operator": "separate process, `voicehive operator`",
+        "note": "shared 2-core machine; KMock, the LiveKit fake and the load generator run in the bench process",
+    }
+    return results
+
+
+async def _idle_count(kube: Kube, ns: str, line: str, want: int) -> bool:
+    pods = await kube.list_pods(ns, {contract.LABEL_LINE: line, contract.LABEL_WORKER_STATE: contract.WORKER_IDLE})
+    return len(pods) >= want
+
+
+async def _claimed_from_pool(kube: Kube, ns: str) -> int:
+    sessions = await kube.list_custom(ns, VOICESESSIONS)
+    return sum(
+        1 for s in sessions
+        for c in (s.get("status") or {}).get("conditions") or []
+        if c.get("type") == "WorkerBound" and c.get("reason") == "Claimed"
+    )
+
+
+async def _all_ready(kube: Kube, ns: str, count: int) -> bool:
+    lines = await kube.list_custom(ns, HOTELLINES)
+    ready = 0
+    for line in lines:
+        conds = {c["type"]: c["status"] for c in (line.get("status") or {}).get("conditions") or []}
+        if conds.get("SipTrunkReady") == "True" and conds.get("WorkersReady") == "True":
+            ready += 1
+    return ready >= count
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=20.0)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--warm-pool", type=int, default=20)
+    parser.add_argument("--lines", type=int, default=200)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "operator.json")
+    arguments = parser.parse_args()
+    output = asyncio.run(main(arguments))
+    arguments.out.parent.mkdir(parents=True, exist_ok=True)
+    arguments.out.write_text(json.dumps(output, indent=2) + "\n")
+    print(json.dumps(output, indent=2))
