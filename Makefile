@@ -80,6 +80,12 @@ bench: bench-pipeline
 bench-pipeline: system-deps venv ## voice-to-voice latency, our worker vs a bare AgentSession -> bench/results/pipeline.json
 	$(BIN)/python bench/pipeline.py
 
+# operator (owner: operator): ~2 min, KMock + LiveKit fake in-process, operator as its own process
+.PHONY: bench-operator
+bench: bench-operator
+bench-operator: venv ## VoiceSession->pod bind latency at 20/s, reconcile of 200 HotelLines, RSS -> bench/results/operator.json
+	$(BIN)/python bench/operator.py
+
 # --- local control plane (rig/, docs/rig.md) -------------------------------------------------
 .PHONY: rig-build rig rig-down helm-lint
 rig-build: ## build kube-apiserver/controller-manager, etcd, livekit-server, helm (cached in ~/.cache/voicehive-rig)
