@@ -34,7 +34,8 @@ MANAGER: Final = "voicehive-operator"
 # Annotations -----------------------------------------------------------------------------
 ANNOTATION_ERASE: Final = f"{GROUP}/erase-caller"  # on a HotelLine: caller hash(es) to erase
 
-# Worker pod environment (operator writes, worker reads) -----------------------------------
+# Worker pod environment (operator writes, worker reads); names of variables, not values.
+# ruff: noqa: S105
 ENV_LINE_NAME: Final = "VOICEHIVE_LINE"
 ENV_NAMESPACE: Final = "VOICEHIVE_NAMESPACE"
 ENV_POD_NAME: Final = "VOICEHIVE_POD_NAME"
