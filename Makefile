@@ -106,3 +106,7 @@ helm-lint: ## helm lint --strict and render the chart (helm built into the rig c
 manifests: ## re-render manifests/base/voicehive.yaml from the Helm chart (Kustomize base for Argo CD)
 	rig/build.sh helm
 	rig/render-manifests.sh
+
+.PHONY: test-rig
+test-rig: system-deps venv ## tests that need the real control plane (builds and starts the rig, fails if it cannot)
+	VOICEHIVE_RIG=1 rig/with-rig.sh $(BIN)/pytest $(PYTEST_ARGS) tests/rig tests/delivery tests/smoke
