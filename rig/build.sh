@@ -8,6 +8,7 @@
 # ./staging); we read that list from the pinned k8s.io/kubernetes go.mod so it never drifts.
 # A failed tool leaves <dir>/FAILED with the exact command and error; the others still build.
 set -uo pipefail
+# shellcheck source=rig/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 # 2 shared cores: keep compile parallelism low; override with VOICEHIVE_RIG_GOFLAGS.

@@ -2,6 +2,7 @@
 # Stop what rig/up.sh started in this work tree (by recorded pid only). Keeps certs, keys and
 # ports so the next `make rig` is quick; `rig/down.sh --purge` also deletes .rig/ state.
 set -uo pipefail
+# shellcheck source=rig/lib.sh
 . "$(dirname "$0")/lib.sh"
 RUN=$RIG_STATE/run
 for name in livekit-server livekit-redis kube-controller-manager kube-apiserver etcd; do

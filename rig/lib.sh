@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034
 # Shared paths for rig/*.sh. Sourced, not executed.
 # Binaries live in a cache OUTSIDE the repo, keyed by tool version and Go version, so every
 # clone on this machine (including CI's fresh clone) reuses one build. Runtime state

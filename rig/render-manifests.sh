@@ -3,6 +3,7 @@
 # one source of truth for workloads and RBAC (tests/delivery checks the two never drift).
 #   rig/render-manifests.sh [output file]   (default: manifests/base/voicehive.yaml)
 set -euo pipefail
+# shellcheck source=rig/lib.sh
 . "$(dirname "$0")/lib.sh"
 HELM=${HELM:-$(rig_bin helm helm)}
 [ -x "$HELM" ] || { echo "helm not built: run rig/build.sh helm" >&2; exit 1; }

@@ -6,6 +6,7 @@
 # or skipped build never fails the command: tests then fall back to KMock and fakes, and the
 # pytest header says so. VOICEHIVE_RIG=0 skips the rig entirely.
 set -uo pipefail
+# shellcheck source=rig/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 if [ "${VOICEHIVE_RIG:-}" = 0 ]; then exec "$@"; fi
