@@ -106,6 +106,8 @@ class OperatorHandle:
     kube: KubeAPI
     namespace: str
     settings: OperatorSettings
+    peering: str | None = None
+    priority: int = 0
     runtime: Runtime | None = None
     _runner: asyncio.Task[Any] | None = None
     _stop: asyncio.Future[None] | None = None
@@ -126,12 +128,13 @@ class OperatorHandle:
         ksettings.scanning.disabled = True
         ksettings.watching.server_timeout = 10
         ksettings.watching.client_timeout = 15
+        ksettings.peering.lifetime = 3  # a dead peer's lease runs out in seconds, not a minute
         loop = asyncio.get_running_loop()
         self._stop = loop.create_future()
         ready = asyncio.Event()
         tasks = await kopf.spawn_tasks(
-            registry=registry, settings=ksettings, namespaces=[self.namespace], standalone=True,
-            stop_flag=self._stop, ready_flag=ready, memo=memo,
+            registry=registry, settings=ksettings, namespaces=[self.namespace], standalone=self.peering is None,
+            peering_name=self.peering, priority=self.priority, stop_flag=self._stop, ready_flag=ready, memo=memo,
         )
         self._runner = asyncio.create_task(kopf.run_tasks(tasks, ignored=_EveryTask()))
         await asyncio.wait_for(ready.wait(), timeout=30)
@@ -166,7 +169,7 @@ async def start_operator(
 ) -> AsyncIterator[Callable[..., Any]]:
     handles: list[OperatorHandle] = []
 
-    async def start(**overrides: Any) -> OperatorHandle:
+    async def start(peering: str | None = None, priority: int = 0, **overrides: Any) -> OperatorHandle:
         settings = OperatorSettings(
             livekit_url=livekit_fake.url,
             livekit_api_key=livekit_fake.api_key,
@@ -180,7 +183,7 @@ async def start_operator(
         )
         for key, value in overrides.items():
             setattr(settings, key, value)
-        handle = await OperatorHandle(kube, namespace, settings).start()
+        handle = await OperatorHandle(kube, namespace, settings, peering, priority).start()
         handles.append(handle)
         return handle
 
