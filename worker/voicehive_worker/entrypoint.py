@@ -81,7 +81,7 @@ class CallRunner:
 
     def attach(self) -> CallRunner:
         s = self.session
-        s.on("user_input_transcribed", self._on_transcript)
+        s.on("conversation_item_added", self._on_item)
         s.on("agent_state_changed", self._on_agent_state)
         s.on("close", self._on_close)
         if self.watchdog is not None:
@@ -93,9 +93,14 @@ class CallRunner:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _on_transcript(self, ev: Any) -> None:
-        if ev.is_final and ev.transcript.strip() and self.state is not None:
-            self._spawn(self._record_turn(ev.transcript, getattr(ev, "language", None)))
+    def _on_item(self, ev: Any) -> None:
+        """One committed caller turn (the whole sentence, however many ASR finals it took)."""
+        item = ev.item
+        if getattr(item, "type", None) != "message" or getattr(item, "role", None) != "user":
+            return
+        text = (item.text_content or "").strip()
+        if text and self.state is not None:
+            self._spawn(self._record_turn(text, self.agent.language))
 
     async def _record_turn(self, text: str, language: Any) -> None:
         assert self.state is not None

@@ -113,12 +113,17 @@ class CallState:
         await self._patch({"phase": CallPhase.ACTIVE.value, "workerPod": self.worker_pod, "answeredAt": _now_rfc3339()})
 
     async def caller_turn(self, text: str, language: str | None, confidence: float) -> str | None:
-        """A final caller transcript: sealed into Redis by the CallManager, intent classified."""
+        """A final caller transcript: sealed into Redis by the CallManager, intent classified.
+
+        The turn index is taken before the await: two finals recorded concurrently must get
+        distinct event ids, or the second would be deduplicated away.
+        """
+        index = self.turns
+        self.turns += 1
         result = await self.manager.record_transcript(
             Transcript(call_sid=self.call_sid, text=text, language=language, confidence=confidence, is_final=True,
-                       event_id=f"{self.worker_pod}:turn:{self.turns}")
+                       event_id=f"{self.worker_pod}:turn:{index}")
         )
-        self.turns += 1
         intent = result.intent.intent.value
         if intent and intent != "unknown":
             self.add_intent(intent)
