@@ -234,3 +234,19 @@ def test_kustomize_renders_valid_objects_with_sync_waves(kubectl_bin: str, path:
     assert max(rbac) < min(workloads), "RBAC and ServiceAccounts before the workloads that use them"
     deployments = by_kind(docs, "Deployment")
     assert deployments["voicehive-operator"]["spec"]["replicas"] == 2
+
+
+@pytest.mark.parametrize(
+    ("setting", "named"),
+    [
+        ("livekit.url=ftp://livekit", "/livekit/url"),
+        ("operator.watchNamespaces={Hotels_EU}", "/operator/watchNamespaces/0"),
+        ("orchestrator.replicas=0", "/orchestrator/replicas"),
+        ("keysSecretName=Keys!", "/keysSecretName"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_value(helm_bin: str, setting: str, named: str) -> None:
+    """values.schema.json: a typo fails `helm install` with the value's path, not a broken Pod later."""
+    result = run(helm_bin, "template", "voicehive", str(CHART), "--set", setting)
+    assert result.returncode != 0
+    assert named in result.stderr, result.stderr
