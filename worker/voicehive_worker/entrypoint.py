@@ -272,7 +272,11 @@ async def run_pod(line_file: Path | None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     try:
-        warm = await warm_up(line_file)
+        try:
+            warm = await warm_up(line_file)
+        except (ValueError, OSError) as err:  # bad/missing configuration: say what, exit 2
+            log.error("worker configuration: %s", err)
+            return 2
         readiness.state["warm"] = warm
         log.info("worker warm and idle", extra={"pod": pod})
         vs_raw = await asyncio.to_thread(_watch_assignment, namespace, pod, stopping.is_set)
