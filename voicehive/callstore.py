@@ -47,8 +47,8 @@ from enum import StrEnum
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ClusterDownError, ReadOnlyError, RedisError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from voicehive.lifecycle import CallPhase, EndReason
@@ -63,6 +63,11 @@ DAY_SECONDS = 86_400
 # (a crashed worker never sends call_ended; the retention GC ends such calls later).
 ACTIVE_STALE_SECONDS = 6 * 3600
 _MAX_CONFLICT_RETRIES = 50
+# Redis cannot take the write now, but will: unreachable, timing out, loading its data after a
+# restart (BusyLoadingError is a ConnectionError), or a replica/failover answering READONLY.
+_UNAVAILABLE = (
+    RedisConnectionError, RedisTimeoutError, ReadOnlyError, TryAgainError, ClusterDownError, OSError
+)
 
 
 def call_key(ref: str) -> str:
@@ -310,7 +315,7 @@ class CallStore:
                 if verdict == "duplicate":
                     return ApplyResult(Outcome.DUPLICATE, before, before, None)
                 # "conflict": another writer changed the call since the read; decide again.
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        except _UNAVAILABLE as exc:
             raise StoreUnavailable(str(type(exc).__name__)) from exc
         raise StoreUnavailable("too much contention on one call")
 
@@ -421,7 +426,7 @@ class CallStore:
     async def _guard(self, awaitable: Any) -> Any:
         try:
             return await awaitable
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        except _UNAVAILABLE as exc:
             raise StoreUnavailable(str(type(exc).__name__)) from exc
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -165,3 +166,18 @@ def test_tls_certificate_is_reloaded_when_files_change(tls_server: tuple[int, Pa
         time.sleep(0.1)  # polling for the reload
     with httpx.Client(verify=False, timeout=5) as c:  # noqa: S501 - self-signed test cert
         assert c.get(f"https://127.0.0.1:{port}/readyz").json()["redis"] == "ok"
+
+
+def test_failover_replica_answering_readonly_is_503(client: httpx.Client, redis_client: redis.Redis) -> None:
+    """After a failover the old primary becomes a replica and refuses writes (READONLY)."""
+    sid = "vh-readonly00-_+4930555111_z"
+    redis_client.execute_command("REPLICAOF", "127.0.0.1", "9")  # a primary that never answers
+    try:
+        r = client.post("/v1/livekit/webhook", headers=auth(),
+                        json={"event_type": "agent_ready", "call_sid": sid, "data": {}})
+        assert r.status_code == 503 and r.headers["Retry-After"]
+    finally:
+        redis_client.execute_command("REPLICAOF", "NO", "ONE")
+    assert client.get(f"/v1/calls/{sid}", headers=auth()).status_code == 404
+    r = client.post("/v1/livekit/webhook", headers=auth(), json={"event_type": "agent_ready", "call_sid": sid, "data": {}})
+    assert r.status_code == 200
