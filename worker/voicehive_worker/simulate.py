@@ -5,7 +5,7 @@ WAV into the session's audio input in real time (20 ms frames); the worker's Hot
 through whatever engines are configured - the embedded local engines by default, Riva / Azure
 OpenAI / ElevenLabs when their settings are in the environment (VOICEHIVE_CALL_ENGINES=providers,
 VOICEHIVE_RIVA_SERVER, AZURE_OPENAI_API_KEY, ELEVEN_API_KEY, optional VOICEHIVE_LLM_ENDPOINT and
-VOICEHIVE_TTS_ENDPOINT). Per turn it reports what was said, recognised, the intent, the reply
+VOICEHIVE_TTS_ENDPOINT; all three set selects them unless VOICEHIVE_CALL_ENGINES=local). Per turn it reports what was said, recognised, the intent, the reply
 and where the time went; the reply audio goes to ``--out`` as WAV files.
 
 WHY the real session: this is what a hotel's own CI runs against its line configuration, so it
@@ -104,7 +104,16 @@ async def caller_audio(text: str, spec: HotelLineSpec) -> np.ndarray:
 
 
 def _use_providers() -> bool:
-    return os.environ.get(ENV_ENGINES, "local").strip().lower() == "providers"
+    """Explicit VOICEHIVE_CALL_ENGINES wins; otherwise providers when all three are configured."""
+    choice = os.environ.get(ENV_ENGINES, "").strip().lower()
+    if choice in ("local", "providers"):
+        return choice == "providers"
+    if choice:
+        raise CallError(f"{ENV_ENGINES} must be 'local' or 'providers', not {choice!r}")
+    from voicehive import contract
+
+    needed = (contract.ENV_RIVA_SERVER, contract.ENV_AZURE_OPENAI_API_KEY, contract.ENV_ELEVEN_API_KEY)
+    return all(os.environ.get(name) for name in needed)
 
 
 def build_models(spec: HotelLineSpec) -> Any:
@@ -191,6 +200,21 @@ async def simulate_call(
     on_turn: Any = None,
 ) -> list[TurnReport]:
     """Run the call; ``utterances`` are (text said or None for a recording, 16 kHz int16 PCM)."""
+    from livekit.agents.utils import http_context
+
+    # the provider plugins need an HTTP session bound to the context when there is no job worker
+    async with http_context.open():
+        return await _simulate_call(spec, utterances, out_dir, models=models, on_turn=on_turn)
+
+
+async def _simulate_call(
+    spec: HotelLineSpec,
+    utterances: list[tuple[str | None, np.ndarray]],
+    out_dir: Path | None,
+    *,
+    models: Any,
+    on_turn: Any,
+) -> list[TurnReport]:
     from .agent import LocalCallActions
     from .audio_io import AgentAudioSink, CallerAudioInput
     from .session import create_agent, create_session, load_vad, start_session
@@ -343,7 +367,7 @@ def run_call(line_file: Path, says: list[str], audios: list[Path], out_dir: Path
 
     try:
         reports = asyncio.run(main())
-    except (CallError, EspeakNotInstalled) as exc:
+    except (CallError, EspeakNotInstalled, ValueError) as exc:  # ValueError: session.ConfigError
         print(f"error: {exc}", file=sys.stderr)
         return 2
     answered = [r for r in reports if r.turn > 0 and (r.reply or r.ended)]
