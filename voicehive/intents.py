@@ -67,6 +67,7 @@ _RULES: list[tuple[Intent, float, str, str]] = [
     (Intent.CANCEL_BOOKING, _W_MED, "en", r"\bcall(ing)? off\b|\bwon t be (coming|able to come)\b|\bno longer (need|come|coming)\b"),
     (Intent.CANCEL_BOOKING, _W_STRONG, "de", r"\bstorn\w*|\babsage\b|\babsagen\b|\bsage\w* \w* ?ab\b|\bannull\w*"),
     (Intent.CANCEL_BOOKING, _W_MED, "de", r"\bnicht mehr kommen\b|\bkommen nicht\b|\bzuruckziehen\b"),
+    (Intent.CANCEL_BOOKING, _W_STRONG, "de", r"\b(sage|sagen|sagt|sag)\b[\w ]{0,30}\bab\b|\bfallt[\w ]{0,20}\baus\b"),
     (Intent.CANCEL_BOOKING, _W_STRONG, "fr", r"\bannul\w*|\bdecommander\b"),
     (Intent.CANCEL_BOOKING, _W_MED, "fr", r"\bne (pourrai|pourrons|viendrai|viendrons) (pas|plus)\b"),
     (Intent.CANCEL_BOOKING, _W_STRONG, "es", r"\bcancel\w*|\banul\w*"),
@@ -87,6 +88,7 @@ _RULES: list[tuple[Intent, float, str, str]] = [
     (Intent.MODIFY_BOOKING, _W_MED, "it", r"\b(altre|nuove) date\b|\buna notte in piu\b|\barrivare (piu tardi|prima)\b|\binvece d"),
     # ---------------------------------------------------------------- speak_to_human
     (Intent.SPEAK_TO_HUMAN, _W_STRONG, "en", r"\b(speak|talk|connect|transfer|put me through|get me)\b[\w ]{0,25}\b(person|human|someone|somebody|receptionist|reception|front desk|operator|agent|manager|staff|employee|concierge|real)\b"),
+    (Intent.SPEAK_TO_HUMAN, _W_STRONG, "en", r"\b(person|human|someone|somebody|receptionist|operator|agent|manager|staff)\b[\w ]{0,25}\b(speak|talk)\b"),
     (Intent.SPEAK_TO_HUMAN, _W_STRONG, "en", r"\b(real|actual|live) (person|human)\b|\bhuman being\b|\bnot a (robot|machine|bot)\b|\boperator\b|\brepresentative\b"),
     (Intent.SPEAK_TO_HUMAN, _W_STRONG, "de", r"\b(sprechen|reden|verbinden|durchstellen|weiterleiten|weiterverbinden|verbunden)\b[\w ]{0,40}\b(mensch\w*|mitarbeiter\w*|person|rezeption|empfang|jemand\w*|kollegin|kollegen|chef\w*|vorgesetzte\w*|manager\w*)\b|\b(mensch\w*|mitarbeiter\w*|person|rezeption|empfang|jemand\w*|kollegin|kollegen|chef\w*|vorgesetzte\w*|manager\w*)\b[\w ]{0,40}\b(sprechen|reden|verbinden|durchstellen|durch|weiterleiten|weiterverbinden|verbunden)\b"),
     (Intent.SPEAK_TO_HUMAN, _W_STRONG, "de", r"\b(echte\w* (person|mensch\w*)|kein\w* (roboter|maschine|computer))\b"),
@@ -98,7 +100,7 @@ _RULES: list[tuple[Intent, float, str, str]] = [
     (Intent.SPEAK_TO_HUMAN, _W_STRONG, "it", r"\b(persona vera|essere umano|non (con )?una macchina|non (con )?un robot)\b"),
     # ---------------------------------------------------------------- complaint
     (Intent.COMPLAINT, _W_STRONG, "en", r"\bcomplain\w*|\bunacceptable\b|\bdisgust\w*|\bterrible\b|\bawful\b|\bhorrible\b|\bdisappoint\w*|\bfurious\b|\bangry\b|\bupset\b|\brefund\b"),
-    (Intent.COMPLAINT, _W_MED, "en", r"\b(dirty|filthy|noisy|loud|broken|not working|doesn t work|does not work|rude|smells?|stain\w*|cold shower|no hot water|bugs|cockroach\w*|mould|mold|overcharged|charged twice|still waiting)\b"),
+    (Intent.COMPLAINT, _W_MED, "en", r"\b(dirty|filthy|noisy|loud|broken|not working|doesn t work|does not work|rude|smells?|stain\w*|cold shower|no hot water|bugs|cockroach\w*|mould|mold|overcharged|charged twice|still waiting|too (cold|hot|small|loud|noisy))\b"),
     (Intent.COMPLAINT, _W_STRONG, "de", r"\bbeschwer\w*|\breklamation\w*|\bunverschamt\w*|\binakzeptabel\b|\bentsetzlich\b|\bschrecklich\b|\bfurchtbar\b|\benttausch\w*|\bverargert\b|\bwutend\b|\bunmoglich\b|\berstattung\b"),
     (Intent.COMPLAINT, _W_MED, "de", r"\b(schmutzig\w*|dreckig\w*|laut\w*|kaputt\w*|funktioniert nicht|geht nicht|unfreundlich\w*|stinkt|kein warmes wasser|kalt|flecken|zu viel berechnet|doppelt abgebucht|warte\w* seit)\b"),
     (Intent.COMPLAINT, _W_STRONG, "fr", r"\bplainte\b|\bplaindre\b|\breclamation\b|\binadmissible\b|\binacceptable\b|\bhorrible\b|\bdeplorable\b|\bdecu\w*|\bfurieux\b|\bmecontent\w*|\bscandal\w*|\brembours\w*"),
@@ -116,13 +118,13 @@ _RULES: list[tuple[Intent, float, str, str]] = [
     # ---------------------------------------------------------------- check_availability
     (Intent.CHECK_AVAILABILITY, _W_STRONG, "en", r"\bavailab\w*|\bvacanc\w*|\bfully booked\b|\bsold out\b|\b(any|a) (free|spare|open) rooms?\b|\b(rooms?|anything) (left|free|open)\b|\bdo you have (any )?(rooms?|space|a (double|single|twin|suite|family))\b|\bis there (any )?room\b"),
     (Intent.CHECK_AVAILABILITY, _W_STRONG, "de", r"\bverfugbar\w*|\bausgebucht\b|\b(noch )?(ein |zimmer )?frei(e|es|en)?\b|\bnoch (ein )?zimmer\b|\bhaben sie (noch )?(ein |einen )?(freies |freie )?(zimmer|platz)\b|\bgibt es (noch )?(ein |freie )?zimmer\b|\bplatz\b"),
-    (Intent.CHECK_AVAILABILITY, _W_STRONG, "fr", r"\bdisponib\w*|\bcomplet\b|\b(chambres?|places?) (libres?|de libre)\b|\breste t il\b|\bil reste\b|\bavez vous (encore )?(une|des) chambres?\b|\by a t il (encore )?(une|des) chambres?\b"),
+    (Intent.CHECK_AVAILABILITY, _W_STRONG, "fr", r"\bdisponib\w*|\bcomplet\b|\b(chambres?|places?) (libres?|de libre)\b|\breste t il\b|\bil (vous |nous )?reste\b|\bde la place\b|\bavez vous (encore )?(une|des) chambres?\b|\by a t il (encore )?(une|des) chambres?\b"),
     (Intent.CHECK_AVAILABILITY, _W_STRONG, "es", r"\bdisponib\w*|\bcomplet[oa]s?\b|\b(habitacion|habitaciones) (libres?)\b|\bqueda\w* (alguna )?(habitacion\w*|sitio)\b|\bhay (alguna )?(habitacion\w*|sitio)\b|\btienen (alguna )?habitacion\w*"),
     (Intent.CHECK_AVAILABILITY, _W_STRONG, "it", r"\bdisponib\w*|\bal completo\b|\b(camere?|stanze?) (libere?|libera)\b|\bavete (ancora )?(una |delle )?(camer\w*|stanz\w*|posto)\b|\bc e (ancora )?(una |un )?(camera|stanza|posto)\b|\bci sono (ancora )?(camere|stanze)\b"),
     # ---------------------------------------------------------------- book_room
-    (Intent.BOOK_ROOM, _W_MED, "en", r"\bbook\b|\bbooking a\b|\breserve\b|\bmake a (reservation|booking)\b|\b(need|want|like|looking for|get) (a|two|three|an?) [\w ]{0,15}\b(room|suite|double|single|twin)\b|\bstay with you\b|\bfor \w+ nights?\b"),
+    (Intent.BOOK_ROOM, _W_MED, "en", r"\bbook\b|\bbooking a\b|\breserve\b|\bmake a (reservation|booking)\b|\b(need|want|like|looking for|get) (a|two|three|an?) [\w ]{0,15}\b(room|suite|double|single|twin)\b|\bstay with you\b|\b(like|want|planning|plan) to stay\b|\bfor \w+ nights?\b"),
     (Intent.BOOK_ROOM, _W_WEAK, "en", r"\breservation\b|\broom for\b|\bnights?\b"),
-    (Intent.BOOK_ROOM, _W_MED, "de", r"\bbuchen\b|\breservier\w*|\b(brauche|mochte|hatte gern|hatte gerne|suche|wurde gern|wurde gerne)\b[\w ]{0,25}\b(zimmer|doppelzimmer|einzelzimmer|suite)\b|\bubernachten\b|\bfur \w+ nachte?\b"),
+    (Intent.BOOK_ROOM, _W_MED, "de", r"\bbuchen\b|\breservier\w*|\b(brauche|brauchen|mochte|mochten|hatte gern|hatte gerne|hatten gern|hatten gerne|suche|suchen|wurde gern|wurde gerne|wurden gern|wurden gerne)\b[\w ]{0,25}\b(\w*zimmer|suite)\b|\bubernachten\b|\bfur \w+ nachte?\b"),
     (Intent.BOOK_ROOM, _W_WEAK, "de", r"\bbuchung\b|\bzimmer fur\b|\bnachte?\b"),
     (Intent.BOOK_ROOM, _W_MED, "fr", r"\breserver\b|\bfaire une reservation\b|\b(voudrais|veux|souhaite|souhaiterais|aimerais|cherche|besoin d)\b[\w ]{0,25}\b(chambre|suite)\b|\bpour \w+ nuits?\b|\bsejourner\b"),
     (Intent.BOOK_ROOM, _W_WEAK, "fr", r"\breservation\b|\bchambre pour\b|\bnuits?\b"),
