@@ -26,6 +26,7 @@ from voicehive.lifecycle import CallPhase, EndReason, is_terminal
 log = logging.getLogger(__name__)
 
 VOICESESSIONS = "voicesessions"
+LINE_REFRESH_SECONDS = 30.0  # how often the HotelLine directory (room prefixes, retention) is re-listed
 HOTELLINES = "hotellines"
 
 
@@ -238,6 +239,7 @@ class SessionCoordinator:
         self.retry_seconds = retry_seconds
         self.directory = directory or LineDirectory()
         self._list_lines = list_lines
+        self._listed_at = -LINE_REFRESH_SECONDS
         self.last_error: str | None = None if sink is not None else "not configured"
         self.created = 0
         self._task: asyncio.Task[None] | None = None
@@ -306,9 +308,12 @@ class SessionCoordinator:
 
     async def retry_pending(self) -> int:
         """One pass over the queue; returns how many requests remain."""
-        if self._list_lines is not None:
+        now = time.monotonic()
+        if self._list_lines is not None and now - self._listed_at >= LINE_REFRESH_SECONDS:
+            # Every replica runs this loop: a cluster-wide list every pass would load the API.
             try:
                 self.directory.update(await self._list_lines())
+                self._listed_at = now
             except Exception as exc:
                 self._failed(exc)
         if self.sink is not None:
