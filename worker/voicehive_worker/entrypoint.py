@@ -163,6 +163,12 @@ class Warm:
 
 
 async def warm_up(line_file: Path | None) -> Warm:
+    # livekit plugins register themselves on import and insist on the main thread
+    import livekit.plugins.elevenlabs
+    import livekit.plugins.nvidia
+    import livekit.plugins.openai
+    import livekit.plugins.silero  # noqa: F401
+
     from voicehive.privacy import Privacy
     from voicehive_worker.session import ProviderEndpoints, load_vad
     from voicehive_worker.watchdog import FallbackVoice
@@ -170,7 +176,7 @@ async def warm_up(line_file: Path | None) -> Warm:
     spec = load_line_spec(line_file)
     privacy = Privacy.from_env()
     endpoints = ProviderEndpoints.from_env(spec)
-    vad = await asyncio.to_thread(load_vad)
+    vad = await asyncio.to_thread(load_vad)  # ONNX load off the event loop (readiness stays responsive)
     voice = await FallbackVoice.render(spec.languages[0])
     return Warm(spec=spec, vad=vad, privacy=privacy, endpoints=endpoints, voice=voice, ready=True)
 
@@ -223,7 +229,8 @@ def _watch_assignment(namespace: str, pod: str, stop: Callable[[], bool]) -> dic
     try:
         kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
     except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+        # outside a cluster (development, tests): $KUBECONFIG, read now (the library reads it at import)
+        kubernetes.config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))  # type: ignore[no-untyped-call]
     api = client.CustomObjectsApi()
     selector = f"{contract.LABEL_WORKER}={pod}"
     from voicehive.api.models import GROUP, VERSION
@@ -342,6 +349,8 @@ async def run_pod(line_file: Path | None) -> int:
         log.exception("worker failed")
         return 1
     finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
         await readiness.cleanup()
 
 
