@@ -6,6 +6,7 @@ the caller hangs up. Providers are the loopback fakes; Kubernetes is the kube fi
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import time
@@ -48,9 +49,7 @@ async def test_pod_serves_one_call_and_exits(
     lk = found.env
     room = f"vh-test-pod-{int(time.time() * 1000)}"
     pii, transcript = generate_key_b64(), generate_key_b64()
-    privacy = Privacy.from_keys(
-        __import__("base64").b64decode(pii), __import__("base64").b64decode(transcript)
-    )
+    privacy = Privacy.from_keys(base64.b64decode(pii), base64.b64decode(transcript))
 
     async with provider_fakes([QUESTION], lambda m, t: "Yes, underground parking is available.") as fakes:
         spec = fakes.spec_for(line_spec())
