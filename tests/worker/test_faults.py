@@ -106,12 +106,21 @@ async def test_llm_down_for_good_hands_the_call_over() -> None:
 
 async def test_tts_socket_dropped() -> None:
     async with (
-        provider_fakes([FIRST, SECOND], lambda m, t: REPLY) as fakes,
+        provider_fakes([FIRST, SECOND, THIRD], lambda m, t: REPLY) as fakes,
         running_call(fakes, line_spec(), greet=False, watchdog=True) as call,
     ):
         assert call.watchdog is not None
         await asyncio.sleep(0.3)
+        # one drop: the plugin reconnects and the reply still comes, in time
         fakes.eleven.drop_next(after_chunks=0)
-        utt = call.say(speak(FIRST), "tts drop")
+        utt = call.say(speak(FIRST), "tts drop once")
         await _heard_within(call, utt, 2.0)
-        await _normal_turn(call, SECOND)
+        assert call.watchdog.report.fallbacks == []
+        # every attempt dropped: the local fallback voice speaks instead
+        await call.wait_quiet()
+        fakes.eleven.drop_next(after_chunks=0, count=20)
+        utt = call.say(speak(SECOND), "tts down")
+        await _heard_within(call, utt, 2.0)
+        assert [cause for _, cause in call.watchdog.report.fallbacks] in (["tts_error"], ["reply_overdue"])
+        fakes.eleven.clear_faults()
+        await _normal_turn(call, THIRD)
