@@ -163,7 +163,10 @@ def test_unreachable_kube_queues_and_retries(orch_settings: Settings, kube: Kube
         assert ready["status"] == "ready" and ready["pending_voicesessions"] == 1
         assert any("kubernetes: unreachable" in d for d in ready["degraded"])
         # the API is back: the background retry creates the VoiceSession exactly once
-        server.app.state.orch.coordinator.sink = KubeSessions(kube.api_client())
+        # (both the sink and its line listing: in production they share one client)
+        up = KubeSessions(kube.api_client())
+        server.app.state.orch.coordinator.sink = up
+        server.app.state.orch.coordinator._list_lines = up.list_lines
         assert len(_wait_for(lambda: _sessions(kube, namespace))) == 1
         _wait_for(lambda: c.get("/readyz").json()["pending_voicesessions"] == 0)
         assert c.get("/readyz").json()["kubernetes"] == "ok"
