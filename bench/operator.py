@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -38,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.fakes.livekit_twirp import LiveKitFake  # noqa: E402
-from tests.fixtures.kube import KMockThread, write_kubeconfig  # noqa: E402
+from tests.fixtures.kube import write_kubeconfig  # noqa: E402
 from tests.operator.helpers import spec  # noqa: E402
 from voicehive import contract  # noqa: E402
 from voicehive_operator.kube import HOTELLINES, VOICESESSIONS, Kube  # noqa: E402
@@ -123,15 +124,31 @@ async def _wait(predicate: Any, limit_s: float, what: str) -> None:
         await asyncio.sleep(0.2)
 
 
+KMOCK_SERVER = """
+import sys, threading
+from tests.fixtures.kube import KMockThread
+server = KMockThread()
+server.start()
+print(server.url, flush=True)
+sys.stdin.read()  # serve until the bench closes our stdin
+server.stop()
+"""
+
+
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    kmock = KMockThread()
-    kmock.start()
+    # The Kubernetes API emulator gets a process of its own, so neither the load generator nor
+    # the watch in this process competes with it for the GIL.
+    kmock = subprocess.Popen(  # noqa: ASYNC220 (started once, before the measured part)
+        [sys.executable, "-c", KMOCK_SERVER], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    assert kmock.stdout is not None and kmock.stdin is not None
+    kmock_url = kmock.stdout.readline().strip()
     tmp = Path(tempfile.mkdtemp(prefix="vh-bench-op-"))
-    kubeconfig = write_kubeconfig(tmp / "kubeconfig", kmock.url)
+    kubeconfig = write_kubeconfig(tmp / "kubeconfig", kmock_url)
     import kubernetes
 
     cfg = kubernetes.client.Configuration()
-    cfg.host = kmock.url
+    cfg.host = kmock_url
     kube = Kube(kubernetes.client.ApiClient(cfg))
     ns_bind, ns_lines = "bench-bind", "bench-lines"
     results: dict[str, Any] = {}
@@ -171,20 +188,24 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 await kube.create_custom(ns_bind, VOICESESSIONS, body)
 
             await asyncio.gather(*(create(i) for i in range(total)))
-            await _wait(lambda: asyncio.sleep(0, len(watcher.bound) >= total), 120, "all sessions bound")
+            with contextlib.suppress(TimeoutError):  # reported below as unbound sessions
+                await _wait(lambda: asyncio.sleep(0, len(watcher.bound) >= total), 120, "all sessions bound")
             watcher.stop.set()
             latencies = [1000 * (watcher.bound[n] - t) for n, t in sent.items() if n in watcher.bound]
             from_pool = await _claimed_from_pool(kube, ns_bind)
             results["binding"] = {
                 "sessions": total, "rate_per_s": args.rate, "seconds": args.seconds, "warm_pool": args.warm_pool,
                 "bound": len(latencies),
+                "unbound_after_120s": total - len(latencies),
+                "throughput_bound_per_s": round(len(latencies) / max(1e-9, max(watcher.bound.values(), default=start)
+                                                                         - start), 1),
                 "p50_ms": round(statistics.median(latencies), 1),
                 "p95_ms": round(_percentile(latencies, 0.95), 1),
                 "p99_ms": round(_percentile(latencies, 0.99), 1),
                 "max_ms": round(max(latencies), 1),
                 "served_by_warm_pod": from_pool,
                 "target_p95_ms": 250,
-                "meets_target": _percentile(latencies, 0.95) <= 250,
+                "meets_target": len(latencies) == total and _percentile(latencies, 0.95) <= 250,
             }
             mem_after_bind = _proc_mem(proc.pid)
 
@@ -218,11 +239,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 proc.kill()
             log.close()
     kube.close()
-    kmock.stop()
+    kmock.stdin.close()
+    kmock.wait(timeout=30)
     results["environment"] = {
-        "python": platform.python_version(), "cpus": os.cpu_count(), "kube_api": "KMock emulator (thread, loopback)",
+        "python": platform.python_version(), "cpus": os.cpu_count(), "kube_api": "KMock emulator (own process, loopback)",
         "livekit": "Twirp fake (loopback)", "operator": "separate process, `voicehive operator`",
-        "note": "shared 2-core machine; KMock, the LiveKit fake and the load generator run in the bench process",
+        "note": "shared 2-core machine (other engineers' jobs ran at the same time); the LiveKit fake and the load generator run in the bench process, KMock in its own",
     }
     return results
 

@@ -10,6 +10,8 @@ intervals come from the operator's settings.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -68,7 +70,12 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
 
     @kopf.on.startup(registry=registry, id="configure")
-    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        # Every Kubernetes call runs in a thread (sync client); the default pool of cpu+4 threads
+        # would cap the operator at a few concurrent calls under a burst of new sessions.
+        asyncio.get_running_loop().set_default_executor(
+            concurrent.futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="voicehive-kube")
+        )
         # Annotations only: our CRDs' structural schemas would prune a status.kopf field.
         settings.persistence.finalizer = FINALIZER
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
@@ -107,6 +114,13 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
             "status": dict(body.get("status") or {}),
         }
         return {(namespace, line): snapshot}
+
+    @kopf.index(*PODS, registry=registry, id="idle_pods", labels=WORKER_POD_LABELS)
+    def idle_pods(namespace: str, body: Any, **_: Any) -> Any:
+        """Idle worker pods by line: a claim picks from memory instead of listing pods."""
+        snapshot = sessions.idle_snapshot(body)
+        line = (body.get("metadata", {}).get("labels") or {}).get(contract.LABEL_LINE)
+        return None if snapshot is None or not line else {(namespace, line): snapshot}
 
     # ------------------------------------------------------------------ HotelLine
 
@@ -187,7 +201,7 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
     @kopf.on.resume(*VS, registry=registry, id="bind_session")
     @kopf.on.create(*VS, registry=registry, id="bind_session")
     async def bind_session(body: Any, namespace: str, name: str, uid: str, spec: Any, memo: Any, line_specs: Any,
-                           asr_users: Any, sessions_by_line: Any, **_: Any) -> None:
+                           asr_users: Any, sessions_by_line: Any, idle_pods: Any, **_: Any) -> None:
         _remember(memo, asr_users=asr_users, line_specs=line_specs, sessions_by_line=sessions_by_line)
         runtime = _runtime(memo)
         line = (spec.get("lineRef") or {}).get("name", "")
@@ -197,7 +211,8 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
             if found is not None and not found["metadata"].get("deletionTimestamp"):
                 entry = (found["metadata"]["uid"], lines.parse_spec(found.get("spec") or {})[0])
         result = await sessions.bind(runtime, namespace=namespace, name=name, uid=uid, body=body,
-                                     line_spec=entry[1] if entry else None, line_uid=entry[0] if entry else None)
+                                     line_spec=entry[1] if entry else None, line_uid=entry[0] if entry else None,
+                                     idle=list(idle_pods.get((namespace, line), ())))
         if result is None:
             return
         reason, message = result
@@ -216,6 +231,8 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         finished = (body.get("status") or {}).get("phase") in pool.FINISHED_PHASES
         if not (deleted or finished):
             return
+        if deleted:
+            runtime.reserved.discard(body["metadata"]["name"])
         state = labels.get(contract.LABEL_WORKER_STATE)
         if state == contract.WORKER_CLAIMED:
             session = await sessions.worker_gone(runtime, namespace=namespace, pod=body, deleted=deleted)

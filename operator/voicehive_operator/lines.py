@@ -130,7 +130,7 @@ async def reconcile(
     changes += await riva.reconcile_namespace(runtime, settings.riva_namespace or namespace, asr_users)
 
     # 3. Warm pool ----------------------------------------------------------------------------
-    plan, pool_changes = await pool.reconcile(runtime, namespace, name, uid, spec)
+    plan, pool_changes = await pool.reconcile(runtime, namespace, name, uid, spec, count_claimed=True)
     changes += pool_changes
     patch["warmWorkers"] = plan.idle_current
     patch["activeCalls"] = plan.claimed

@@ -44,8 +44,15 @@ class PoolPlan:
     claimed: int
 
 
-def plan(pods: list[dict[str, Any]], desired: int, spec_hash: str) -> PoolPlan:
-    idle = [p for p in pods if p["metadata"].get("labels", {}).get(contract.LABEL_WORKER_STATE) == contract.WORKER_IDLE]
+def plan(pods: list[dict[str, Any]], desired: int, spec_hash: str, reserved: frozenset[str] | set[str] = frozenset()
+         ) -> PoolPlan:
+    """``reserved`` pods are being claimed right now: neither counted as idle nor removed."""
+    idle = [
+        p
+        for p in pods
+        if p["metadata"].get("labels", {}).get(contract.LABEL_WORKER_STATE) == contract.WORKER_IDLE
+        and p["metadata"]["name"] not in reserved
+    ]
     claimed = [
         p
         for p in pods
@@ -70,21 +77,31 @@ def plan(pods: list[dict[str, Any]], desired: int, spec_hash: str) -> PoolPlan:
                     ready=sum(1 for p in kept if is_ready(p)), claimed=len(claimed))
 
 
-async def list_line_pods(runtime: Runtime, namespace: str, line: str) -> list[dict[str, Any]]:
+async def list_line_pods(runtime: Runtime, namespace: str, line: str, state: str | None = None) -> list[
+    dict[str, Any]
+]:
+    """Worker pods of a line; ``state`` narrows to idle or claimed ones on the server side
+    (a busy line has hundreds of claimed pods that a claim or a refill need not read)."""
     labels = {**builders.common_labels(contract.COMPONENT_WORKER), contract.LABEL_LINE: line}
+    if state is not None:
+        labels[contract.LABEL_WORKER_STATE] = state
     return await runtime.kube.list_pods(namespace, labels)
 
 
 async def reconcile(
-    runtime: Runtime, namespace: str, line: str, line_uid: str, spec: HotelLineSpec
+    runtime: Runtime, namespace: str, line: str, line_uid: str, spec: HotelLineSpec, *, count_claimed: bool = False
 ) -> tuple[PoolPlan, list[str]]:
-    """Bring the line's pool to ``spec.workers.warmPool`` idle pods on the current spec."""
+    """Bring the line's pool to ``spec.workers.warmPool`` idle pods on the current spec.
+
+    ``count_claimed`` also lists the claimed pods (for ``status.activeCalls``); the refill after
+    each claim skips that, it only needs the idle ones.
+    """
     settings = runtime.settings
     spec_hash = builders.worker_spec_hash(namespace, line, spec, settings)
     async with runtime.lock(f"pool:{namespace}/{line}"):
-        pods = await list_line_pods(runtime, namespace, line)
+        pods = await list_line_pods(runtime, namespace, line, None if count_claimed else contract.WORKER_IDLE)
         desired = 0 if line_uid in runtime.deleted_lines else spec.workers.warm_pool
-        todo = plan(pods, desired, spec_hash)
+        todo = plan(pods, desired, spec_hash, runtime.reserved)
         changes: list[str] = []
         batch = max(1, settings.pool_create_batch)
         remaining = todo.create
@@ -107,11 +124,12 @@ async def reconcile(
 async def remove_idle(runtime: Runtime, namespace: str, line: str) -> int:
     """Delete every idle pod of a line (line deletion); claimed pods belong to their calls."""
     async with runtime.lock(f"pool:{namespace}/{line}"):
-        pods = await list_line_pods(runtime, namespace, line)
+        pods = await list_line_pods(runtime, namespace, line, contract.WORKER_IDLE)
         idle = [
             p["metadata"]["name"]
             for p in pods
             if p["metadata"].get("labels", {}).get(contract.LABEL_WORKER_STATE) == contract.WORKER_IDLE
+            and p["metadata"]["name"] not in runtime.reserved
         ]
         await asyncio.gather(*(runtime.kube.delete_pod(namespace, name) for name in idle))
         return len(idle)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,36 +57,57 @@ class Binding:
     from_pool: bool
 
 
-async def _claim_idle(runtime: Runtime, namespace: str, line: str, spec_hash: str, session: str,
-                      owner: dict[str, Any]) -> str | None:
-    pods = await pool.list_line_pods(runtime, namespace, line)
-    candidates = [
-        p
-        for p in pods
-        if p["metadata"].get("labels", {}).get(contract.LABEL_WORKER_STATE) == contract.WORKER_IDLE
-        and p["metadata"].get("labels", {}).get(contract.LABEL_SPEC_HASH) == spec_hash
-        and not pool.is_gone(p)
-    ]
-    candidates.sort(key=lambda p: (not pool.is_ready(p), p["metadata"].get("creationTimestamp") or ""))
+def idle_snapshot(pod: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What the claim path needs to know about an idle worker pod (kept in a Kopf index)."""
+    meta = pod.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    if labels.get(contract.LABEL_WORKER_STATE) != contract.WORKER_IDLE or pool.is_gone(dict(pod)):
+        return None
+    return {
+        "name": meta.get("name"),
+        "resourceVersion": meta.get("resourceVersion"),
+        "specHash": labels.get(contract.LABEL_SPEC_HASH),
+        "ready": pool.is_ready(dict(pod)),
+        "created": meta.get("creationTimestamp") or "",
+    }
+
+
+async def _claim_idle(runtime: Runtime, namespace: str, spec_hash: str, session: str, owner: dict[str, Any],
+                      idle: Iterable[Mapping[str, Any]]) -> str | None:
+    """Claim one idle pod without a lock and without a LIST.
+
+    Candidates come from the in-memory index of idle pods; ``runtime.reserved`` (checked and set
+    without an ``await`` in between, so atomically for asyncio) keeps two concurrent claims off the
+    same pod, and the resourceVersion precondition keeps a stale index entry from winning.
+    """
+    candidates = sorted(
+        (p for p in idle if p.get("specHash") == spec_hash and p.get("name") not in runtime.reserved),
+        key=lambda p: (not p.get("ready"), p.get("created") or "", p.get("name") or ""),
+    )
     for pod in candidates:
-        meta = pod["metadata"]
+        name = str(pod["name"])
+        if name in runtime.reserved:
+            continue
+        runtime.reserved.add(name)
         patch = {
             "metadata": {
-                "resourceVersion": meta.get("resourceVersion"),
+                "resourceVersion": pod.get("resourceVersion"),
                 "labels": {contract.LABEL_WORKER_STATE: contract.WORKER_CLAIMED, contract.LABEL_SESSION: session},
                 "ownerReferences": [owner],
             }
         }
         try:
-            if await runtime.kube.patch_pod(namespace, meta["name"], patch) is not None:
-                return str(meta["name"])
+            if await runtime.kube.patch_pod(namespace, name, patch) is not None:
+                return name
         except Conflict:
-            continue  # someone changed it first; try the next idle pod
+            runtime.reserved.discard(name)  # changed since indexed; it may be claimable later
+            continue
     return None
 
 
 async def bind(runtime: Runtime, *, namespace: str, name: str, uid: str, body: Mapping[str, Any],
-               line_spec: HotelLineSpec | None, line_uid: str | None) -> tuple[str, str] | None:
+               line_spec: HotelLineSpec | None, line_uid: str | None,
+               idle: Iterable[Mapping[str, Any]] = ()) -> tuple[str, str] | None:
     """Bind a Pending session to a worker pod; returns (event reason, message) or None (no-op)."""
     status = body.get("status") or {}
     phase = phase_of(status)
@@ -100,18 +121,17 @@ async def bind(runtime: Runtime, *, namespace: str, name: str, uid: str, body: M
         return ("BindFailed", f"HotelLine {line} is missing or invalid")
     owner = builders.session_owner(name, uid)
     spec_hash = builders.worker_spec_hash(namespace, line, line_spec, runtime.settings)
-    async with runtime.lock(f"pool:{namespace}/{line}"):
-        pod = await _claim_idle(runtime, namespace, line, spec_hash, name, owner)
-        from_pool = pod is not None
-        if pod is None:
-            body_pod = builders.worker_pod(namespace=namespace, line_name=line, line_uid=line_uid, spec=line_spec,
-                                           settings=runtime.settings)
-            body_pod["metadata"]["labels"].update(
-                {contract.LABEL_WORKER_STATE: contract.WORKER_CLAIMED, contract.LABEL_SESSION: name}
-            )
-            body_pod["metadata"]["ownerReferences"] = [owner]
-            created = await runtime.kube.create_pod(namespace, body_pod)
-            pod = str(created["metadata"]["name"])
+    pod = await _claim_idle(runtime, namespace, spec_hash, name, owner, idle)
+    from_pool = pod is not None
+    if pod is None:
+        body_pod = builders.worker_pod(namespace=namespace, line_name=line, line_uid=line_uid, spec=line_spec,
+                                       settings=runtime.settings)
+        body_pod["metadata"]["labels"].update(
+            {contract.LABEL_WORKER_STATE: contract.WORKER_CLAIMED, contract.LABEL_SESSION: name}
+        )
+        body_pod["metadata"]["ownerReferences"] = [owner]
+        created = await runtime.kube.create_pod(namespace, body_pod)
+        pod = str(created["metadata"]["name"])
     how = "a warm pod" if from_pool else "a new pod (the warm pool was empty)"
     new_status: dict[str, Any] = {
         "workerPod": pod,
