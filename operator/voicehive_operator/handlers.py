@@ -110,7 +110,7 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
                 "uid": body["metadata"].get("uid"),
                 "creationTimestamp": body["metadata"].get("creationTimestamp"),
             },
-            "spec": {"roomHash": spec.get("roomHash"), "callerHash": spec.get("callerHash")},
+            "spec": {"lineRef": {"name": line}, "roomHash": spec.get("roomHash"), "callerHash": spec.get("callerHash")},
             "status": dict(body.get("status") or {}),
         }
         return {(namespace, line): snapshot}
@@ -138,8 +138,9 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
     @kopf.on.update(*HL, registry=registry, id="reconcile_line")
     async def reconcile_line(body: Any, namespace: str, name: str, uid: str, meta: Any, spec: Any, status: Any,
                              patch: kopf.Patch, memo: Any, asr_users: Any, line_specs: Any, sessions_by_line: Any,
-                             **_: Any) -> None:
-        _remember(memo, asr_users=asr_users, line_specs=line_specs, sessions_by_line=sessions_by_line)
+                             idle_pods: Any, **_: Any) -> None:
+        _remember(memo, asr_users=asr_users, line_specs=line_specs, sessions_by_line=sessions_by_line,
+                  idle_pods=idle_pods)
         await _reconcile(body, namespace, name, uid, meta, spec, status, patch, memo, asr_users)
 
     @kopf.timer(*HL, registry=registry, id="resync_line", interval=settings.resync_interval_s,
@@ -171,8 +172,14 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         entry = _line(line_specs, namespace, name)
         spec = entry[1] if entry else None
         retention = spec.retention.metadata_days if spec else None
+        idle = runtime.indexes.get("idle_pods")
         for snapshot in list(sessions_by_line.get((namespace, name), ())):
             vs_name = snapshot["metadata"]["name"]
+            if entry is not None and idle is not None and snapshot["metadata"]["uid"] not in runtime.bound:
+                # A bind that failed on a transient error (event handlers are not retried).
+                await sessions.bind(runtime, namespace=namespace, name=vs_name, uid=snapshot["metadata"]["uid"],
+                                    body=snapshot, line_spec=spec, line_uid=entry[0],
+                                    idle=list(idle.get((namespace, name), ())))
             verdict = await sessions.enforce(runtime, namespace=namespace, name=vs_name, body=snapshot,
                                              line_spec=spec, retention_days=retention)
             if verdict.action in {"fail", "end"}:
@@ -198,12 +205,23 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
 
     # ------------------------------------------------------------------ VoiceSession
 
-    @kopf.on.resume(*VS, registry=registry, id="bind_session")
-    @kopf.on.create(*VS, registry=registry, id="bind_session")
-    async def bind_session(body: Any, namespace: str, name: str, uid: str, spec: Any, memo: Any, line_specs: Any,
-                           asr_users: Any, sessions_by_line: Any, idle_pods: Any, **_: Any) -> None:
-        _remember(memo, asr_users=asr_users, line_specs=line_specs, sessions_by_line=sessions_by_line)
+    # An event handler, not on.create: it also covers sessions that exist when the operator starts,
+    # and Kopf persists nothing for it (no annotation patch on the binding path). Binding is
+    # idempotent (status + an in-memory record of bound sessions), so repeated events are no-ops.
+    @kopf.on.event(*VS, registry=registry, id="bind_session")
+    async def bind_session(event: Any, body: Any, namespace: str, name: str, uid: str, spec: Any, status: Any,
+                           memo: Any, line_specs: Any, asr_users: Any, sessions_by_line: Any, idle_pods: Any,
+                           **_: Any) -> None:
+        _remember(memo, asr_users=asr_users, line_specs=line_specs, sessions_by_line=sessions_by_line,
+                  idle_pods=idle_pods)
         runtime = _runtime(memo)
+        if event.get("type") == "DELETED":
+            runtime.bound.pop(uid, None)
+            return
+        if uid in runtime.bound or (status or {}).get("workerPod") or (status or {}).get("phase") not in (
+            None, "Pending"
+        ):
+            return
         line = (spec.get("lineRef") or {}).get("name", "")
         entry = _line(line_specs, namespace, line)
         if entry is None and line:  # the line's watch event may trail the session's
@@ -216,7 +234,8 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         if result is None:
             return
         reason, message = result
-        (kopf.info if reason == "WorkerBound" else kopf.warn)(body, reason=reason, message=message)
+        if reason != "WorkerBound":  # success is in status.conditions; an Event per call is only noise
+            kopf.warn(body, reason=reason, message=message)
         if entry is not None and entry[1] is not None:
             _refill(runtime, namespace, line, entry)
 

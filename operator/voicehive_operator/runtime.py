@@ -38,6 +38,7 @@ class Runtime:
     indexes: dict[str, Any] = field(default_factory=dict)  # Kopf's live indexes, for timers
     deleted_lines: set[str] = field(default_factory=set)  # uids of lines torn down: never refill them
     reserved: set[str] = field(default_factory=set)  # idle pods a claim is in flight for (or has won)
+    bound: dict[str, str] = field(default_factory=dict)  # VoiceSession uid -> worker pod, bound by us
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _background: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _rerun: set[str] = field(default_factory=set)

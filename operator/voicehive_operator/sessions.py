@@ -111,8 +111,20 @@ async def bind(runtime: Runtime, *, namespace: str, name: str, uid: str, body: M
     """Bind a Pending session to a worker pod; returns (event reason, message) or None (no-op)."""
     status = body.get("status") or {}
     phase = phase_of(status)
-    if phase is not CallPhase.PENDING or status.get("workerPod"):
+    if phase is not CallPhase.PENDING or status.get("workerPod") or uid in runtime.bound:
         return None  # already bound or already past binding (duplicate/out-of-order event)
+    runtime.bound[uid] = ""  # claimed by this call before the first await: a racing event skips it
+    try:
+        return await _bind(runtime, namespace=namespace, name=name, uid=uid, body=body, status=status, phase=phase,
+                           line_spec=line_spec, line_uid=line_uid, idle=idle)
+    except BaseException:
+        runtime.bound.pop(uid, None)  # not bound: the next event or the sweep retries
+        raise
+
+
+async def _bind(runtime: Runtime, *, namespace: str, name: str, uid: str, body: Mapping[str, Any],
+                status: Mapping[str, Any], phase: CallPhase, line_spec: HotelLineSpec | None, line_uid: str | None,
+                idle: Iterable[Mapping[str, Any]]) -> tuple[str, str] | None:
     line = (body.get("spec") or {}).get("lineRef", {}).get("name", "")
     now = runtime.settings.clock.now()
     if line_spec is None or line_uid is None:
@@ -132,6 +144,7 @@ async def bind(runtime: Runtime, *, namespace: str, name: str, uid: str, body: M
         body_pod["metadata"]["ownerReferences"] = [owner]
         created = await runtime.kube.create_pod(namespace, body_pod)
         pod = str(created["metadata"]["name"])
+    runtime.bound[uid] = pod
     how = "a warm pod" if from_pool else "a new pod (the warm pool was empty)"
     new_status: dict[str, Any] = {
         "workerPod": pod,
