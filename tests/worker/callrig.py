@@ -223,6 +223,8 @@ class running_call:
             voice = await FallbackVoice.render(self.spec.languages[0])
             call.watchdog = Watchdog(session, voice, options=self.watchdog_options).attach()
         await session.start(agent)
+        if call.watchdog is not None and self.greet:
+            call.watchdog.expect_speech()
         self.call = call
         return call
 

@@ -9,6 +9,7 @@ named the cause, and that the call then carries on (the next turn gets a normal 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -124,3 +125,14 @@ async def test_tts_socket_dropped() -> None:
         assert [cause for _, cause in call.watchdog.report.fallbacks] in (["tts_error"], ["reply_overdue"])
         fakes.eleven.clear_faults()
         await _normal_turn(call, THIRD)
+
+
+async def test_tts_down_when_the_call_is_answered() -> None:
+    async with provider_fakes([FIRST], lambda m, t: REPLY) as fakes:
+        fakes.eleven.drop_next(after_chunks=0, count=20)
+        async with running_call(fakes, line_spec(), greet=True, watchdog=True) as call:
+            started = time.monotonic()
+            assert call.watchdog is not None
+            first = await call.wait_for(lambda: call.sink.segments, 5, "any agent audio")
+            assert first[0].first_frame_at - started <= 2.0, "dead air after answering"
+            assert [cause for _, cause in call.watchdog.report.fallbacks] in (["tts_error"], ["reply_overdue"])

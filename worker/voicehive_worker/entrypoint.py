@@ -334,6 +334,7 @@ async def run_pod(line_file: Path | None) -> int:
                     runner.on_caller_left()
 
             await session.start(agent, room=room, room_options=RoomOptions(participant_identity=sip_identity))
+            runner.watchdog.expect_speech()  # no greeting (TTS down at answer time) is dead air too
             await state.answered()
             waiter = asyncio.ensure_future(runner.ended.wait())
             stopper = asyncio.ensure_future(stopping.wait())

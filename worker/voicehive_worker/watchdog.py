@@ -137,6 +137,10 @@ class Watchdog:
         s.on("close", lambda _ev: self.close())
         return self
 
+    def expect_speech(self, within: float = 1.5) -> None:
+        """The agent must be heard within ``within`` seconds (the greeting right after answering)."""
+        self._arm("reply", within)
+
     def close(self) -> None:
         self._closed = True
         for timer in (self._asr_timer, self._reply_timer):
