@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 from typing import Any
 
@@ -24,11 +25,12 @@ from tests.worker.callrig import line_spec, provider_fakes, running_call
 from tests.worker.speech import espeak_available, speak
 from voicehive import contract
 from voicehive.api.models import API_VERSION, GROUP, VERSION
+from voicehive.audit import JsonFormatter
 from voicehive.callmanager import CallEvent, CallManager, EventKind
 from voicehive.callstore import CallStore
 from voicehive.lifecycle import CallPhase
 from voicehive.privacy import Privacy
-from voicehive_worker.entrypoint import CallRunner
+from voicehive_worker.entrypoint import CallRunner, DropLiveKitPii
 from voicehive_worker.state import CallState, VoiceSessionStatus, WorkerCallActions, requests_key
 
 pytestmark = [
@@ -82,9 +84,11 @@ def _voice_session(privacy: Privacy, room: str, identity: str, name: str) -> dic
 
 
 async def test_booking_question_transfer_recorded_without_personal_data(
-    redis_url: str, kube: KubeAPI, namespace: str, livekit_fake: LiveKitFake
+    redis_url: str, kube: KubeAPI, namespace: str, livekit_fake: LiveKitFake, caplog: pytest.LogCaptureFixture
 ) -> None:
     import kubernetes
+
+    caplog.set_level(logging.INFO)  # the pod's level; every record is checked for personal data below
 
     privacy = Privacy.from_keys(os.urandom(32), os.urandom(32))
     room, identity = await _sip_call(livekit_fake)
@@ -185,7 +189,13 @@ async def test_booking_question_transfer_recorded_without_personal_data(
             dump.append(str(await store.redis.smembers(key)))
         elif kind == "zset":
             dump.append(str(await store.redis.zrange(key, 0, -1)))
+    # the log lines as the pod writes them (JSON formatter + the worker's lk.pii filter)
+    formatter, pii_filter = JsonFormatter(), DropLiveKitPii()
+    for record in caplog.records:
+        pii_filter.filter(record)
+        dump.append(formatter.format(record))
+    assert len(caplog.records) > 0
     blob = "\n".join(dump)
-    for secret in (CALLER, CALLER[1:], room, GUEST, "double room for two nights", "check in"):
+    for secret in (CALLER, CALLER[1:], room, GUEST, "double room for two nights", "check in", "front desk please"):
         assert secret not in blob, f"{secret!r} found in clear"
     await store.close()

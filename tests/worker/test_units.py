@@ -128,3 +128,29 @@ async def test_readiness_is_503_until_warm(monkeypatch: pytest.MonkeyPatch) -> N
                 assert r.status == 200
     finally:
         await runner.cleanup()
+
+
+def test_livekit_pii_extras_never_reach_the_log() -> None:
+    import io
+    import logging
+
+    from voicehive.audit import JsonFormatter
+    from voicehive_worker.entrypoint import install_log_privacy
+
+    logger = logging.getLogger("test.worker.pii")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        install_log_privacy(logger)
+        install_log_privacy(logger)  # idempotent
+        assert len(handler.filters) == 1
+        logger.warning("skipping user input", extra={"lk.pii.user_input": "my number is +4915112345678",
+                                                     "language": "en"})
+        line = stream.getvalue()
+        assert "skipping user input" in line and '"language":"en"' in line
+        assert "4915112345678" not in line and "lk.pii" not in line
+    finally:
+        logger.removeHandler(handler)

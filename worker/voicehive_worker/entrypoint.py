@@ -106,8 +106,8 @@ class CallRunner:
         assert self.state is not None
         try:
             await self.state.caller_turn(text, str(language) if language else None, 1.0)
-        except Exception:
-            log.warning("could not record a caller turn", exc_info=True, extra={"call_ref": self.state.ref})
+        except Exception as err:  # error texts may quote what they failed on: log the type only
+            log.warning("could not record a caller turn", extra={"call_ref": self.state.ref, "error": type(err).__name__})
 
     def _on_agent_state(self, ev: Any) -> None:
         if ev.new_state != "speaking":
@@ -134,8 +134,8 @@ class CallRunner:
         if self.state is not None:
             try:
                 await self.state.ended(self.end_reason)
-            except Exception:
-                log.warning("could not record the end of the call", exc_info=True)
+            except Exception as err:
+                log.warning("could not record the end of the call", extra={"error": type(err).__name__})
         self.ended.set()
 
     def on_dtmf(self, digit: str) -> None:
@@ -346,8 +346,9 @@ async def run_pod(line_file: Path | None) -> int:
             await room.disconnect()
             await store.close()
         return 0
-    except Exception:
-        log.exception("worker failed")
+    except Exception as err:
+        # no traceback text: provider and LiveKit errors can quote the room name (the caller's number)
+        log.error("worker failed", extra={"error": type(err).__name__})
         return 1
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -362,8 +363,31 @@ async def _give_up(agent: HotelAgent, runner: CallRunner) -> None:
         await runner.finish(EndReason.PIPELINE_ERROR)
 
 
+class DropLiveKitPii(logging.Filter):
+    """Removes livekit-agents' ``lk.pii.*`` log extras (user transcripts, tool arguments).
+
+    WHY: the framework tags personal data in its log records instead of leaving it out; our JSON
+    formatter writes every extra, so without this a WARNING such as "skipping user input"
+    would put a caller's words into the pod log.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key in [k for k in vars(record) if k.startswith("lk.pii")]:
+            delattr(record, key)
+        return True
+
+
+def install_log_privacy(logger: logging.Logger | None = None) -> None:
+    """Attach :class:`DropLiveKitPii` to every handler of ``logger`` (default: root), once."""
+    target = logger or logging.getLogger()
+    for handler in target.handlers:
+        if not any(isinstance(f, DropLiveKitPii) for f in handler.filters):
+            handler.addFilter(DropLiveKitPii())
+
+
 def main(line_file: Path | None = None) -> None:
     from voicehive.audit import configure_json_logging
 
     configure_json_logging()
+    install_log_privacy()
     raise SystemExit(asyncio.run(run_pod(line_file)))

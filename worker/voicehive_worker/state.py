@@ -176,8 +176,8 @@ class CallState:
             return
         try:
             await self.status.patch(status)
-        except Exception:
-            log.warning("VoiceSession status patch failed", exc_info=True, extra={"call_ref": self.ref})
+        except Exception as err:
+            log.warning("VoiceSession status patch failed", extra={"call_ref": self.ref, "error": type(err).__name__})
 
 
 @dataclass
