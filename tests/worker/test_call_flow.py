@@ -191,9 +191,9 @@ async def test_booking_question_transfer_recorded_without_personal_data(
             dump.append(str(await store.redis.zrange(key, 0, -1)))
     # the log lines as the pod writes them (JSON formatter + the worker's lk.pii filter)
     formatter, pii_filter = JsonFormatter(), DropLiveKitPii()
-    for record in caplog.records:
-        pii_filter.filter(record)
-        dump.append(formatter.format(record))
+    for log_record in caplog.records:
+        pii_filter.filter(log_record)
+        dump.append(formatter.format(log_record))
     assert len(caplog.records) > 0
     blob = "\n".join(dump)
     for secret in (CALLER, CALLER[1:], room, GUEST, "double room for two nights", "check in", "front desk please"):
