@@ -60,7 +60,7 @@ demo: system-deps venv ## simulated phone call to the example hotel (local engin
 	$(BIN)/voicehive call --line $(DEMO_LINE) --out .cache/demo $(DEMO_ARGS) \
 	  --say "Hello, do you have a double room available from the 12th of March for two nights?" \
 	  --say "Yes please, book it. My name is Anna Schmidt." \
-	  --say "What time is check in?" \
+	  --say "What time is check out?" \
 	  --say "Are pets allowed?" \
 	  --say "Thank you, goodbye."
 

@@ -51,7 +51,7 @@ def test_demo_call_follows_the_booking_conversation(demo_turns: list[dict[str, o
     assert "double room" in str(by_turn[1]["recognised"]) and "march" in str(by_turn[1]["recognised"])
     assert "capture_booking_request" in by_turn[2]["tools"]  # type: ignore[operator]
     assert "schmidt" in str(by_turn[2]["recognised"])
-    assert "check in" in str(by_turn[3]["recognised"])
+    assert "check out" in str(by_turn[3]["recognised"])
     assert by_turn[5]["ended"] is True
     for turn in demo_turns[1:]:
         assert turn["reply"], turn

@@ -16,12 +16,14 @@ import functools
 import hashlib
 import itertools
 import random
+import re
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pocketsphinx
 from pocketsphinx.lm import ArpaBoLM
@@ -33,6 +35,8 @@ from .text import spoken_words
 CORPUS_SEED = 7
 MAX_SENTENCES = 6000
 DISCOUNT_MASS = 0.5
+GENERAL_WORDS = 3000  # common English words added to every line's vocabulary
+GENERAL_MASS = 0.03  # their share of the unigram counts
 
 MONTHS = ["january", "february", "march", "april", "may", "june", "july", "august", "september", "october", "november", "december"]
 WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
@@ -226,7 +230,7 @@ REQUEST_OPENERS: tuple[str, ...] = (
     "can you", "could you", "would you", "please", "i'm calling to", "i was hoping to", "is it possible to",
 )
 REQUEST_ACTIONS: tuple[str, ...] = (
-    "book {article} {room}", "reserve {article} {room}", "book {article} room", "reserve {article} room",
+    "book {article} {room}", "reserve {article} {room}", "book two {room}s", "reserve two {room}s", "book {article} room", "reserve {article} room",
     "make a reservation", "make a booking", "book {nights} nights", "stay {nights} nights",
     "book {article} {room} for {date}", "reserve {article} {room} from {date}", "book a room for {people}",
     "check availability", "check if you have {article} {room} available", "cancel my reservation",
@@ -237,7 +241,7 @@ REQUEST_ACTIONS: tuple[str, ...] = (
     "check in early", "check out late", "make a complaint",
 )
 REQUEST_TAILS: tuple[str, ...] = (
-    "", "", "", " please", " for {date}", " for {nights} nights", " from {date}", " on {date}",
+    "", "", "", " please", " at the hotel", " in the hotel", " at your hotel", " for {date}", " for {nights} nights", " from {date}", " on {date}",
     " for {people}", " starting {date}", " in {month}", " next month", " next week", " this weekend",
 )
 QUESTIONS: tuple[str, ...] = (
@@ -245,6 +249,8 @@ QUESTIONS: tuple[str, ...] = (
     "how much do you charge for {amenity}", "is {amenity} included", "do you have {amenity} at the hotel",
     "what does the {room} cost per night", "how much does the {room} cost", "where is the hotel located",
     "how far is the hotel from the airport", "how do i get to you from the station",
+    "how do i get to the hotel", "how do i find the hotel", "is {amenity} available at the hotel",
+    "is the hotel close to the city centre", "what is near the hotel", "does the hotel have {amenity}",
     "do you have a room with a view", "are children welcome", "can i pay by credit card",
 )
 POLITE: tuple[str, ...] = (
@@ -253,6 +259,63 @@ POLITE: tuple[str, ...] = (
     "that is everything", "nothing else", "no that's it", "that was all", "okay", "great", "perfect",
     "wonderful", "excellent", "alright", "all right", "yes", "no", "sure", "of course",
 )
+
+
+# What goes wrong in a room and what guests ask for, for complaints and service requests.
+ROOM_PARTS: tuple[str, ...] = (
+    "the heating", "the air conditioning", "the shower", "the toilet", "the tv", "the light", "the wifi",
+    "the key card", "the window", "the door", "the fridge", "the minibar", "the hair dryer", "the lift",
+    "the elevator", "the safe", "the kettle", "the coffee machine", "the internet", "the phone",
+)
+PROBLEMS: tuple[str, ...] = (
+    "{part} does not work", "{part} doesn't work", "{part} is not working", "{part} is broken",
+    "my room is too cold", "my room is too hot", "the room is dirty", "the room smells",
+    "the bathroom is dirty", "there is no hot water", "it is too noisy", "the people next door are very loud",
+    "there was a lot of noise last night", "i could not sleep because of the noise", "the bed is uncomfortable",
+    "nobody cleaned my room", "there are no towels", "i was charged twice", "the bill is wrong",
+    "i am not happy with the service", "the staff was rude", "i want to complain about {topic}",
+    "i'd like to make a complaint about {topic}", "i am very disappointed with {topic}",
+)
+TOPICS: tuple[str, ...] = (
+    "my room", "the noise", "the cleaning", "the service", "the breakfast", "the bill", "the staff", "the wifi",
+)
+SERVICE: tuple[str, ...] = (
+    "could i have some extra towels", "can i get another pillow", "can you send someone to fix {part}",
+    "can i leave my luggage at the hotel", "can you call me a taxi", "can i have a wake up call at seven",
+    "when is breakfast served", "until when is breakfast", "when does the restaurant open",
+    "is the {amenity} open in the evening", "what are the opening hours of the {amenity}",
+    "is there a pool", "do you have a spa", "do you have a laundry service", "can i pay by card",
+    "do you accept cash", "is the hotel accessible by wheelchair", "are children allowed",
+    "do you have a cot for a baby", "is there a bar", "is there an elevator", "is there air conditioning",
+    "is parking included", "how much is parking per night", "is there a restaurant in the hotel",
+)
+CHANGES: tuple[str, ...] = (
+    "add another night", "add one more night", "stay one more night", "stay an extra night",
+    "arrive one day later", "arrive a day earlier", "leave one day earlier", "leave a day later",
+    "change to the {room}", "change the room type", "change the number of guests", "change the name",
+    "shorten my stay", "extend my booking", "postpone my arrival",
+)
+CANCEL_OPENERS: tuple[str, ...] = (
+    "unfortunately", "i'm afraid", "sorry but", "i am sorry but", "hello", "hi", "",
+)
+
+
+def _service_sentences(rng: random.Random, fill: Callable[[str], str], count: int) -> list[str]:
+    sentences = []
+    for _ in range(count):
+        kind = rng.random()
+        if kind < 0.35:
+            template = rng.choice(PROBLEMS).replace("{part}", rng.choice(ROOM_PARTS)).replace("{topic}", rng.choice(TOPICS))
+        elif kind < 0.6:
+            template = rng.choice(SERVICE).replace("{part}", rng.choice(ROOM_PARTS))
+        elif kind < 0.85:
+            template = rng.choice(REQUEST_OPENERS) + " " + rng.choice(CHANGES) + rng.choice(REQUEST_TAILS)
+        else:
+            template = rng.choice(CANCEL_OPENERS) + " i have to cancel " + rng.choice(
+                ("my booking", "my reservation", "the reservation under the name {name}", "the booking for {date}", "my room")
+            )
+        sentences.append(fill(template.strip()))
+    return sentences
 
 
 def _request_sentences(rng: random.Random, fill: Callable[[str], str], count: int) -> list[str]:
@@ -318,7 +381,7 @@ def build_corpus(
     names = [f"{first} {last}" for first, last in itertools.product(FIRST_NAMES, LAST_NAMES)]
     names += FIRST_NAMES + LAST_NAMES
 
-    def fill(template: str) -> str:
+    def fill_slots(template: str) -> str:
         return template.format(
             room=rng.choice(vocab["room"]),
             date=rng.choice(dates),
@@ -334,15 +397,19 @@ def build_corpus(
             month=rng.choice(MONTHS),
         )
 
+    def fill(template: str) -> str:
+        return re.sub(r"\bone (night|room|guest|adult|person)s\b", r"one \1", fill_slots(template))
+
     sentences: list[str] = []
     openers = ("", "", "", "hello ", "hi ", "yes ", "okay ", "well ", "good morning ", "hello there ")
     closers = ("", "", "", " please", " thank you", " thanks", " thank you very much")
     # Every template at least once per filler variety, then random fills up to the budget.
     per_template = max(1, max_sentences // len(TEMPLATES))
     for template in TEMPLATES:
-        repeats = per_template if "{" in template else 3
+        repeats = per_template if "{" in template else max(3, per_template // 3)
         sentences.extend(rng.choice(openers) + fill(template) + rng.choice(closers) for _ in range(repeats))
     sentences.extend(_request_sentences(rng, fill, max_sentences // 2))
+    sentences.extend(_service_sentences(rng, fill, max_sentences // 4))
     for question in vocab["question"]:
         sentences.extend([question] * 5)
     for amenity in vocab["amenity"]:
@@ -430,6 +497,28 @@ def espeak_phones(word: str) -> str | None:
     return " ".join(phones) or None
 
 
+@functools.cache
+def general_vocabulary(size: int) -> tuple[tuple[str, float], ...]:
+    """The ``size`` most likely words of the generic English model shipped in the wheel, with
+    their probabilities (only words of the pronouncing dictionary).
+
+    WHY: callers use words no template foresaw ("heating", "unfortunately"); a word missing
+    from the vocabulary can never be recognised and drags its neighbours wrong. Added as
+    unigrams weighted by how common they are, they cost little when unused.
+    """
+    ngram_model: Any = pocketsphinx.__dict__["NGramModel"]
+    config: Any = pocketsphinx.__dict__["Config"]
+    logmath_type: Any = pocketsphinx.__dict__["LogMath"]
+    logmath = logmath_type()
+    model = ngram_model(config(), logmath, str(model_path() / "en-us" / "en-us.lm.bin"))
+    scored: list[tuple[float, str]] = []
+    for word in _cmudict_all():
+        if word.isalpha() or (word.replace("'", "").isalpha() and word.count("'") == 1):
+            scored.append((float(logmath.exp(model.prob([word]))), word))
+    scored.sort(reverse=True)
+    return tuple((word, probability) for probability, word in scored[:size])
+
+
 def pronunciations(words: Iterable[str]) -> dict[str, list[str]]:
     """Each word's pronunciations: the CMU dictionary, else eSpeak NG's phonemizer."""
     table: dict[str, list[str]] = {}
@@ -453,16 +542,23 @@ def build_domain_model(
     """Build (or reuse from ``cache_dir``) the ARPA model and dictionary for one line."""
     corpus = build_corpus(facts, hotel_name, extra_sentences)
     text = "\n".join(corpus) + "\n"
-    digest = hashlib.sha256(f"{DISCOUNT_MASS}\n{text}".encode()).hexdigest()[:16]
+    digest = hashlib.sha256(f"{DISCOUNT_MASS} {GENERAL_WORDS} {GENERAL_MASS} new-only\n{text}".encode()).hexdigest()[:16]
     directory = cache_dir or Path(tempfile.gettempdir()) / "voicehive-lm"
     directory.mkdir(parents=True, exist_ok=True)
     lm_path = directory / f"hotel-{digest}.arpa"
     dict_path = directory / f"hotel-{digest}.dict"
     words = {word for sentence in corpus for word in sentence.split()}
+    words |= {word for word, _ in general_vocabulary(GENERAL_WORDS)} if GENERAL_WORDS else set()
     table = pronunciations(words)
     if not lm_path.exists() or not dict_path.exists():
         known = "\n".join(line for line in text.splitlines() if all(w in table for w in line.split()))
         model = ArpaBoLM(text=known + "\n", add_start=True, discount_mass=DISCOUNT_MASS)
+        if GENERAL_WORDS:
+            general = general_vocabulary(GENERAL_WORDS)
+            mass = GENERAL_MASS * sum(model.grams_1.values()) / sum(p for _, p in general)
+            for word, probability in general:
+                if word in table and word not in model.grams_1:  # never reweigh the line's own words
+                    model.grams_1[word] = max(1, round(probability * mass))
         model.compute()
         tmp_lm = lm_path.with_suffix(".tmp")
         with open(tmp_lm, "w", encoding="utf-8") as handle:

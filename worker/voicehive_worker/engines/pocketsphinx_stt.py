@@ -129,7 +129,7 @@ class PocketsphinxSTT(stt.STT[Any]):
         self,
         *,
         model: DomainModel | None = None,
-        language_weight: float = 7.5,
+        language_weight: float = 6.0,
         endpoint: EndpointOptions | None = None,
     ) -> None:
         super().__init__(

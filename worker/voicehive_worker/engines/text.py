@@ -90,6 +90,7 @@ def spoken_words(text: str, language: str = "en") -> list[str]:
     text = re.sub(r"\b(\d+)\b", lambda m: _number_words(m, lang, False), text)
     text = text.lower().replace("’", "'")
     text = re.sub(r"(?<=[a-z])\.(?=[a-z])", " ", text)  # a.m. -> a m
+    text = re.sub(r"\bwi-?fi\b", "wifi", text)  # one word, however it is written
     text = re.sub(r"[-‐–—/]", " ", text)
     text = re.sub(r"[^\w\s']", " ", text)
     return [word.strip("'") for word in text.split() if word.strip("'")]
