@@ -6,11 +6,13 @@ import asyncio
 import datetime as dt
 from typing import Any
 
+import pytest
 from livekit.agents import AgentSession
 
 from voicehive.api.models import HotelLineSpec
 from voicehive_worker.agent import HotelAgent, LocalCallActions
 from voicehive_worker.engines import HotelPolicy, HotelPolicyLLM
+from voicehive_worker.engines.policy import Turn
 from voicehive_worker.engines.slots import extract_slots
 
 
@@ -93,3 +95,21 @@ def test_slots_from_asr_style_text(spec: HotelLineSpec, today: dt.date) -> None:
     assert slots.guests == 3 and slots.room_code == "STE"
     assert extract_slots("vom 3. April für zwei Nächte", spec.facts, today).nights == 2
     assert extract_slots("pour trois nuits à partir du 4 mai", spec.facts, today).check_in == dt.date(2027, 5, 4)
+
+
+@pytest.mark.parametrize(
+    ("utterance", "language", "expected"),
+    [
+        ("Je voudrais réserver une chambre double pour deux nuits à partir du 4 mai", "fr", "258"),
+        ("Quisiera reservar una habitación doble para tres noches desde el 5 de junio", "es", "387"),
+        ("Vorrei prenotare una camera doppia per due notti dal 3 aprile", "it", "258"),
+        ("A che ora è il check-in?", "it", "dalle 15"),
+        ("¿A qué hora es la entrada?", "es", "las 15"),
+    ],
+)
+def test_policy_answers_in_the_callers_language_from_the_facts(
+    spec: HotelLineSpec, today: dt.date, utterance: str, language: str, expected: str
+) -> None:
+    decision = HotelPolicy(spec, today=today).decide([Turn("user", utterance)], frozenset())
+    assert decision.language == language
+    assert expected in decision.text

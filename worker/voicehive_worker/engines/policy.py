@@ -189,8 +189,14 @@ def spoken_date(date: dt.date, language: str) -> str:
         return f"{weekday.capitalize()}, {date.day}. {month}"
     if lang == "en":
         return f"{weekday.capitalize()}, {month.capitalize()} {date.day}"
-    if lang == "fr":
-        month = {"fevrier": "février", "aout": "août", "decembre": "décembre"}.get(month, month)
+    accents = {
+        "fevrier": "février", "aout": "août", "decembre": "décembre", "miercoles": "miércoles",
+        "sabado": "sábado", "lunedi": "lunedì", "martedi": "martedì", "mercoledi": "mercoledì",
+        "giovedi": "giovedì", "venerdi": "venerdì",
+    }
+    weekday, month = accents.get(weekday, weekday), accents.get(month, month)
+    if lang == "es":
+        return f"{weekday} {date.day} de {month}"
     return f"{weekday} {date.day} {month}"
 
 

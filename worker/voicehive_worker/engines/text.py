@@ -55,7 +55,7 @@ def clock_time(hhmm: str, language: str) -> str:
         return f"{hour} heures" if minute == 0 else f"{hour} heures {minute}"
     if lang == "es":
         return f"las {hour}" if minute == 0 else f"las {hour} y {minute}"
-    return f"le {hour}" if minute == 0 else f"le {hour} e {minute}"
+    return f"{hour}" if minute == 0 else f"{hour} e {minute}"  # "dalle 15", "entro le 11"
 
 
 def for_speech(text: str, language: str) -> str:
