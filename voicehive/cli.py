@@ -37,10 +37,13 @@ def validate(
             typer.echo(f"{path}: cannot read: {exc}", err=True)
             failed = True
             continue
-        for document in documents:
-            if not isinstance(document, dict) or not str(document.get("apiVersion", "")).startswith("voicehive.io/"):
-                continue
-            name = document.get("metadata", {}).get("name", "?")
+        ours = [d for d in documents if isinstance(d, dict) and str(d.get("apiVersion", "")).startswith("voicehive.io/")]
+        if not ours:
+            typer.echo(f"{path}: no VoiceHive resource (apiVersion voicehive.io/...) found", err=True)
+            failed = True
+        for document in ours:
+            metadata = document.get("metadata")
+            name = metadata.get("name", "?") if isinstance(metadata, dict) else "?"
             problems = validate_document(document)
             if problems:
                 failed = True
