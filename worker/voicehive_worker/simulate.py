@@ -124,6 +124,14 @@ def build_models(spec: HotelLineSpec) -> Any:
         return provider_models(spec, ProviderEndpoints.from_env(spec))
     from .engines import local_models
 
+    if base_language(spec.asr_language) != "en":
+        # Say it rather than let a German caller be transcribed as English nonsense silently.
+        print(
+            f"warning: the local speech recogniser understands English only; this line's ASR language is "
+            f"{spec.asr_language}, so callers are transcribed with the English model. Set "
+            "VOICEHIVE_RIVA_SERVER, AZURE_OPENAI_API_KEY and ELEVEN_API_KEY to use the providers.",
+            file=sys.stderr,
+        )
     local = local_models(spec)
     local.stt.prewarm()
     return Models(stt=local.stt, llm=local.llm, tts=local.tts)
@@ -230,7 +238,12 @@ async def _simulate_call(
     await start_session(session, agent, audio_input=caller, audio_output=sink)
     try:
         # turn 0: the greeting, spoken before the caller says anything
-        await _wait(observer, lambda: bool(sink.segments) and sink.segments[0].finished_at is not None, GREETING_TIMEOUT_S)
+        # (the transcript item can land just after the audio finished: wait for both)
+        await _wait(
+            observer,
+            lambda: bool(sink.segments) and sink.segments[0].finished_at is not None and bool(observer.replies),
+            GREETING_TIMEOUT_S,
+        )
         greeting_text = observer.replies[0][1] if observer.replies else ""
         report = TurnReport(0, None, "", "greeting", 1.0, base_language(spec.languages[0]), greeting_text)
         report.reply_audio = _save(out_dir, 0, sink.segments[:1])
