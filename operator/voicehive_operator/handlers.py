@@ -21,7 +21,7 @@ import kopf
 from voicehive import contract
 from voicehive.api.models import GROUP, VERSION, HotelLineSpec
 from voicehive_operator import lines, pool, sessions
-from voicehive_operator.kube import HOTELLINES
+from voicehive_operator.kube import HOTELLINES, KUBE_THREADS
 from voicehive_operator.runtime import Runtime
 from voicehive_operator.settings import OperatorSettings
 
@@ -74,7 +74,7 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         # Every Kubernetes call runs in a thread (sync client); the default pool of cpu+4 threads
         # would cap the operator at a few concurrent calls under a burst of new sessions.
         asyncio.get_running_loop().set_default_executor(
-            concurrent.futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="voicehive-kube")
+            concurrent.futures.ThreadPoolExecutor(max_workers=KUBE_THREADS, thread_name_prefix="voicehive-kube")
         )
         # Annotations only: our CRDs' structural schemas would prune a status.kopf field.
         settings.persistence.finalizer = FINALIZER

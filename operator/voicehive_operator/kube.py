@@ -22,6 +22,7 @@ from voicehive.api.models import GROUP, VERSION
 T = TypeVar("T")
 
 HOTELLINES = "hotellines"
+KUBE_THREADS = 64  # threads the operator's blocking Kubernetes calls run in (handlers.configure)
 VOICESESSIONS = "voicesessions"
 
 
@@ -55,7 +56,11 @@ class Kube:
             kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
         except kubernetes.config.ConfigException:
             kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
-        return cls(ApiClient())
+        config = kubernetes.client.Configuration.get_default_copy()
+        # One pooled connection per worker thread (the default of 5 per CPU drops connections
+        # under a burst of calls and pays a new TCP/TLS handshake for each).
+        config.connection_pool_maxsize = KUBE_THREADS
+        return cls(ApiClient(config))
 
     def connection_info(self) -> Any:
         """Kopf's login from the same client configuration (in-cluster token or kubeconfig).

@@ -211,8 +211,6 @@ async def _providers(
 ) -> list[Observation]:
     settings = runtime.settings
     static = policy.llm_endpoint_problem(spec.llm.endpoint, settings.llm_allowed_hosts)
-    llm_key = await runtime.kube.read_secret_key(namespace, spec.llm.api_key_secret_ref.name, spec.llm.api_key_secret_ref.key)
-    tts_key = await runtime.kube.read_secret_key(namespace, spec.tts.api_key_secret_ref.name, spec.tts.api_key_secret_ref.key)
     asr_obs: Observation | None = None
     if shared is not None:
         available, wanted = await riva.availability(runtime, shared)
@@ -232,6 +230,8 @@ async def _providers(
             else Observation(conditions.LLM, None, "NotChecked", unchecked),
             Observation(conditions.TTS, None, "NotChecked", unchecked),
         ]
+    llm_key = await runtime.kube.read_secret_key(namespace, spec.llm.api_key_secret_ref.name, spec.llm.api_key_secret_ref.key)
+    tts_key = await runtime.kube.read_secret_key(namespace, spec.tts.api_key_secret_ref.name, spec.tts.api_key_secret_ref.key)
     fingerprint = _fingerprint(
         spec.asr.model_dump(), spec.llm.model_dump(), spec.tts.model_dump(), asr_address,
         hashlib.sha256(f"{llm_key}\x00{tts_key}".encode()).hexdigest(), asr_obs is None,

@@ -8,6 +8,7 @@ users without listing all lines, and a deleted or moved line drops out of the su
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -51,10 +52,26 @@ async def reconcile_namespace(
     """Apply every used pool in ``namespace`` and delete unused ones; returns what changed."""
     settings = runtime.settings
     changes: list[str] = []
+
+    def wanted_now() -> dict[str, tuple[RivaPool, int]]:
+        return {key: v for key, v in desired_pools(users, runtime.deleted_lines).items() if v[0].namespace == namespace}
+
+    def summary(wanted: dict[str, tuple[RivaPool, int]]) -> dict[str, int]:
+        return {key: total for key, (_pool, total) in wanted.items()}
+
+    def fresh(wanted: dict[str, tuple[RivaPool, int]]) -> bool:
+        """Applied this very desired state recently: skip (drift is re-checked once per resync)."""
+        last = runtime.riva_applied.get(namespace)
+        return last is not None and last[0] == summary(wanted) and (
+            time.monotonic() - last[1] < settings.resync_interval_s
+        )
+
+    if fresh(wanted_now()):
+        return changes
     async with runtime.lock(f"riva:{namespace}"):
-        wanted = {
-            key: v for key, v in desired_pools(users, runtime.deleted_lines).items() if v[0].namespace == namespace
-        }
+        wanted = wanted_now()
+        if fresh(wanted):
+            return changes
         for pool, total in wanted.values():
             replicas = builders.riva_replicas(total, settings.streams_per_gpu, pool.gpus_per_replica)
             before = await runtime.kube.get_deployment(namespace, pool.name)
@@ -76,6 +93,7 @@ async def reconcile_namespace(
             key = service["metadata"].get("labels", {}).get(contract.LABEL_ASR_POOL)
             if key not in wanted:
                 await runtime.kube.delete_service(namespace, service["metadata"]["name"])
+        runtime.riva_applied[namespace] = (summary(wanted), time.monotonic())
     return changes
 
 
