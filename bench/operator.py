@@ -84,7 +84,7 @@ def _session_body(namespace: str, line: str) -> dict[str, Any]:
     return {"apiVersion": "voicehive.io/v1alpha1", "kind": "VoiceSession",
             "metadata": {"name": contract.session_name(room_hash), "namespace": namespace},
             "spec": {"lineRef": {"name": line}, "roomHash": room_hash, "callerHash": secrets.token_hex(32),
-                     "sealedCallRef": "v1." + secrets.token_urlsafe(48)}}
+                     "sealedCallRef": "v1_" + secrets.token_urlsafe(48)}}
 
 
 class BindWatcher(threading.Thread):
@@ -136,21 +136,46 @@ server.stop()
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    # The Kubernetes API emulator gets a process of its own, so neither the load generator nor
-    # the watch in this process competes with it for the GIL.
-    kmock = subprocess.Popen(  # noqa: ASYNC220 (started once, before the measured part)
-        [sys.executable, "-c", KMOCK_SERVER], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )
-    assert kmock.stdout is not None and kmock.stdin is not None
-    kmock_url = kmock.stdout.readline().strip()
-    tmp = Path(tempfile.mkdtemp(prefix="vh-bench-op-"))
-    kubeconfig = write_kubeconfig(tmp / "kubeconfig", kmock_url)
     import kubernetes
 
-    cfg = kubernetes.client.Configuration()
-    cfg.host = kmock_url
-    kube = Kube(kubernetes.client.ApiClient(cfg))
-    ns_bind, ns_lines = "bench-bind", "bench-lines"
+    tmp = Path(tempfile.mkdtemp(prefix="vh-bench-op-"))
+    kmock: subprocess.Popen[str] | None = None
+    suffix = secrets.token_hex(3)
+    ns_bind, ns_lines = f"bench-bind-{suffix}", f"bench-lines-{suffix}"
+    if args.kube == "rig":
+        # The rig's real kube-apiserver (make rig): the numbers are the operator's, not an emulator's.
+        from tests.fixtures.rig import apply_crds, rig_kube
+
+        rig = rig_kube()
+        if rig is None or rig.kubeconfig is None:
+            raise SystemExit("--kube rig: the rig's kube-apiserver is not running (make rig)")
+        kubeconfig = Path(rig.kubeconfig)
+        cfg = kubernetes.client.Configuration()
+        kubernetes.config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)
+        cfg.connection_pool_maxsize = 32
+        kube = Kube(kubernetes.client.ApiClient(cfg))
+        apply_crds(kube.api_client)
+        from voicehive_operator.builders import worker_rbac
+        from voicehive_operator.settings import OperatorSettings
+
+        for ns in (ns_bind, ns_lines):
+            kube.core.create_namespace({"metadata": {"name": ns}})
+            kube.core.create_namespaced_service_account(ns, worker_rbac(ns, OperatorSettings())[0])
+        api_label = "kube-apiserver + etcd from the rig (real, loopback, TLS)"
+    else:
+        # The Kubernetes API emulator gets a process of its own, so neither the load generator
+        # nor the watch in this process competes with it for the GIL.
+        kmock = subprocess.Popen(  # noqa: ASYNC220 (started once, before the measured part)
+            [sys.executable, "-c", KMOCK_SERVER], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert kmock.stdout is not None
+        kmock_url = kmock.stdout.readline().strip()
+        kubeconfig = write_kubeconfig(tmp / "kubeconfig", kmock_url)
+        cfg = kubernetes.client.Configuration()
+        cfg.host = kmock_url
+        kube = Kube(kubernetes.client.ApiClient(cfg))
+        api_label = "KMock emulator (own process, loopback)"
     results: dict[str, Any] = {}
     async with LiveKitFake() as lk:
         env = {
@@ -251,11 +276,17 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             except subprocess.TimeoutExpired:
                 proc.kill()
             log.close()
+    if kmock is not None:
+        assert kmock.stdin is not None
+        kmock.stdin.close()
+        kmock.wait(timeout=30)
+    else:
+        for ns in (ns_bind, ns_lines):
+            with contextlib.suppress(Exception):
+                kube.core.delete_namespace(ns)
     kube.close()
-    kmock.stdin.close()
-    kmock.wait(timeout=30)
     results["environment"] = {
-        "python": platform.python_version(), "cpus": os.cpu_count(), "kube_api": "KMock emulator (own process, loopback)",
+        "python": platform.python_version(), "cpus": os.cpu_count(), "kube_api": api_label,
         "livekit": "Twirp fake (loopback)", "operator": "separate process, `voicehive operator`",
         "note": "shared 2-core machine (other engineers' jobs ran at the same time); the LiveKit fake and the load generator run in the bench process, KMock in its own",
     }
@@ -293,8 +324,14 @@ if __name__ == "__main__":
     parser.add_argument("--warm-pool", type=int, default=20)
     parser.add_argument("--lines", type=int, default=200)
     parser.add_argument("--lines-timeout", type=float, default=300.0)
+    parser.add_argument("--kube", choices=["auto", "rig", "kmock"], default="auto",
+                        help="Kubernetes API: the rig's kube-apiserver if up (auto), or KMock")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "operator.json")
     arguments = parser.parse_args()
+    if arguments.kube == "auto":
+        from tests.fixtures.rig import rig_kube
+
+        arguments.kube = "rig" if rig_kube() is not None else "kmock"
     output = asyncio.run(main(arguments))
     arguments.out.parent.mkdir(parents=True, exist_ok=True)
     arguments.out.write_text(json.dumps(output, indent=2) + "\n")

@@ -120,8 +120,14 @@ class Kube:
         return await self._dict(self.core.create_namespaced_pod, namespace, body)
 
     async def patch_pod(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any] | None:
-        """Merge-patch a pod; ``None`` if it is gone; :class:`Conflict` on a stale resourceVersion."""
-        return await self._optional(self.core.patch_namespaced_pod, name, namespace, patch)
+        """Merge-patch a pod; ``None`` if it is gone; :class:`Conflict` on a stale resourceVersion.
+
+        JSON merge patch, not the client's default strategic merge: a claim must *replace* the
+        ownerReferences (HotelLine -> VoiceSession), which strategic merge would append to.
+        """
+        return await self._optional(
+            self.core.patch_namespaced_pod, name, namespace, patch, _content_type="application/merge-patch+json"
+        )
 
     async def delete_pod(self, namespace: str, name: str, grace_seconds: int | None = None) -> bool:
         body = kubernetes.client.V1DeleteOptions(grace_period_seconds=grace_seconds)
