@@ -65,6 +65,31 @@ def crds(
         typer.echo(f"wrote {path}")
 
 
+@app.command("caller-hash")
+def caller_hash(
+    number: Annotated[str, typer.Argument(help="The caller's phone number, e.g. +49 30 1234567.")],
+) -> None:
+    """Print the caller hash of a number, for an erasure request (key from VOICEHIVE_PII_KEY).
+
+    The hash is what VoiceHive stores instead of the number; annotate the HotelLine with
+    ``voicehive.io/erase-caller=<hash>`` to erase every trace of that caller.
+    """
+    from voicehive import contract
+    from voicehive.privacy import KeyConfigError, PiiHasher, load_key, normalise_e164
+
+    try:
+        key = load_key(contract.ENV_PII_KEY)
+    except KeyConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        normalise_e164(number)
+    except ValueError as exc:  # the message never echoes the number
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(PiiHasher(key).phone(number))
+
+
 @app.command()
 def operator(
     namespace: Annotated[list[str] | None, typer.Option("--namespace", "-n", help="Namespace(s) to watch.")] = None,

@@ -54,3 +54,28 @@ def test_bad_files_get_a_clear_error_not_a_crash(tmp_path: Path, content: str, e
 def test_a_missing_file_is_reported(tmp_path: Path) -> None:
     result = runner.invoke(app, ["validate", str(tmp_path / "nope.yaml")])
     assert result.exit_code == 1 and "cannot read" in result.output
+
+
+def test_caller_hash_is_the_one_voicehive_stores(monkeypatch: pytest.MonkeyPatch) -> None:
+    from voicehive import contract
+    from voicehive.privacy import PiiHasher, decode_key, generate_key_b64
+
+    key = generate_key_b64()
+    monkeypatch.setenv(contract.ENV_PII_KEY, key)
+    result = runner.invoke(app, ["caller-hash", "+49 30 1234-5670"])
+    assert result.exit_code == 0, result.output
+    digest = result.output.strip()
+    assert digest == PiiHasher(decode_key(contract.ENV_PII_KEY, key)).phone("+493012345670")
+    assert "1234" not in result.output
+
+
+def test_caller_hash_errors_name_the_problem_without_echoing_the_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    from voicehive import contract
+    from voicehive.privacy import generate_key_b64
+
+    monkeypatch.delenv(contract.ENV_PII_KEY, raising=False)
+    result = runner.invoke(app, ["caller-hash", "+493012345670"])
+    assert result.exit_code == 2 and contract.ENV_PII_KEY in result.output
+    monkeypatch.setenv(contract.ENV_PII_KEY, generate_key_b64())
+    result = runner.invoke(app, ["caller-hash", "call me maybe 555"])
+    assert result.exit_code == 2 and "not a phone number" in result.output and "555" not in result.output
