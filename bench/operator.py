@@ -288,7 +288,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     results["environment"] = {
         "python": platform.python_version(), "cpus": os.cpu_count(), "kube_api": api_label,
         "livekit": "Twirp fake (loopback)", "operator": "separate process, `voicehive operator`",
-        "note": "shared 2-core machine (other engineers' jobs ran at the same time); the LiveKit fake and the load generator run in the bench process, KMock in its own",
+        "note": "shared 2-core machine (other engineers' jobs ran at the same time); the LiveKit fake, the "
+                "load generator and the watch run in the bench process; no kubelet, so pods are never Ready",
     }
     return results
 
