@@ -194,8 +194,9 @@ async def test_retention_sweep_and_erasure_by_caller_hash(
         contract.ANNOTATION_ERASE: erased_a.caller_hash}}})
     await wait_for(lambda: kube_client.list_custom(namespace, VOICESESSIONS),
                    lambda items: {i["metadata"]["name"] for i in items} == {old.name, kept.name}, what="erased")
-    line = await kube_client.get_custom(namespace, HOTELLINES, "lindenhof")
-    assert contract.ANNOTATION_ERASE not in (line or {})["metadata"].get("annotations", {})
+    await wait_for(lambda: kube_client.get_custom(namespace, HOTELLINES, "lindenhof"),
+                   lambda o: contract.ANNOTATION_ERASE not in (o or {})["metadata"].get("annotations", {}),
+                   what="erase annotation removed once done")
     assert await redis.exists(callstore.caller_key(erased_a.caller_hash)) == 0
     for call in (erased_a, erased_b):
         assert await redis.exists(callstore.call_key(sessions.call_ref(call.room_hash))) == 0
