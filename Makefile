@@ -47,7 +47,8 @@ crds: venv ## regenerate crds/ from the pydantic models
 test: system-deps venv ## the whole suite: lint, type-check, tests (starts what it needs itself)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/pytest $(PYTEST_ARGS)
+	@# The rig (real kube-apiserver, livekit-server) when it builds; KMock and fakes otherwise.
+	rig/with-rig.sh $(BIN)/pytest $(PYTEST_ARGS)
 
 # --- demo (owner: worker local engines) ---------------------------------------------------
 # A whole simulated booking call through the real AgentSession on the embedded local engines
