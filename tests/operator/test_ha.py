@@ -3,29 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.fakes.livekit_twirp import LiveKitFake
-from tests.fixtures.kube import KubeAPI, declare_crds
+from tests.fixtures.kube import KubeAPI
 from tests.operator.conftest import Providers, condition
 from tests.operator.helpers import wait_for
 from voicehive_operator.kube import HOTELLINES, Kube
-
-PEERING_CRDS = Path(__file__).resolve().parents[2] / "manifests" / "base"
 
 
 async def test_standby_replica_takes_over_through_kopf_peering(
     kube: KubeAPI, start_operator: Any, hotelline: Any, kube_client: Kube, namespace: str,
     livekit_fake: LiveKitFake, providers: Providers, line_secret: dict[str, str],
 ) -> None:
-    if kube.backend == "kmock":
-        assert kube.emulator is not None
-        declare_crds(kube.emulator, PEERING_CRDS)  # the delivery manifests ship Kopf's peering CRDs
-    else:  # pragma: no cover - the rig applies CRDs from crds/ only
-        pytest.skip("peering CRDs are applied by the chart on a real cluster")
+    # Kopf's peering CRDs ship in crds/: both KMock and the rig's apiserver got them from there.
     peering = {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "voicehive"}}
     await asyncio.to_thread(kube_client.custom.create_namespaced_custom_object, "kopf.dev", "v1", namespace,
                             "kopfpeerings", peering)
