@@ -21,9 +21,10 @@ from tests.fakes.azure_openai import AzureOpenAIFake
 from tests.fakes.elevenlabs import ElevenLabsFake
 from tests.fakes.livekit_twirp import LiveKitFake
 from tests.fakes.riva import RivaFake
+from tests.fakes.tls import make_tls_files
 from tests.fixtures.kube import KubeAPI
 from tests.operator.helpers import spec
-from tests.operator.tls import TlsProxy, make_ca_and_cert
+from tests.operator.tls import TlsProxy
 from voicehive import contract
 from voicehive_operator import builders
 from voicehive_operator.handlers import build_registry
@@ -59,9 +60,10 @@ class Providers:
 async def providers(
     tmp_path: Path, riva_fake: RivaFake, azure_fake: AzureOpenAIFake, elevenlabs_fake: ElevenLabsFake
 ) -> AsyncIterator[Providers]:
-    ca, cert, key = make_ca_and_cert(tmp_path)
+    tls = make_tls_files(tmp_path)
+    cert, key = tls.cert_file, tls.key_file
     async with TlsProxy(azure_fake.port, cert, key) as az, TlsProxy(elevenlabs_fake.port, cert, key) as el:
-        yield Providers(riva_fake, azure_fake, elevenlabs_fake, az.url, el.url, str(ca))
+        yield Providers(riva_fake, azure_fake, elevenlabs_fake, az.url, el.url, str(tls.ca_file))
 
 
 @pytest.fixture
