@@ -86,8 +86,9 @@ async def reconcile_namespace(
             key = deployment["metadata"].get("labels", {}).get(contract.LABEL_ASR_POOL)
             if key not in wanted:
                 name = deployment["metadata"]["name"]
-                await runtime.kube.delete_deployment(namespace, name)
+                # the Service first: nothing is routed to pods that are about to go
                 await runtime.kube.delete_service(namespace, name)
+                await runtime.kube.delete_deployment(namespace, name)
                 changes.append(f"removed Riva {name}: no line uses it any more")
         for service in await runtime.kube.list_services(namespace, selector):
             key = service["metadata"].get("labels", {}).get(contract.LABEL_ASR_POOL)

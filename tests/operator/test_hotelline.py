@@ -115,7 +115,7 @@ async def test_shared_riva_deployment_sized_from_lines_and_removed_when_unused(
                    lambda ds: len(ds) == 1 and ds[0]["spec"]["replicas"] == 2, what="scaled down to 2")
     await kube_client.delete_custom(namespace, HOTELLINES, "b")
     await wait_for(lambda: kube_client.list_deployments(namespace, asr), lambda ds: ds == [], what="Riva removed")
-    assert await kube_client.get_service(namespace, name) is None
+    await wait_for(lambda: kube_client.get_service(namespace, name), lambda svc: svc is None, what="Riva service removed")
 
 
 async def test_kill_mid_reconcile_and_trunk_deleted_behind_its_back_converge_to_one_trunk(

@@ -61,9 +61,16 @@ def _taker(options: TurnTakingOptions | None = None) -> tuple[TurnTaker, AudioCl
 
 
 async def _run(
-    taker: TurnTaker, pcm: bytes, events: list[tuple[int, lk_stt.SpeechEvent]], settle: float = 0.05
+    taker: TurnTaker,
+    pcm: bytes,
+    events: list[tuple[int, lk_stt.SpeechEvent]],
+    settle: float = 0.05,
+    at_frame: list[int] | None = None,
 ) -> list[lk_stt.SpeechEvent]:
-    """Feeds frames through the tap; STT event i is delivered after frame index n_i."""
+    """Feeds frames through the tap; STT event i is delivered after frame index n_i.
+
+    ``at_frame`` (if given) receives, per output event, how many frames had been read when it came out.
+    """
     frames = _frames(pcm)
     clock = taker._now
     assert isinstance(clock, AudioClock)
@@ -83,6 +90,8 @@ async def _run(
     async def consume() -> None:
         async for ev in taker.process(stt_events()):
             out.append(ev)
+            if at_frame is not None:
+                at_frame.append(clock.frames)
 
     consumer = asyncio.create_task(consume())
     pending = sorted(events, key=lambda x: x[0])
@@ -113,29 +122,92 @@ async def test_final_becomes_preflight_final_and_end_of_speech_at_the_last_word(
     assert taker.stats.speculations == 1 and taker.stats.resumes == 0
 
 
-async def test_caller_resuming_inside_the_silence_reopens_the_turn() -> None:
+async def test_end_of_speech_waits_until_the_silence_is_seen_in_the_audio() -> None:
+    """A final that arrives early is held; the turn is handed over once 300 ms of silence were read."""
+    taker, clock = _taker()
+    pcm = tone(1.0) + silence(0.6)
+    at: list[int] = []
+    out = await _run(taker, pcm, [(52, _final("a double room please", 1.0))], at_frame=at)
+    assert [ev.type for ev in out] == [E.START_OF_SPEECH, E.PREFLIGHT_TRANSCRIPT, E.FINAL_TRANSCRIPT, E.END_OF_SPEECH]
+    assert at[1] in (52, 53)  # the speculation starts with the final (1.04 s of audio; queues hop a frame) ...
+    assert 64 <= at[-1] <= 67  # ... the hand-over once audio up to 1.3 s was read
+    assert out[-1].speech_end_time == pytest.approx(clock.t0 + 1.0, abs=0.005)
+
+
+async def test_a_final_after_the_silence_is_handed_over_at_once() -> None:
+    taker, _ = _taker()
+    pcm = tone(1.0) + silence(0.6)
+    at: list[int] = []
+    out = await _run(taker, pcm, [(75, _final("late final", 1.0))], at_frame=at)  # 1.5 s: silence already seen
+    assert out[-1].type == E.END_OF_SPEECH and at[-1] in (75, 76)
+
+
+async def test_caller_resuming_inside_the_silence_keeps_the_turn() -> None:
     taker, _ = _taker()
     pcm = tone(1.0) + silence(0.2) + tone(0.6) + silence(0.5)
     # the final of the first part arrives at 1.1 s (frame 55); the caller resumes at 1.2 s
     out = await _run(taker, pcm, [(55, _final("I would like", 1.0)), (95, _final("a room", 1.8))])
     kinds = [ev.type for ev in out]
-    assert kinds[:4] == [E.START_OF_SPEECH, E.PREFLIGHT_TRANSCRIPT, E.FINAL_TRANSCRIPT, E.END_OF_SPEECH]
-    # the gate reopened the turn before the framework's 300 ms could elapse
-    assert kinds[4] == E.START_OF_SPEECH
-    assert out[4].speech_start_time is not None and out[3].speech_end_time is not None
-    assert 0.15 < out[4].speech_start_time - out[3].speech_end_time < 0.3
-    assert kinds[5:] == [E.PREFLIGHT_TRANSCRIPT, E.FINAL_TRANSCRIPT, E.END_OF_SPEECH]
+    # never handed over in the 200 ms pause: one turn, two speculative requests, one end
+    assert kinds == [
+        E.START_OF_SPEECH, E.PREFLIGHT_TRANSCRIPT, E.FINAL_TRANSCRIPT,
+        E.PREFLIGHT_TRANSCRIPT, E.FINAL_TRANSCRIPT, E.END_OF_SPEECH,
+    ]
     assert taker.stats.resumes == 1 and taker.stats.speculations == 2
 
 
-async def test_noise_after_the_turn_closes_it_again_without_words() -> None:
-    taker, _ = _taker(TurnTakingOptions(reclose_after=0.2))
-    pcm = tone(1.0) + silence(0.15) + tone(0.08, freq=900) + silence(0.6)
-    out = await _run(taker, pcm, [(55, _final("yes", 1.0))], settle=0.6)
+async def test_a_slow_event_loop_cannot_commit_a_turn_whose_continuation_is_unread() -> None:
+    """The final for the first part is delivered only after all audio was read (a stalled loop)."""
+    taker, _ = _taker()
+    pcm = tone(1.0) + silence(0.25) + tone(0.6) + silence(0.4)
+    out = await _run(taker, pcm, [(200, _final("I would like", 1.0)), (200, _final("a room", 1.85))])
     kinds = [ev.type for ev in out]
-    assert kinds.count(E.END_OF_SPEECH) == 2, kinds  # closed, reopened by the noise, closed again
-    assert taker.stats.recloses == 1
-    assert kinds[-2:] == [E.START_OF_SPEECH, E.END_OF_SPEECH]
+    assert kinds.count(E.END_OF_SPEECH) == 1 and kinds[-1] == E.END_OF_SPEECH, kinds
+    assert taker.stats.resumes == 1
+
+
+async def test_noise_after_the_words_closes_the_turn_without_more_words() -> None:
+    taker, clock = _taker(TurnTakingOptions(reclose_after=0.2))
+    pcm = tone(1.0) + silence(0.15) + tone(0.08, freq=900) + silence(0.6)
+    out = await _run(taker, pcm, [(55, _final("yes", 1.0))])
+    kinds = [ev.type for ev in out]
+    assert kinds == [E.START_OF_SPEECH, E.PREFLIGHT_TRANSCRIPT, E.FINAL_TRANSCRIPT, E.END_OF_SPEECH], kinds
+    assert taker.stats.recloses == 1 and taker.stats.resumes == 1
+    # anchored at the end of the noise, so the framework still waits out the silence after it
+    assert out[-1].speech_end_time == pytest.approx(clock.t0 + 1.23, abs=0.015)
+
+
+async def test_audio_that_stops_arriving_still_closes_the_turn() -> None:
+    taker, clock = _taker(TurnTakingOptions(audio_stall=0.2))
+    frames = _frames(tone(1.0) + silence(0.1))  # then the track goes quiet, the stream stays open
+    gone_quiet = asyncio.Event()
+    finals: asyncio.Queue[lk_stt.SpeechEvent] = asyncio.Queue()
+
+    async def audio() -> AsyncIterator[rtc.AudioFrame]:
+        for f in frames:
+            clock.tick()
+            yield f
+        gone_quiet.set()
+        await asyncio.Event().wait()
+
+    async def stt_events() -> AsyncIterator[lk_stt.SpeechEvent]:
+        while True:
+            yield await finals.get()
+
+    async def read() -> None:
+        async for _ in taker.tap(audio()):
+            pass
+
+    reader = asyncio.create_task(read())
+    events = taker.process(stt_events())
+    try:
+        await gone_quiet.wait()
+        await finals.put(_final("checkout time", 1.0))
+        kinds = [(await asyncio.wait_for(anext(events), 5)).type for _ in range(4)]
+        assert kinds == [E.START_OF_SPEECH, E.PREFLIGHT_TRANSCRIPT, E.FINAL_TRANSCRIPT, E.END_OF_SPEECH]
+    finally:
+        reader.cancel()
+        await events.aclose()
 
 
 def test_turn_handling_is_explicit() -> None:

@@ -15,15 +15,17 @@ stream into what the framework already understands:
   the framework start the LLM (and, with ``preemptive_tts``, the TTS) speculatively at once,
   while the end-of-turn silence is still being confirmed;
 * END_OF_SPEECH is emitted by us (the plugin's own START/END events are dropped: the nvidia
-  plugin sends START only once per stream and END without timing) and carries
-  ``speech_end_time`` = the wall-clock moment the last recognised word's final sample arrived,
-  computed from the word end time and our own log of when each input frame arrived. The
-  framework then commits the turn ``end_of_turn_silence`` after the caller truly stopped;
+  plugin sends START only once per stream and END without timing), and only once the
+  end-of-turn silence after the last recognised word has been *seen in the audio* (the word end
+  time is on the audio clock). It carries ``speech_end_time`` = the wall-clock moment that word's
+  final sample arrived (from our log of when each input frame arrived), so the framework commits
+  at once, ``end_of_turn_silence`` after the caller truly stopped. Deciding on the audio clock
+  keeps a lagging event loop from committing a turn whose continuation is still unread;
 * a fast energy gate watches the same audio. If the caller goes on speaking inside the
-  end-of-turn silence (a mid-sentence pause), we emit START_OF_SPEECH at once (one 20 ms frame
-  later, not after Silero's ~100 ms) so the framework cancels the pending end of turn; the next
-  preflight supersedes (cancels) the speculative reply. If the noise that triggered the gate
-  never becomes words, the turn is closed again from the gate's own silence.
+  end-of-turn silence (a mid-sentence pause), the turn is simply not handed over (and if it was
+  handed over in the silence's last frame, START_OF_SPEECH takes it back before the framework
+  commits); the next preflight supersedes (cancels) the speculative reply. If the noise that
+  triggered the gate never becomes words, the turn is closed from the gate's own silence.
 
 Barge-in while the agent speaks stays with the framework's VAD interruption (configured in
 :meth:`TurnTakingOptions.turn_handling`), so echo or line noise cannot cut the agent off here.
@@ -74,6 +76,8 @@ class TurnTakingOptions:
     caller is heard at once (~250 ms from the first voiced sample to silence, see the bench)."""
     false_interruption_timeout: float | None = 1.5
     vad_min_silence: float = 0.55
+    audio_stall: float = 1.0
+    """No caller audio for this long (seconds, wall clock) while a turn waits: close it anyway."""
 
     def turn_handling(self) -> TurnHandlingOptions:
         """The AgentSession ``turn_handling`` that matches this module's event rewriting."""
@@ -145,17 +149,17 @@ class _FrameClock:
 
 
 class _EnergyGate:
-    """Voiced/unvoiced per 10 ms, with the onset of the latest long-enough voiced run."""
+    """Voiced/unvoiced per 10 ms on the audio clock, with the onset of the latest long-enough voiced run."""
 
     def __init__(self, threshold_dbfs: float, min_voiced: float) -> None:
         self.threshold = 32768.0 * 10 ** (threshold_dbfs / 20)
         self.min_voiced = min_voiced
         self._run_start: float | None = None
-        self.last_onset: float | None = None  # wall time a qualifying voiced run began
-        self.last_voiced: float | None = None  # wall time of the last voiced 10 ms
+        self.last_onset: float | None = None  # audio position where a qualifying voiced run began
+        self.last_voiced: float | None = None  # audio position of the end of the last voiced 10 ms
 
-    def feed(self, frame: rtc.AudioFrame, arrived_at: float) -> bool:
-        """Returns True when a qualifying voiced run (re)starts in this frame."""
+    def feed(self, frame: rtc.AudioFrame, end_position: float) -> bool:
+        """Returns True when a qualifying voiced run (re)starts in this frame (ending at ``end_position``)."""
         samples = np.frombuffer(frame.data, dtype=np.int16)
         if frame.num_channels > 1:
             samples = samples[:: frame.num_channels]
@@ -168,7 +172,7 @@ class _EnergyGate:
         n = len(rms)
         started = False
         for i, value in enumerate(rms.tolist()):
-            at = arrived_at - (n - 1 - i) * 0.01  # end time of this 10 ms chunk
+            at = end_position - (n - 1 - i) * 0.01  # end of this 10 ms chunk
             if value > self.threshold:
                 if self._run_start is None:
                     self._run_start = at - 0.01
@@ -183,7 +187,14 @@ class _EnergyGate:
 
 
 class TurnTaker:
-    """Rewrites one STT stream's events (see module docstring). One instance per stt_node run."""
+    """Rewrites one STT stream's events (see module docstring). One instance per stt_node run.
+
+    Every decision is taken on the audio clock (seconds of caller audio seen), never on the wall
+    clock: a turn is handed to the framework only once the end-of-turn silence after its last
+    word has actually been *seen* in the audio. WHY: on a loaded machine the event loop can fall
+    behind the caller's audio; a wall-clock timer would then commit a turn whose continuation is
+    already waiting, unread, in the queue (the caller hears the agent start over them).
+    """
 
     def __init__(
         self, options: TurnTakingOptions, stats: TurnStats | None = None, *, clock: Callable[[], float] = time.time
@@ -195,9 +206,12 @@ class TurnTaker:
         self._gate = _EnergyGate(options.gate_threshold_dbfs, options.gate_min_voiced)
         self._queue: asyncio.Queue[tuple[EventKind, Any]] = asyncio.Queue()
         self._speaking = False  # as told to the framework
-        self._open_turn_end: float | None = None  # wall end of the closed-but-uncommitted turn
+        self._held_end: float | None = None  # audio end of a final turn whose silence is still being watched
+        self._close_queued = False
+        self._open_turn_end: float | None = None  # audio end of the closed-but-uncommitted turn
         self._last_final: lk_stt.SpeechEvent | None = None
-        self._resumed_at: float | None = None
+        self._resumed_at: float | None = None  # audio position the caller went on speaking
+        self._last_frame_at: float = self._now()
         self._timer: asyncio.TimerHandle | None = None
 
     # -- audio side ---------------------------------------------------------------------
@@ -205,20 +219,38 @@ class TurnTaker:
     async def tap(self, audio: AsyncIterable[rtc.AudioFrame]) -> AsyncIterator[rtc.AudioFrame]:
         """Passes frames to the ASR unchanged, logging arrival times and watching for speech."""
         async for frame in audio:
-            now = self._now()
-            self._clock.add(frame.samples_per_channel / frame.sample_rate, now)
-            if self._gate.feed(frame, now) and self.options.resume_gate:
+            self._last_frame_at = now = self._now()
+            duration = frame.samples_per_channel / frame.sample_rate
+            self._clock.add(duration, now)
+            if self._gate.feed(frame, self._clock.position) and self.options.resume_gate:
                 self._on_gate_onset()
+            self._watch_silence(duration)
             yield frame
 
     def _on_gate_onset(self) -> None:
-        end = self._open_turn_end
+        end = self._held_end if self._held_end is not None else self._open_turn_end
         onset = self._gate.last_onset
         if end is None or onset is None or onset <= end + self.options.gate_guard:
             return
         if onset > end + self.options.end_of_turn_silence:
             return  # the turn was already the agent's: barge-in is the framework's job
         self._queue.put_nowait(("timer", "resume"))
+
+    def _watch_silence(self, frame_duration: float) -> None:
+        """Queues the turn's close once its end-of-turn silence (or a reclose silence) has been seen."""
+        if self._close_queued:
+            return
+        position = self._clock.position
+        if self._held_end is not None and self._resumed_at is None:
+            # within one frame is enough: the framework sleeps the few ms left on its own timer
+            if position >= self._held_end + self.options.end_of_turn_silence - frame_duration:
+                self._close_queued = True
+                self._queue.put_nowait(("timer", "close"))
+        elif self._resumed_at is not None:
+            last = max(self._gate.last_voiced or 0.0, self._resumed_at)
+            if position - last >= self.options.reclose_after:
+                self._close_queued = True
+                self._queue.put_nowait(("timer", "reclose"))
 
     # -- event side ---------------------------------------------------------------------
 
@@ -237,6 +269,8 @@ class TurnTaker:
             while True:
                 kind, payload = await self._queue.get()
                 if kind == "end":
+                    if self._held_end is not None or self._resumed_at is not None:
+                        yield self._end_held()  # no more audio: the words so far are the turn
                     break
                 if kind == "speech":
                     for out in self._on_speech_event(payload):
@@ -244,8 +278,8 @@ class TurnTaker:
                 elif payload == "resume":
                     for out in self._on_resume():
                         yield out
-                elif payload == "reclose":
-                    for out in self._on_reclose():
+                elif payload in ("close", "reclose"):
+                    for out in self._on_close(payload):
                         yield out
             if pump_task.done() and pump_task.exception() is not None:
                 raise pump_task.exception()  # type: ignore[misc]
@@ -256,20 +290,19 @@ class TurnTaker:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await pump_task
 
-    def _start(self, at: float | None = None) -> lk_stt.SpeechEvent:
+    def _start(self, position: float | None = None) -> lk_stt.SpeechEvent:
         self._speaking = True
+        at = self._clock.wall_time(position) if position is not None else None
         return lk_stt.SpeechEvent(type=lk_stt.SpeechEventType.START_OF_SPEECH, speech_start_time=at)
 
     def _speech_end_of(self, ev: lk_stt.SpeechEvent) -> float:
-        """Wall time of the last recognised word's end; the gate's last voiced time otherwise."""
+        """Audio position of the last recognised word's end; the gate's last voiced audio otherwise."""
         alt = ev.alternatives[0] if ev.alternatives else None
         if alt is not None and alt.end_time > 0:
-            wall = self._clock.wall_time(alt.end_time)
-            if wall is not None:
-                return min(wall, self._now())
+            return min(alt.end_time, self._clock.position)
         if self._gate.last_voiced is not None:
             return self._gate.last_voiced
-        return self._now()
+        return self._clock.position
 
     def _on_speech_event(self, ev: lk_stt.SpeechEvent) -> list[lk_stt.SpeechEvent]:
         kind = ev.type
@@ -279,7 +312,7 @@ class TurnTaker:
         out: list[lk_stt.SpeechEvent] = []
         if kind == lk_stt.SpeechEventType.INTERIM_TRANSCRIPT:
             if text and not self._speaking:
-                self._close_window()
+                self._open_turn_end = None
                 out.append(self._start())
             out.append(ev)
             return out
@@ -292,73 +325,91 @@ class TurnTaker:
             out.append(self._start())
         end = self._speech_end_of(ev)
         onset = self._gate.last_onset
-        resumed = (
-            self.options.resume_gate
-            and onset is not None
-            and onset > end + self.options.gate_guard
-        )
+        resumed = self.options.resume_gate and onset is not None and onset > end + self.options.gate_guard
         if self.options.speculative and not resumed:
             self.stats.speculations += 1
             out.append(replace(ev, type=lk_stt.SpeechEventType.PREFLIGHT_TRANSCRIPT))
         out.append(ev)
         self._last_final = ev
+        self._held_end = end
+        self._close_queued = False
         if resumed:
             # the caller is already speaking again: keep the turn open, wait for more words
             self.stats.resumes += 1
-            self._open_turn_end = end
             self._resumed_at = onset
-            self._arm_reclose()
-            return out
-        out.append(self._end(end))
+        else:
+            self._resumed_at = None
+        self._arm_stall_check()
+        self._watch_silence(0.0)  # the silence may already be behind us (a slow final)
         return out
 
     def _end(self, speech_end: float) -> lk_stt.SpeechEvent:
+        """END_OF_SPEECH anchored at the wall time the audio position ``speech_end`` arrived."""
         self._speaking = False
         self._open_turn_end = speech_end
+        self._held_end = None
         self._resumed_at = None
-        self.stats.speech_ends.append(speech_end)
+        self._close_queued = False
+        wall = self._clock.wall_time(speech_end)
+        wall = min(wall, self._now()) if wall is not None else self._now()
+        self.stats.speech_ends.append(wall)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        return lk_stt.SpeechEvent(type=lk_stt.SpeechEventType.END_OF_SPEECH, speech_end_time=speech_end)
+        return lk_stt.SpeechEvent(type=lk_stt.SpeechEventType.END_OF_SPEECH, speech_end_time=wall)
 
-    def _close_window(self) -> None:
-        self._open_turn_end = None
+    def _end_held(self) -> lk_stt.SpeechEvent:
+        end = self._held_end if self._held_end is not None else self._open_turn_end or self._clock.position
+        if self._resumed_at is not None:
+            end = max(end, self._gate.last_voiced or 0.0)  # the noise that reopened the turn ended here
+        return self._end(end)
 
     def _on_resume(self) -> list[lk_stt.SpeechEvent]:
+        if self._held_end is not None:
+            if self._resumed_at is not None:
+                return []
+            # the caller went on inside the silence before we handed the turn over: just keep it
+            self.stats.resumes += 1
+            self._resumed_at = self._gate.last_onset
+            self._close_queued = False
+            return []
         if self._speaking or self._open_turn_end is None:
             return []
+        # handed over in the last frame of the silence: take it back before the framework commits
         self.stats.resumes += 1
         self._resumed_at = self._gate.last_onset
-        out = [self._start(self._resumed_at)]
-        self._arm_reclose()
-        return out
+        self._held_end = self._open_turn_end
+        self._close_queued = False
+        self._arm_stall_check()
+        return [self._start(self._resumed_at)]
 
-    def _arm_reclose(self) -> None:
+    def _on_close(self, why: str) -> list[lk_stt.SpeechEvent]:
+        if self._held_end is None:
+            return []
+        if why == "reclose":
+            if self._resumed_at is None or self._last_final is None:
+                return []
+            self.stats.recloses += 1  # the gate fired but no words followed: the words so far are the turn
+        elif self._resumed_at is not None:
+            return []  # a resume came in between
+        return [self._end_held()]
+
+    def _arm_stall_check(self) -> None:
+        """A wall-clock backstop for when the caller's audio stops arriving altogether."""
         if self._timer is not None:
             self._timer.cancel()
         loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(self.options.reclose_after / 3, self._check_reclose)
+        self._timer = loop.call_later(self.options.audio_stall, self._check_stall)
 
-    def _check_reclose(self) -> None:
+    def _check_stall(self) -> None:
         self._timer = None
-        if self._resumed_at is None:
+        if self._held_end is None:
             return
-        last = self._gate.last_voiced or self._resumed_at
-        if self._now() - last >= self.options.reclose_after:
-            self._queue.put_nowait(("timer", "reclose"))
+        if self._now() - self._last_frame_at >= self.options.audio_stall and not self._close_queued:
+            self._close_queued = True
+            self._queue.put_nowait(("timer", "reclose" if self._resumed_at is not None else "close"))
         else:
-            self._arm_reclose()
-
-    def _on_reclose(self) -> list[lk_stt.SpeechEvent]:
-        """The gate fired but no words followed: the previous words are the whole turn."""
-        if self._resumed_at is None or self._last_final is None:
-            return []
-        self.stats.recloses += 1
-        if not self._speaking:
-            self._speaking = True
-        end = max(self._open_turn_end or 0.0, self._gate.last_voiced or 0.0)
-        return [self._end(end)]
+            self._arm_stall_check()
 
 
 async def turn_taking_stt_node(
