@@ -8,6 +8,7 @@ work while the others stand by and take over when its heartbeat stops.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -70,6 +71,16 @@ def run(
     @kopf.on.login(registry=registry, id="login")
     def login(**_: Any) -> Any:
         return kube.connection_info()
+
+    @kopf.on.startup(registry=registry, id="freeze_startup_heap")
+    def freeze_startup_heap(**_: Any) -> None:
+        """WHY: what the imports and Kopf's start leave behind (kubernetes models, pydantic,
+        kopf) lives as long as the process, yet every full collection walked it again: measured
+        150-185 ms stops of the event loop every ~4 s at 20 calls/s, i.e. the binding tail.
+        Frozen (after one last collection), it is never scanned again."""
+        gc.collect()
+        gc.freeze()
+
     try:
         kopf.run(
             registry=registry,
