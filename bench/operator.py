@@ -60,6 +60,15 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
+def _proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc/<pid>/stat)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
 def _proc_mem(pid: int) -> dict[str, float]:
     out: dict[str, float] = {}
     try:
@@ -211,6 +220,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.sleep(1.0)  # the watch is established before the first create
             sent: dict[str, float] = {}
             total = int(args.rate * args.seconds)
+            cpu_before = _proc_cpu_s(proc.pid)
             start = time.monotonic()
 
             async def create(i: int) -> None:
@@ -223,6 +233,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             with contextlib.suppress(TimeoutError):  # reported below as unbound sessions
                 await _wait(lambda: asyncio.sleep(0, len(watcher.bound) >= total), 120, "all sessions bound")
             watcher.stop.set()
+            operator_cpu = _proc_cpu_s(proc.pid) - cpu_before
             latencies = [1000 * (watcher.bound[n] - t) for n, t in sent.items() if n in watcher.bound]
             from_pool = await _claimed_from_pool(kube, ns_bind)
             results["binding"] = {
@@ -236,6 +247,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 "p99_ms": round(_percentile(latencies, 0.99), 1),
                 "max_ms": round(max(latencies), 1),
                 "served_by_warm_pod": from_pool,
+                "operator_cpu_ms_per_session": round(1000 * operator_cpu / max(1, len(latencies)), 2),
                 "latency_ms_by_second": _by_second(sent, watcher.bound, start),
                 "target_p95_ms": 250,
                 "meets_target": len(latencies) == total and _percentile(latencies, 0.95) <= 250,

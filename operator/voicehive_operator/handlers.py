@@ -126,9 +126,12 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
 
     async def _reconcile(body: Any, namespace: str, name: str, uid: str, meta: Any, spec: Any, status: Any,
                          patch: kopf.Patch, memo: Any, asr_users: Any) -> None:
+        runtime = _runtime(memo)
+        by_line = runtime.indexes.get("sessions_by_line")
         outcome = await lines.reconcile(
-            _runtime(memo), namespace=namespace, name=name, uid=uid, generation=meta.get("generation"),
+            runtime, namespace=namespace, name=name, uid=uid, generation=meta.get("generation"),
             raw_spec=dict(spec), status=dict(status or {}), asr_users=asr_users,
+            line_sessions=None if by_line is None else list(by_line.get((namespace, name), ())),
         )
         patch.status.update(outcome.status)
         _post(body, outcome.changes, [], outcome.events)
@@ -247,6 +250,8 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         runtime = _runtime(memo)
         deleted = event.get("type") == "DELETED"
         labels = body.get("metadata", {}).get("labels") or {}
+        # watched at last: from now on the idle index (or its absence there) tells its state
+        runtime.starting.get(f"{namespace}/{labels.get(contract.LABEL_LINE)}", set()).discard(body["metadata"]["name"])
         finished = (body.get("status") or {}).get("phase") in pool.FINISHED_PHASES
         if not (deleted or finished):
             return
@@ -270,12 +275,17 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
 
 
 def _refill(runtime: Runtime, namespace: str, line: str, entry: LineEntry) -> None:
+    """Top the line's pool up from the idle-pod index (no LIST: this runs after every claim)."""
     uid, spec = entry
     if spec is None:
         return
 
     async def work() -> None:
-        await pool.reconcile(runtime, namespace, line, uid, spec)
+        idle = runtime.indexes.get("idle_pods")
+        if idle is None:  # no index yet (before the first event handler ran): the authoritative pass
+            await pool.reconcile(runtime, namespace, line, uid, spec)
+        else:
+            await pool.top_up(runtime, namespace, line, uid, spec, list(idle.get((namespace, line), ())))
 
     runtime.kick(f"refill:{namespace}/{line}", work)
 

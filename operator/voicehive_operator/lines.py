@@ -18,7 +18,8 @@ from pydantic import ValidationError
 
 from voicehive import contract
 from voicehive.api.models import EURegion, HotelLineSpec
-from voicehive_operator import builders, conditions, policy, pool, providers, riva
+from voicehive.lifecycle import is_terminal
+from voicehive_operator import builders, conditions, policy, pool, providers, riva, sessions
 from voicehive_operator.conditions import Observation
 from voicehive_operator.livekit_sip import SipError, SipIds
 from voicehive_operator.riva import PoolUser
@@ -91,6 +92,11 @@ def _refusal(outcome_obs: Observation, existing: Iterable[Mapping[str, Any]] | N
     )
 
 
+def calls_in_progress(line_sessions: Iterable[Mapping[str, Any]]) -> int:
+    """Sessions of a line that have not ended (Pending, Starting or Active)."""
+    return sum(1 for vs in line_sessions if not is_terminal(sessions.phase_of(vs.get("status") or {})))
+
+
 async def reconcile(
     runtime: Runtime,
     *,
@@ -101,7 +107,13 @@ async def reconcile(
     raw_spec: Mapping[str, Any],
     status: Mapping[str, Any],
     asr_users: Mapping[str, Iterable[PoolUser]],
+    line_sessions: Iterable[Mapping[str, Any]] | None = None,
 ) -> Outcome:
+    """One pass over SIP, Riva, the warm pool and the providers.
+
+    ``line_sessions`` (the watch-fed index of this line's VoiceSessions) gives ``activeCalls``
+    without listing every claimed pod of a busy line on each resync; without it, pods are listed.
+    """
     existing = status.get("conditions") or []
     spec, refusal = parse_spec(raw_spec)
     if spec is None:
@@ -130,10 +142,11 @@ async def reconcile(
     changes += await riva.reconcile_namespace(runtime, settings.riva_namespace or namespace, asr_users)
 
     # 3. Warm pool ----------------------------------------------------------------------------
-    plan, pool_changes = await pool.reconcile(runtime, namespace, name, uid, spec, count_claimed=True)
+    plan, pool_changes = await pool.reconcile(runtime, namespace, name, uid, spec,
+                                              count_claimed=line_sessions is None)
     changes += pool_changes
     patch["warmWorkers"] = plan.idle_current
-    patch["activeCalls"] = plan.claimed
+    patch["activeCalls"] = plan.claimed if line_sessions is None else calls_in_progress(line_sessions)
     desired = spec.workers.warm_pool
     counts = f"{plan.idle_current} of {desired} warm worker pod(s) started, {plan.ready} ready"
     if plan.idle_current >= desired:

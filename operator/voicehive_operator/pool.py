@@ -1,13 +1,17 @@
 """The warm pool: idle, started worker pods per line, so a call never waits for a pod start.
 
-``plan`` is pure (which pods to start, which to remove); ``reconcile`` applies it. Fresh pods are
-started before stale ones are removed, so a spec change never empties the pool.
+``plan`` is pure (which pods to start, which to remove); ``reconcile`` applies it from a LIST
+(the authoritative pass: line create/update/resync). Fresh pods are started before stale ones are
+removed, so a spec change never empties the pool. ``top_up`` is the hot path after each claim:
+it counts from the operator's watch-fed index of idle pods plus the pods it started whose watch
+event has not arrived yet (``Runtime.starting``), so 20 claims a second cost no LIST at all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,6 +92,57 @@ async def list_line_pods(runtime: Runtime, namespace: str, line: str, state: str
     return await runtime.kube.list_pods(namespace, labels)
 
 
+def top_up_count(idle: Iterable[Mapping[str, Any]], desired: int, spec_hash: str,
+                 reserved: Set[str], starting: Set[str]) -> int:
+    """Pure: pods to start so that idle (indexed, current spec, unclaimed) + starting = desired."""
+    indexed = {str(p.get("name")) for p in idle}
+    usable = sum(1 for p in idle if p.get("specHash") == spec_hash and p.get("name") not in reserved)
+    in_flight = sum(1 for name in starting if name not in indexed)
+    return max(0, desired - usable - in_flight)
+
+
+async def _start_pods(runtime: Runtime, namespace: str, line: str, line_uid: str, spec: HotelLineSpec,
+                      count: int) -> int:
+    """Create ``count`` idle pods in batches; remember them as starting until the watch shows them."""
+    settings = runtime.settings
+    starting = runtime.starting.setdefault(f"{namespace}/{line}", set())
+    batch = max(1, settings.pool_create_batch)
+    started = 0
+    while started < count:
+        bodies = [
+            builders.worker_pod(namespace=namespace, line_name=line, line_uid=line_uid, spec=spec, settings=settings)
+            for _ in range(min(batch, count - started))
+        ]
+        starting.update(body["metadata"]["name"] for body in bodies)
+        results = await asyncio.gather(*(runtime.kube.create_pod(namespace, body) for body in bodies),
+                                       return_exceptions=True)
+        for body, result in zip(bodies, results, strict=True):
+            if isinstance(result, BaseException):
+                starting.discard(body["metadata"]["name"])
+        failed = [r for r in results if isinstance(r, BaseException)]
+        started += len(bodies) - len(failed)
+        if failed:
+            raise failed[0]
+    return started
+
+
+async def top_up(runtime: Runtime, namespace: str, line: str, line_uid: str, spec: HotelLineSpec,
+                 idle: Iterable[Mapping[str, Any]]) -> int:
+    """Start the pods a claim just took out of the pool, counted from memory (no LIST).
+
+    Only ever adds: stale or surplus pods are the authoritative ``reconcile``'s to remove.
+    """
+    if line_uid in runtime.deleted_lines:
+        return 0
+    spec_hash = builders.worker_spec_hash(namespace, line, spec, runtime.settings)
+    async with runtime.lock(f"pool:{namespace}/{line}"):
+        entries = list(idle)
+        starting = runtime.starting.setdefault(f"{namespace}/{line}", set())
+        starting.difference_update(str(p.get("name")) for p in entries)  # the index has them now
+        missing = top_up_count(entries, spec.workers.warm_pool, spec_hash, runtime.reserved, starting)
+        return await _start_pods(runtime, namespace, line, line_uid, spec, missing) if missing else 0
+
+
 async def reconcile(
     runtime: Runtime, namespace: str, line: str, line_uid: str, spec: HotelLineSpec, *, count_claimed: bool = False
 ) -> tuple[PoolPlan, list[str]]:
@@ -102,17 +157,10 @@ async def reconcile(
         pods = await list_line_pods(runtime, namespace, line, None if count_claimed else contract.WORKER_IDLE)
         desired = 0 if line_uid in runtime.deleted_lines else spec.workers.warm_pool
         todo = plan(pods, desired, spec_hash, runtime.reserved)
+        # a quorum LIST sees every create that returned: nothing is in flight any more
+        runtime.starting.pop(f"{namespace}/{line}", None)
         changes: list[str] = []
-        batch = max(1, settings.pool_create_batch)
-        remaining = todo.create
-        while remaining > 0:
-            n = min(batch, remaining)
-            bodies = [
-                builders.worker_pod(namespace=namespace, line_name=line, line_uid=line_uid, spec=spec, settings=settings)
-                for _ in range(n)
-            ]
-            await asyncio.gather(*(runtime.kube.create_pod(namespace, body) for body in bodies))
-            remaining -= n
+        await _start_pods(runtime, namespace, line, line_uid, spec, todo.create)
         if todo.create:
             changes.append(f"started {todo.create} warm worker pod(s)")
         if todo.delete:

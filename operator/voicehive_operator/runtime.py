@@ -39,6 +39,7 @@ class Runtime:
     deleted_lines: set[str] = field(default_factory=set)  # uids of lines torn down: never refill them
     reserved: set[str] = field(default_factory=set)  # idle pods a claim is in flight for (or has won)
     bound: dict[str, str] = field(default_factory=dict)  # VoiceSession uid -> worker pod, bound by us
+    starting: dict[str, set[str]] = field(default_factory=dict)  # "ns/line" -> pods created, not yet watched
     riva_applied: dict[str, tuple[dict[str, int], float]] = field(default_factory=dict)  # ns -> (pools, when)
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _background: dict[str, asyncio.Task[None]] = field(default_factory=dict)

@@ -183,6 +183,17 @@ def test_pool_plan_refills_replaces_stale_and_trims_surplus() -> None:
     assert surplus.create == 0 and surplus.delete == ("a",)  # the ready one stays
 
 
+def test_top_up_counts_indexed_idle_pods_and_the_ones_still_starting() -> None:
+    idle = [{"name": "a", "specHash": "h1"}, {"name": "b", "specHash": "old"}, {"name": "c", "specHash": "h1"}]
+    # a and c serve; b is stale (the authoritative reconcile replaces it); c is being claimed
+    assert pool.top_up_count(idle, 3, "h1", reserved={"c"}, starting=set()) == 2
+    # two pods were created and their watch events have not come: they count, nothing more to start
+    assert pool.top_up_count(idle, 3, "h1", reserved={"c"}, starting={"n1", "n2"}) == 0
+    # a started pod that the index already holds is not counted twice
+    assert pool.top_up_count(idle, 3, "h1", reserved=set(), starting={"a"}) == 1
+    assert pool.top_up_count(idle, 0, "h1", reserved=set(), starting=set()) == 0
+
+
 def _session(phase: str, created: dt.datetime, bound: dt.datetime | None = None,
              answered: dt.datetime | None = None) -> dict[str, Any]:
     status: dict[str, Any] = {"phase": phase}

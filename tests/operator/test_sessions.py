@@ -110,6 +110,31 @@ async def test_session_claims_a_warm_pod_and_the_pool_is_refilled(
     await _assert_no_pii(kube_client, namespace, [call], caplog)
 
 
+async def test_a_burst_of_calls_is_served_from_the_pool_which_refills_to_exactly_its_size(
+    start_operator: Any, hotelline: Any, kube_client: Kube, namespace: str, providers: Providers,
+    line_secret: dict[str, str], privacy: Privacy,
+) -> None:
+    """The refill after each claim counts from memory; it must neither stall nor overshoot."""
+    await _ready_line(start_operator, hotelline, kube_client, namespace, providers, warm=3)
+    calls = [Call(privacy, "lindenhof") for _ in range(7)]
+    await asyncio.gather(*(kube_client.create_custom(namespace, VOICESESSIONS, c.body(namespace)) for c in calls))
+    for call in calls:
+        await wait_for(lambda call=call: _vs(kube_client, namespace, call.name),
+                       lambda o: bool(o and (o.get("status") or {}).get("workerPod")), what=f"{call.name} bound")
+
+    def settled(pods: list[dict[str, Any]]) -> bool:
+        states = [p["metadata"]["labels"].get(contract.LABEL_WORKER_STATE) for p in pods]
+        return states.count("idle") == 3 and states.count("claimed") == 7
+
+    pods = await wait_for(lambda: kube_client.list_pods(namespace, {**WORKERS, contract.LABEL_LINE: "lindenhof"}),
+                          settled, what="7 claimed pods and the pool back at 3")
+    # every pod ever started is either serving a call or in the pool: no surplus was created
+    assert len(pods) == 10, sorted(p["metadata"]["labels"].get(contract.LABEL_WORKER_STATE) for p in pods)
+    # the line counts its calls in progress (from the sessions it watches, not by listing pods)
+    await wait_for(lambda: kube_client.get_custom(namespace, HOTELLINES, "lindenhof"),
+                   lambda o: bool(o) and (o.get("status") or {}).get("activeCalls") == 7, what="activeCalls 7")
+
+
 async def test_empty_pool_starts_a_pod_for_the_session(
     start_operator: Any, hotelline: Any, kube_client: Kube, namespace: str, providers: Providers,
     line_secret: dict[str, str], privacy: Privacy,
