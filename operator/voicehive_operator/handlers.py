@@ -176,19 +176,30 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         spec = entry[1] if entry else None
         retention = spec.retention.metadata_days if spec else None
         idle = runtime.indexes.get("idle_pods")
-        for snapshot in list(sessions_by_line.get((namespace, name), ())):
-            vs_name = snapshot["metadata"]["name"]
-            if entry is not None and idle is not None and snapshot["metadata"]["uid"] not in runtime.bound:
-                # A bind that failed on a transient error (event handlers are not retried).
-                await sessions.bind(runtime, namespace=namespace, name=vs_name, uid=snapshot["metadata"]["uid"],
-                                    body=snapshot, line_spec=spec, line_uid=entry[0],
-                                    idle=list(idle.get((namespace, name), ())))
-            verdict = await sessions.enforce(runtime, namespace=namespace, name=vs_name, body=snapshot,
-                                             line_spec=spec, retention_days=retention)
-            if verdict.action in {"fail", "end"}:
-                kopf.warn(_vs_ref(snapshot), reason=str(verdict.reason), message=verdict.message)
-            elif verdict.action == "delete":
-                log.info("voicesession %s/%s deleted: %s", namespace, vs_name, verdict.message)
+        # Bounded concurrency: a line whose workers all fail to start times out hundreds of calls
+        # at once, and one API round trip after the other would outlast the sweep interval.
+        limit = asyncio.Semaphore(max(1, runtime.settings.sweep_concurrency))
+
+        async def check(snapshot: Any) -> None:
+            async with limit:
+                vs_name = snapshot["metadata"]["name"]
+                if entry is not None and idle is not None and snapshot["metadata"]["uid"] not in runtime.bound:
+                    # A bind that failed on a transient error (event handlers are not retried).
+                    await sessions.bind(runtime, namespace=namespace, name=vs_name, uid=snapshot["metadata"]["uid"],
+                                        body=snapshot, line_spec=spec, line_uid=entry[0],
+                                        idle=list(idle.get((namespace, name), ())))
+                verdict = await sessions.enforce(runtime, namespace=namespace, name=vs_name, body=snapshot,
+                                                 line_spec=spec, retention_days=retention)
+                if verdict.action in {"fail", "end"}:
+                    kopf.warn(_vs_ref(snapshot), reason=str(verdict.reason), message=verdict.message)
+                elif verdict.action == "delete":
+                    log.info("voicesession %s/%s deleted: %s", namespace, vs_name, verdict.message)
+
+        results = await asyncio.gather(*(check(s) for s in list(sessions_by_line.get((namespace, name), ()))),
+                                       return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:  # the others were handled; Kopf logs this one and the next sweep retries
+            raise errors[0]
 
     @kopf.on.event(*HL, registry=registry, id="erase_request", annotations={contract.ANNOTATION_ERASE: kopf.PRESENT})
     async def erase_request(body: Any, namespace: str, name: str, meta: Any, memo: Any, **_: Any) -> None:

@@ -83,6 +83,7 @@ class OperatorSettings:
     resync_interval_s: float = 30.0  # HotelLine drift check / pool refill / provider re-check
     sweep_interval_s: float = 5.0  # VoiceSession timeouts and retention
     pool_create_batch: int = 10
+    sweep_concurrency: int = 16  # sessions one line's sweep checks (and times out) at once
     liveness_endpoint: str | None = "http://0.0.0.0:8080/healthz"  # Kopf's /healthz for the kubelet
 
     clock: Clock = field(default_factory=Clock)
@@ -157,5 +158,6 @@ class OperatorSettings:
             check_providers=(get("CHECK_PROVIDERS", "true") or "true").lower() not in {"0", "false", "no"},
             resync_interval_s=number("RESYNC_INTERVAL_S", base.resync_interval_s, minimum=0.1),
             sweep_interval_s=number("SWEEP_INTERVAL_S", base.sweep_interval_s, minimum=0.1),
+            sweep_concurrency=int(number("SWEEP_CONCURRENCY", base.sweep_concurrency, minimum=1)),
             liveness_endpoint=get("LIVENESS", base.liveness_endpoint),
         )

@@ -193,6 +193,29 @@ async def test_start_timeout_pod_death_and_max_duration_end_sessions_with_reason
     assert (await _vs(kube_client, namespace, stuck.name) or {})["status"]["phase"] == "Failed"
 
 
+async def test_a_line_whose_workers_never_answer_fails_every_waiting_call(
+    start_operator: Any, hotelline: Any, kube_client: Kube, namespace: str, providers: Providers,
+    line_secret: dict[str, str], privacy: Privacy,
+) -> None:
+    """Mass start timeouts (a broken worker image): every call fails with its reason, none is skipped."""
+    handle = await _ready_line(start_operator, hotelline, kube_client, namespace, providers, warm=1,
+                               sweep_concurrency=3)
+    calls = [Call(privacy, "lindenhof") for _ in range(10)]
+    await asyncio.gather(*(kube_client.create_custom(namespace, VOICESESSIONS, c.body(namespace)) for c in calls))
+    for call in calls:
+        await wait_for(lambda call=call: _vs(kube_client, namespace, call.name),
+                       lambda o: bool(o and (o.get("status") or {}).get("workerPod")), what=f"{call.name} bound")
+    handle.settings.clock.advance(21)
+    for call in calls:
+        failed = await wait_for(lambda call=call: _vs(kube_client, namespace, call.name),
+                                lambda o: (o or {}).get("status", {}).get("phase") == "Failed", what="start timeout")
+        assert failed["status"]["endReason"].startswith("start_timeout")
+    await wait_for(lambda: kube_client.list_pods(namespace, {**WORKERS, contract.LABEL_LINE: "lindenhof"}),
+                   lambda ps: all(p["metadata"]["labels"].get(contract.LABEL_WORKER_STATE) == "idle"
+                                  or p["metadata"].get("deletionTimestamp") for p in ps),
+                   what="every claimed pod released")
+
+
 async def test_retention_sweep_and_erasure_by_caller_hash(
     start_operator: Any, hotelline: Any, kube_client: Kube, namespace: str, providers: Providers,
     line_secret: dict[str, str], privacy: Privacy, redis_url: str, caplog: pytest.LogCaptureFixture,
