@@ -121,6 +121,7 @@ async def run_worker(mode: str, endpoints: dict[str, str], turns: int, with_paus
 
     from tests.worker.callrig import Call, line_spec
     from tests.worker.speech import speak
+    from voicehive.heap import GcPauses, freeze_startup_heap
     from voicehive_worker.session import ProviderEndpoints
 
     logging.basicConfig(level=logging.ERROR)
@@ -156,6 +157,9 @@ async def run_worker(mode: str, endpoints: dict[str, str], turns: int, with_paus
     async with running_call(_Fakes(endpoints), line_spec(), bare=(mode == "bare"), greet=False) as call:  # type: ignore[arg-type]
         c: Call = call
         await asyncio.sleep(1.0)  # session start, prewarm
+        if mode == "ours":
+            freeze_startup_heap()  # as `voicehive worker` does once warm (a stock session does not)
+        pauses = GcPauses().start()
         rss_start, _ = rss_mib()
         cpu0, t0 = cpu_seconds(), time.monotonic()
         v2v: list[float] = []
@@ -193,6 +197,7 @@ async def run_worker(mode: str, endpoints: dict[str, str], turns: int, with_paus
             await c.wait_quiet(timeout=30)
             await asyncio.sleep(GAP_S)
         cpu1, t1 = cpu_seconds(), time.monotonic()
+        pauses.stop()
         rss_end, rss_peak = rss_mib()
         result.update(
             v2v_ms=[round(x, 1) for x in v2v],
@@ -209,6 +214,7 @@ async def run_worker(mode: str, endpoints: dict[str, str], turns: int, with_paus
             call_seconds=round(t1 - t0, 1),
             cpu_seconds=round(cpu1 - cpu0, 2),
             cpu_seconds_per_call_minute=round((cpu1 - cpu0) / ((t1 - t0) / 60), 2),
+            gc_pauses_during_call=pauses.summary(),
             rss_mib={
                 "before_session": round(rss_before, 1),
                 "session_started": round(rss_start, 1),

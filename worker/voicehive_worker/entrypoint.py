@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from voicehive import contract
+from voicehive import contract, heap
 from voicehive.api.models import HotelLine, HotelLineSpec, VoiceSession
 from voicehive.lifecycle import EndReason
 from voicehive_worker.agent import HotelAgent
@@ -284,6 +284,7 @@ async def run_pod(line_file: Path | None) -> int:
         except (ValueError, OSError) as err:  # bad/missing configuration: say what, exit 2
             log.error("worker configuration: %s", err)
             return 2
+        heap.freeze_startup_heap()  # no full-GC stalls of the caller's audio (voicehive.heap)
         readiness.state["warm"] = warm
         log.info("worker warm and idle", extra={"pod": pod})
         vs_raw = await asyncio.to_thread(_watch_assignment, namespace, pod, stopping.is_set)
