@@ -1,10 +1,12 @@
 """Garbage-collector settings for the long-running processes (operator, worker).
 
-WHY: the imports (kubernetes models, pydantic, kopf, livekit-agents, onnxruntime) leave ~10^6
-objects that live as long as the process, and CPython's full collections walk all of them
-again: measured 150-185 ms stops of the event loop every few seconds in the operator under
-load (the binding tail), and 165-210 ms stops in a process running a call (the caller's audio
-stalls for as long). Collected once and frozen after start-up, they are never scanned again.
+WHY: the imports (kubernetes models, pydantic, kopf; livekit-agents, onnxruntime, numpy) leave
+~160 000 (operator) / ~250 000 (worker) objects that live as long as the process, and every
+full collection walks all of them again: 85 / 138 ms on this machine when idle, 150-185 ms
+under load. In the operator bench those stops came every ~4 s at 20 calls/s and were the whole
+binding tail. A 160 s benchmark call made no full collection in the worker (longest pause
+1.9 ms), but a call may last 30 minutes. Collected once and frozen after start-up, the
+start-up heap is never scanned again (a full collection then takes well under a millisecond).
 """
 
 from __future__ import annotations

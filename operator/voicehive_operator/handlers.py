@@ -292,11 +292,11 @@ def _refill(runtime: Runtime, namespace: str, line: str, entry: LineEntry) -> No
         return
 
     async def work() -> None:
-        idle = runtime.indexes.get("idle_pods")
-        if idle is None:  # no index yet (before the first event handler ran): the authoritative pass
+        index = runtime.indexes.get("idle_pods")
+        if index is None:  # no index yet (before the first event handler ran): the authoritative pass
             await pool.reconcile(runtime, namespace, line, uid, spec)
         else:
-            await pool.top_up(runtime, namespace, line, uid, spec, list(idle.get((namespace, line), ())))
+            await pool.top_up(runtime, namespace, line, uid, spec, lambda: list(index.get((namespace, line), ())))
 
     runtime.kick(f"refill:{namespace}/{line}", work)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping, Set
+from collections.abc import Callable, Iterable, Mapping, Set
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,16 +127,17 @@ async def _start_pods(runtime: Runtime, namespace: str, line: str, line_uid: str
 
 
 async def top_up(runtime: Runtime, namespace: str, line: str, line_uid: str, spec: HotelLineSpec,
-                 idle: Iterable[Mapping[str, Any]]) -> int:
+                 idle: Callable[[], Iterable[Mapping[str, Any]]]) -> int:
     """Start the pods a claim just took out of the pool, counted from memory (no LIST).
 
-    Only ever adds: stale or surplus pods are the authoritative ``reconcile``'s to remove.
+    ``idle`` reads the idle-pod index; it is read under the pool lock, after any reconcile that
+    held it. Only ever adds: stale or surplus pods are the authoritative ``reconcile``'s to remove.
     """
     if line_uid in runtime.deleted_lines:
         return 0
     spec_hash = builders.worker_spec_hash(namespace, line, spec, runtime.settings)
     async with runtime.lock(f"pool:{namespace}/{line}"):
-        entries = list(idle)
+        entries = list(idle())
         starting = runtime.starting.setdefault(f"{namespace}/{line}", set())
         starting.difference_update(str(p.get("name")) for p in entries)  # the index has them now
         missing = top_up_count(entries, spec.workers.warm_pool, spec_hash, runtime.reserved, starting)
