@@ -10,7 +10,8 @@ from voicehive.heap import GcPauses, freeze_startup_heap
 def test_freeze_moves_the_live_heap_out_of_reach_and_pauses_are_recorded() -> None:
     try:
         frozen = freeze_startup_heap()
-        assert frozen > 1000 and gc.get_freeze_count() == frozen
+        # frozen objects that die later (refcount) leave the permanent generation: it can only shrink
+        assert frozen > 1000 and 0 < gc.get_freeze_count() <= frozen
         pauses = GcPauses().start()
         try:
             gc.collect()
