@@ -366,14 +366,7 @@ class CallStore:
     # ------------------------------------------------------------------ VoiceSession retry queue
 
     async def pending_sessions(self) -> dict[str, dict[str, Any]]:
-        raw = await self._guard(self.redis.hgetall(PENDING_SESSIONS_KEY))
-        out: dict[str, dict[str, Any]] = {}
-        for ref, payload in raw.items():
-            try:
-                out[ref] = json.loads(payload)
-            except ValueError:
-                continue
-        return out
+        return await self._json_hash(PENDING_SESSIONS_KEY)
 
     async def session_created(self, ref: str, marker: str = "created") -> None:
         """Drop a request from the retry queue once its VoiceSession exists, or ``marker`` says
@@ -391,7 +384,11 @@ class CallStore:
             await self._guard(pipe.execute())
 
     async def session_ends(self) -> dict[str, dict[str, Any]]:
-        raw = await self._guard(self.redis.hgetall(ENDING_SESSIONS_KEY))
+        return await self._json_hash(ENDING_SESSIONS_KEY)
+
+    async def _json_hash(self, key: str) -> dict[str, dict[str, Any]]:
+        """A retry-queue hash as ``{ref: payload}``; an unreadable entry is skipped, not fatal."""
+        raw = await self._guard(self.redis.hgetall(key))
         out: dict[str, dict[str, Any]] = {}
         for ref, payload in raw.items():
             try:

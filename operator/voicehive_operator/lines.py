@@ -209,6 +209,10 @@ async def _ensure_sip(
     )
 
 
+def _key_missing(condition: str, ref: Any, field: str) -> Observation:
+    return Observation(condition, False, "KeySecretMissing", f"Secret {ref.name} has no key {ref.key} ({field}).")
+
+
 def _fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -265,9 +269,7 @@ async def _providers(
         if static:
             results.append(Observation(conditions.LLM, False, "LlmOutsideEU", static))
         elif llm_key is None:
-            ref = spec.llm.api_key_secret_ref
-            results.append(Observation(conditions.LLM, False, "KeySecretMissing",
-                                       f"Secret {ref.name} has no key {ref.key} (llm.apiKeySecretRef)."))
+            results.append(_key_missing(conditions.LLM, spec.llm.api_key_secret_ref, "llm.apiKeySecretRef"))
         else:
             results.append(
                 await providers.check_azure_openai(
@@ -277,9 +279,7 @@ async def _providers(
                 )
             )
         if tts_key is None:
-            ref = spec.tts.api_key_secret_ref
-            results.append(Observation(conditions.TTS, False, "KeySecretMissing",
-                                       f"Secret {ref.name} has no key {ref.key} (tts.apiKeySecretRef)."))
+            results.append(_key_missing(conditions.TTS, spec.tts.api_key_secret_ref, "tts.apiKeySecretRef"))
         else:
             results.append(
                 await providers.check_elevenlabs(

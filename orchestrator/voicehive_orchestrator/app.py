@@ -24,7 +24,7 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from voicehive.callmanager import CallEvent, CallManager, EventKind, Transcript, parse_end_reason
-from voicehive.callstore import CallStore, Outcome, StoreUnavailable
+from voicehive.callstore import CallRecord, CallStore, Outcome, StoreUnavailable
 from voicehive.privacy import is_call_ref, is_hash
 
 from .livekit_events import LiveKitVerifier, WebhookAuthError, WebhookFormatError, translate
@@ -360,11 +360,7 @@ def create_app(
         if not call_sid or len(call_sid) > 256:
             raise ApiError(422, "invalid_call_sid", "call_sid must be 1-256 characters",
                            [{"field": "call_sid", "problem": "length"}])
-        record = await orch.manager.get(call_sid)
-        if record is None:
-            raise ApiError(404, "unknown_call", "no call with this call_sid",
-                           [{"field": "call_sid", "problem": "unknown call"}])
-        return JSONResponse(record.public())
+        return _call_view(await orch.manager.get(call_sid), "call_sid")
 
     @app.get("/v1/calls/by-ref/{call_ref}", response_model=CallView, responses=_ERRORS,
              summary="State of one call by its reference (c-...), as audit logs and metrics name it",
@@ -375,11 +371,7 @@ def create_app(
         if not is_call_ref(call_ref):
             raise ApiError(422, "invalid_call_ref", "call_ref must look like c-<20 hex characters>",
                            [{"field": "call_ref", "problem": "not a call reference"}])
-        record = await orch.store.get(call_ref)
-        if record is None:
-            raise ApiError(404, "unknown_call", "no call with this call_ref",
-                           [{"field": "call_ref", "problem": "unknown call"}])
-        return JSONResponse(record.public())
+        return _call_view(await orch.store.get(call_ref), "call_ref")
 
     @app.post("/v1/erasure", response_model=ErasureResponse, responses=_ERRORS,
               summary="Erase every call of one caller (GDPR), by number or by caller hash",
@@ -468,6 +460,13 @@ def create_app(
 
     app.openapi = custom_openapi  # type: ignore[method-assign]
     return app
+
+
+def _call_view(record: CallRecord | None, field: str) -> JSONResponse:
+    """A call's public state, or 404 naming the path field that found nothing."""
+    if record is None:
+        raise ApiError(404, "unknown_call", f"no call with this {field}", [{"field": field, "problem": "unknown call"}])
+    return JSONResponse(record.public())
 
 
 def _agent_call_event(event: AgentReadyEvent | CallStartedEvent | CallEndedEvent) -> CallEvent:
