@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build the local control plane's Go programs (kube-apiserver, kube-controller-manager, etcd,
+# Build the local control plane's Go programs (kube-apiserver, kube-controller-manager,
+# kube-scheduler, etcd,
 # livekit-server, helm) from their published Go modules, once, into a cache outside the repo.
 #
 # Usage: rig/build.sh [kube|etcd|livekit|helm ...]   (default: all)
@@ -76,7 +77,7 @@ simple_gomod() {  # simple_gomod <srcdir> <name> <module> <version>
 # Package paths (main packages) and output names per tool.
 tool_packages() {
   case $1 in
-    kube) echo "k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager" ;;
+    kube) echo "k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler" ;;
     etcd) echo "go.etcd.io/etcd/server/v3" ;;
     livekit) echo "github.com/livekit/livekit-server/cmd/server" ;;
     helm) echo "helm.sh/helm/v3/cmd/helm" ;;

@@ -27,7 +27,7 @@ rig_tool_dir() {
 
 rig_tool_binaries() {
   case $1 in
-    kube) echo "kube-apiserver kube-controller-manager" ;;
+    kube) echo "kube-apiserver kube-controller-manager kube-scheduler" ;;
     etcd) echo "etcd" ;;
     livekit) echo "livekit-server" ;;
     helm) echo "helm" ;;
