@@ -235,3 +235,15 @@ def test_settings_from_env_validate_and_name_the_variable() -> None:
         OperatorSettings.from_env({"VOICEHIVE_OPERATOR_STREAMS_PER_GPU": "many"})
     with pytest.raises(SettingsError, match="PII_KEY_SECRET"):
         OperatorSettings.from_env({"VOICEHIVE_OPERATOR_PII_KEY_SECRET": "no-slash"})
+
+
+def test_worker_pod_is_ready_only_when_the_worker_says_so() -> None:
+    """The operator claims pods by readiness: Ready must mean the worker's /readyz answered 200."""
+    pod = builders.worker_pod(namespace="hotels", line_name="lindenhof", line_uid="u1", spec=line_spec(), settings=SETTINGS)
+    container = pod["spec"]["containers"][0]
+    port = {p["name"]: p["containerPort"] for p in container.get("ports", [])}.get("probes")
+    assert port == contract.WORKER_PROBE_PORT
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "probes"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "probes"}
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env[contract.ENV_READY_PORT] == str(contract.WORKER_PROBE_PORT)
