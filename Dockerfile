@@ -1,7 +1,9 @@
 # All VoiceHive images from one build: the three components ship the same distribution.
-#   docker build --target operator     -t voicehive/operator:dev .
-#   docker build --target orchestrator -t voicehive/orchestrator:dev .
-#   docker build --target worker       -t voicehive/worker:dev .
+#   docker build --target operator     -t ghcr.io/voicehive/operator:dev .
+#   docker build --target orchestrator -t ghcr.io/voicehive/orchestrator:dev .
+#   docker build --target worker       -t ghcr.io/voicehive/worker:dev .
+# Each image's ENTRYPOINT names its component; CMD holds default flags only, so a Pod's `args`
+# (the chart's) replace the flags and never repeat the component.
 # Every image runs as uid 10001 with no shell tools beyond the base, and takes its
 # configuration from the environment (docs/operator.md, docs/orchestrator.md, docs/worker.md).
 
@@ -37,7 +39,8 @@ FROM runtime AS orchestrator
 ENV VOICEHIVE_TLS_CERT=/tls/tls.crt \
     VOICEHIVE_TLS_KEY=/tls/tls.key
 EXPOSE 8443
-ENTRYPOINT ["voicehive", "orchestrator", "--host", "0.0.0.0", "--port", "8443"]
+ENTRYPOINT ["voicehive", "orchestrator"]
+CMD ["--host", "0.0.0.0", "--port", "8443"]
 
 # The per-call worker: one call per pod, warm before the call. espeak-ng is the local voice of
 # the never-dead-air fallback. Readiness GET :8081/readyz (200 once warm: VAD loaded, providers

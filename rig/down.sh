@@ -5,7 +5,7 @@ set -uo pipefail
 # shellcheck source=rig/lib.sh
 . "$(dirname "$0")/lib.sh"
 RUN=$RIG_STATE/run
-for name in livekit-server livekit-redis kube-controller-manager kube-apiserver etcd; do
+for name in livekit-server livekit-redis kube-scheduler kube-controller-manager kube-apiserver etcd; do
   f=$RUN/$name.pid
   [ -f "$f" ] || continue
   if pid=$(rig_pid "$name"); then

@@ -64,7 +64,7 @@ rig_pid() {
 # True when any rig process recorded in this work tree is alive.
 rig_running() {
   local n
-  for n in etcd kube-apiserver kube-controller-manager livekit-redis livekit-server; do
+  for n in etcd kube-apiserver kube-controller-manager kube-scheduler livekit-redis livekit-server; do
     rig_pid "$n" >/dev/null && return 0
   done
   return 1

@@ -38,7 +38,7 @@ PORTS=$RIG_STATE/ports.env
 if [ ! -f "$PORTS" ]; then
   python3 - >"$PORTS" <<'PY'
 import socket
-names = ["ETCD_CLIENT_PORT", "ETCD_PEER_PORT", "APISERVER_PORT", "KCM_PORT",
+names = ["ETCD_CLIENT_PORT", "ETCD_PEER_PORT", "APISERVER_PORT", "KCM_PORT", "SCHEDULER_PORT",
          "LIVEKIT_REDIS_PORT", "LIVEKIT_PORT", "LIVEKIT_RTC_UDP_PORT"]
 socks = []
 for name in names:
@@ -51,6 +51,10 @@ PY
 fi
 # shellcheck disable=SC1090  # generated: ETCD_CLIENT_PORT, APISERVER_PORT, ...
 . "$PORTS"
+if [ -z "${SCHEDULER_PORT:-}" ]; then  # ports.env written before the scheduler joined the rig
+  SCHEDULER_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  echo "SCHEDULER_PORT=$SCHEDULER_PORT" >>"$PORTS"
+fi
 
 # ---- process helpers: only ever signal the pids we recorded ----
 alive() { rig_pid "$1" >/dev/null; }
@@ -77,7 +81,13 @@ KUBE_UP=0; LIVEKIT_UP=0
 
 # ---- credentials: generated once per work tree, never committed (.rig/ is ignored) ----
 gen_pki() {
-  [ -f "$PKI/ca.crt" ] && [ -f "$PKI/apiserver.crt" ] && [ -f "$PKI/sa.key" ] && [ -f "$PKI/admin.token" ] && return 0
+  if [ -f "$PKI/ca.crt" ] && [ -f "$PKI/apiserver.crt" ] && [ -f "$PKI/sa.key" ] && [ -f "$PKI/admin.token" ]; then
+    if [ ! -f "$PKI/scheduler.token" ]; then  # a rig from before the scheduler (restart it to load)
+      openssl rand -hex 24 >"$PKI/scheduler.token" && chmod 600 "$PKI/scheduler.token"
+      echo "$(cat "$PKI/scheduler.token"),system:kube-scheduler,uid-scheduler,\"system:masters\"" >>"$PKI/tokens.csv"
+    fi
+    return 0
+  fi
   log "generating CA, serving certificate, service-account keys and admin token in $PKI"
   (
     cd "$PKI" || exit 1
@@ -94,10 +104,12 @@ EXT
     openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
     openssl rand -hex 24 >admin.token
     openssl rand -hex 24 >controller-manager.token
+    openssl rand -hex 24 >scheduler.token
     # static tokens: token,user,uid,"groups"
     {
       echo "$(cat admin.token),voicehive-rig-admin,uid-admin,\"system:masters\""
       echo "$(cat controller-manager.token),system:kube-controller-manager,uid-kcm,\"system:masters\""
+      echo "$(cat scheduler.token),system:kube-scheduler,uid-scheduler,\"system:masters\""
     } >tokens.csv
     chmod 600 ./*.key ./*.token tokens.csv
   ) || { log "certificate generation failed (is openssl installed?)"; return 1; }
@@ -127,6 +139,7 @@ KC
 etcd_healthy() { curl -fsS "http://127.0.0.1:$ETCD_CLIENT_PORT/health" | grep -q '"health":"true"'; }
 apiserver_ready() { curl -fsS --cacert "$PKI/ca.crt" -H "Authorization: Bearer $(cat "$PKI/admin.token")" "https://127.0.0.1:$APISERVER_PORT/readyz"; }
 kcm_healthy() { curl -fsSk "https://127.0.0.1:$KCM_PORT/healthz"; }
+scheduler_healthy() { curl -fsSk "https://127.0.0.1:$SCHEDULER_PORT/healthz"; }
 redis_ready() { redis-cli -h 127.0.0.1 -p "$LIVEKIT_REDIS_PORT" ping | grep -q PONG; }
 livekit_ready() { curl -fsS "http://127.0.0.1:$LIVEKIT_PORT/" | grep -q OK; }
 
@@ -162,17 +175,30 @@ up_kube() {
   fi
   kubeconfig "$RIG_STATE/kubeconfig" "$PKI/admin.token"
   kubeconfig "$RIG_STATE/controller-manager.kubeconfig" "$PKI/controller-manager.token"
+  kubeconfig "$RIG_STATE/scheduler.kubeconfig" "$PKI/scheduler.token"
   if ! { alive kube-controller-manager && kcm_healthy; }; then
-    # Enough controllers for ownerReferences to cascade and namespaces to be cleaned up, plus
-    # Deployments -> ReplicaSets -> Pods (which stay Pending: there is no scheduler or kubelet).
+    # The controllers between a Deployment, a Service or a PodDisruptionBudget and its Pods:
+    # ownerReferences cascade, namespaces are cleaned up, Deployments -> ReplicaSets -> Pods,
+    # Services get EndpointSlices, PDBs their status, every namespace its kube-root-ca.crt.
+    # Pods stay Pending until the node agent (rig/nodeagent, `make cluster-up`) registers nodes.
     start kube-controller-manager "$(rig_bin kube kube-controller-manager)" \
       --kubeconfig="$RIG_STATE/controller-manager.kubeconfig" \
       --authentication-kubeconfig="$RIG_STATE/controller-manager.kubeconfig" \
       --authorization-kubeconfig="$RIG_STATE/controller-manager.kubeconfig" \
       --bind-address=127.0.0.1 --secure-port="$KCM_PORT" --leader-elect=false \
-      --controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,deployment-controller,replicaset-controller \
+      --controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,deployment-controller,replicaset-controller,endpointslice-controller,disruption-controller,root-ca-certificate-publisher-controller \
+      --service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt" \
       --concurrent-gc-syncs=5 --profiling=false --v=1
     wait_for kube-controller-manager 120 kcm_healthy || return 1
+  fi
+  if ! { alive kube-scheduler && scheduler_healthy; }; then
+    # The real scheduler: affinity, taints/tolerations and GPU requests decide where Pods land.
+    start kube-scheduler "$(rig_bin kube kube-scheduler)" \
+      --kubeconfig="$RIG_STATE/scheduler.kubeconfig" \
+      --authentication-kubeconfig="$RIG_STATE/scheduler.kubeconfig" \
+      --authorization-kubeconfig="$RIG_STATE/scheduler.kubeconfig" \
+      --bind-address=127.0.0.1 --secure-port="$SCHEDULER_PORT" --leader-elect=false --profiling=false --v=1
+    wait_for kube-scheduler 120 scheduler_healthy || return 1
   fi
   KUBE_UP=1
 }

@@ -95,11 +95,16 @@ def operator(
     namespace: Annotated[list[str] | None, typer.Option("--namespace", "-n", help="Namespace(s) to watch.")] = None,
     all_namespaces: Annotated[bool, typer.Option("--all-namespaces", "-A", help="Watch every namespace.")] = False,
     peering: Annotated[str | None, typer.Option(help="Kopf peering name for HA (standby replicas).")] = None,
+    priority: Annotated[
+        int | None,
+        typer.Option(help="Peering priority (highest is active); default: derived from the Pod's name "
+                     "[env: VOICEHIVE_POD_NAME], so each replica differs."),
+    ] = None,
 ) -> None:
     """Run the operator: HotelLines become SIP trunks, Riva ASR and warm workers; calls get pods."""
     from voicehive_operator.main import run
 
-    run(namespaces=namespace or [], all_namespaces=all_namespaces, peering=peering)
+    run(namespaces=namespace or [], all_namespaces=all_namespaces, peering=peering, priority=priority)
 
 
 @app.command()

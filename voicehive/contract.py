@@ -30,6 +30,8 @@ WORKER_CLAIMED: Final = "claimed"
 COMPONENT_WORKER: Final = "worker"
 COMPONENT_ASR: Final = "asr"
 MANAGER: Final = "voicehive-operator"
+# Every worker pod the operator manages carries these; the operator watches only such pods.
+WORKER_POD_LABELS: Final = {LABEL_COMPONENT: COMPONENT_WORKER, LABEL_MANAGED_BY: MANAGER}
 
 # Annotations -----------------------------------------------------------------------------
 ANNOTATION_ERASE: Final = f"{GROUP}/erase-caller"  # on a HotelLine: caller hash(es) to erase
@@ -50,6 +52,8 @@ ENV_LIVEKIT_API_KEY: Final = "LIVEKIT_API_KEY"
 ENV_LIVEKIT_API_SECRET: Final = "LIVEKIT_API_SECRET"
 ENV_AZURE_OPENAI_API_KEY: Final = "AZURE_OPENAI_API_KEY"
 ENV_ELEVEN_API_KEY: Final = "ELEVEN_API_KEY"
+ENV_READY_PORT: Final = "VOICEHIVE_READY_PORT"  # the worker's probe server (/healthz, /readyz)
+WORKER_PROBE_PORT: Final = 8081
 
 # LiveKit ---------------------------------------------------------------------------------
 # Attribute set by the line's dispatch rule on every SIP participant, so a webhook names its
@@ -80,3 +84,8 @@ def session_name(room_hash: str) -> str:
 def caller_label(caller_hash: str) -> str:
     """Label value for a caller hash (label values are limited to 63 characters)."""
     return caller_hash[:63]
+
+
+def worker_pod_selector() -> str:
+    """The label selector (server-side) of the worker pods the operator manages."""
+    return ",".join(f"{key}={value}" for key, value in sorted(WORKER_POD_LABELS.items()))

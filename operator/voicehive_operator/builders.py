@@ -17,7 +17,7 @@ from typing import Any
 from google.protobuf.duration_pb2 import Duration
 from livekit.protocol import sip as lk_sip
 
-from voicehive import contract
+from voicehive import contract, rbac
 from voicehive.api.models import API_VERSION, GROUP, HotelLineSpec, MediaEncryption, Toleration
 from voicehive_operator.settings import OperatorSettings, SecretRef
 
@@ -142,6 +142,21 @@ def _grpc_probe(port: int, period: int, failures: int, initial_delay: int = 0) -
     }
 
 
+# The `restricted` Pod Security level (hotel namespaces enforce it): non-root, no privilege
+# escalation, every capability dropped, the runtime's seccomp profile.
+RESTRICTED_CONTAINER: dict[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+# NVIDIA's Riva/NIM containers run as uid 1000; the model volume is made writable for it.
+RIVA_POD_SECURITY: dict[str, Any] = {
+    "runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
 def riva_labels(pool: RivaPool) -> dict[str, str]:
     return {**common_labels(contract.COMPONENT_ASR), contract.LABEL_ASR_POOL: pool.key}
 
@@ -179,7 +194,7 @@ def riva_deployment(pool: RivaPool, replicas: int, settings: OperatorSettings) -
                     "affinity": _node_affinity(pool.region, pool.node_selector),
                     "tolerations": tolerations,
                     "automountServiceAccountToken": False,
-                    "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+                    "securityContext": RIVA_POD_SECURITY,
                     "containers": [
                         {
                             "name": "riva",
@@ -193,13 +208,16 @@ def riva_deployment(pool: RivaPool, replicas: int, settings: OperatorSettings) -
                                 {"name": "triton-grpc", "containerPort": 8001},
                                 {"name": "metrics", "containerPort": 8002},
                             ],
-                            "resources": {"limits": {GPU_RESOURCE: gpus}, "requests": {GPU_RESOURCE: gpus}},
+                            "resources": {
+                                "requests": {GPU_RESOURCE: gpus, "cpu": settings.riva_cpu, "memory": settings.riva_memory},
+                                "limits": {GPU_RESOURCE: gpus, "memory": settings.riva_memory},
+                            },
                             "startupProbe": _grpc_probe(
                                 settings.riva_port, period, math.ceil(settings.riva_startup_budget_s / period)
                             ),
                             "readinessProbe": _grpc_probe(settings.riva_port, period, 3),
                             "livenessProbe": _grpc_probe(settings.riva_port, 20, 3),
-                            "securityContext": {"allowPrivilegeEscalation": False},
+                            "securityContext": RESTRICTED_CONTAINER,
                             "volumeMounts": [{"name": "models", "mountPath": "/data"}],
                         }
                     ],
@@ -272,6 +290,7 @@ def worker_env(namespace: str, name: str, spec: HotelLineSpec, settings: Operato
         {"name": contract.ENV_NAMESPACE, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         {"name": contract.ENV_POD_NAME, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": contract.ENV_LINE_SPEC, "value": json.dumps(spec.to_wire(), separators=(",", ":"), sort_keys=True)},
+        {"name": contract.ENV_READY_PORT, "value": str(contract.WORKER_PROBE_PORT)},
         {"name": contract.ENV_RIVA_SERVER, "value": asr_address(namespace, spec, settings)},
         {"name": contract.ENV_LIVEKIT_URL, "value": settings.worker_livekit_url},
         _secret_env(contract.ENV_LIVEKIT_API_KEY, SecretRef(settings.livekit_secret, "api-key")),
@@ -300,6 +319,15 @@ def worker_labels(line_name: str, spec_hash: str) -> dict[str, str]:
         contract.LABEL_WORKER_STATE: contract.WORKER_IDLE,
         contract.LABEL_SPEC_HASH: spec_hash,
     }
+
+
+# Ready means the worker's /readyz answered 200 (warm: VAD loaded, providers configured,
+# fallback voice rendered): the operator claims pods by readiness. Warm-up may take a minute.
+WORKER_PROBES: dict[str, Any] = {
+    "startupProbe": {"httpGet": {"path": "/healthz", "port": "probes"}, "periodSeconds": 1, "failureThreshold": 120},
+    "readinessProbe": {"httpGet": {"path": "/readyz", "port": "probes"}, "periodSeconds": 1, "failureThreshold": 1},
+    "livenessProbe": {"httpGet": {"path": "/healthz", "port": "probes"}, "periodSeconds": 10, "failureThreshold": 3},
+}
 
 
 def worker_pod(
@@ -342,13 +370,9 @@ def worker_pod(
                     "imagePullPolicy": settings.worker_image_pull_policy,
                     "env": worker_env(namespace, line_name, spec, settings),
                     "resources": _resources(spec),
-                    "securityContext": {
-                        "allowPrivilegeEscalation": False,
-                        "readOnlyRootFilesystem": True,
-                        "runAsNonRoot": True,
-                        "capabilities": {"drop": ["ALL"]},
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
+                    "ports": [{"name": "probes", "containerPort": contract.WORKER_PROBE_PORT, "protocol": "TCP"}],
+                    **WORKER_PROBES,
+                    "securityContext": {**RESTRICTED_CONTAINER, "readOnlyRootFilesystem": True},
                     "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108
                 }
             ],
@@ -372,10 +396,7 @@ def worker_rbac(namespace: str, settings: OperatorSettings) -> list[dict[str, An
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "Role",
             "metadata": {"name": sa, "namespace": namespace, "labels": labels},
-            "rules": [
-                {"apiGroups": ["voicehive.io"], "resources": ["voicesessions"], "verbs": ["get", "list", "watch"]},
-                {"apiGroups": ["voicehive.io"], "resources": ["voicesessions/status"], "verbs": ["get", "patch"]},
-            ],
+            "rules": rbac.worker_rules(),
         },
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",

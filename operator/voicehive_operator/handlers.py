@@ -32,7 +32,7 @@ VS = (GROUP, VERSION, "voicesessions")
 PODS = ("", "v1", "pods")
 FINALIZER = f"{GROUP}/operator"
 KOPF_PREFIX = f"kopf.{GROUP}"
-WORKER_POD_LABELS = {contract.LABEL_COMPONENT: contract.COMPONENT_WORKER, contract.LABEL_MANAGED_BY: contract.MANAGER}
+WORKER_POD_LABELS = contract.WORKER_POD_LABELS
 
 LineEntry = tuple[str, HotelLineSpec | None]  # (uid, parsed spec or None when invalid)
 

@@ -8,13 +8,15 @@ work while the others stand by and take over when its heartbeat stops.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import os
 from collections.abc import Sequence
 from typing import Any
 
 import kopf
 
-from voicehive import heap
+from voicehive import contract, heap
 from voicehive_operator.handlers import build_registry
 from voicehive_operator.kube import Kube
 from voicehive_operator.livekit_sip import LiveKitSip
@@ -38,7 +40,21 @@ def kopf_settings() -> kopf.OperatorSettings:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
+    # Only our worker pods are streamed (a server-side selector), not every Pod of the cluster.
+    settings.watching.label_selectors["v1", "pods"] = contract.worker_pod_selector()
     return settings
+
+
+def peering_priority(pod_name: str | None) -> int:
+    """A replica's Kopf peering priority, stable for its Pod name and distinct between replicas.
+
+    Kopf pauses *every* peer that shares the highest priority ("Pausing all operators, including
+    self"), so replicas of one Deployment must not all run at the default 0. A 31-bit hash of
+    the Pod's name makes a collision between two replicas about one in two billion.
+    """
+    if not pod_name:
+        return 1
+    return int.from_bytes(hashlib.sha256(pod_name.encode()).digest()[:4], "big") % (2**31 - 1) + 1
 
 
 def run(
@@ -46,13 +62,14 @@ def run(
     all_namespaces: bool = False,
     peering: str | None = None,
     *,
-    priority: int = 0,
+    priority: int | None = None,
     settings: OperatorSettings | None = None,
 ) -> None:
     """Run the operator until SIGTERM. Without ``peering`` it runs standalone (one replica).
 
-    ``priority`` orders peered replicas (higher wins); settings come from the environment
-    (``VOICEHIVE_OPERATOR_*``, ``LIVEKIT_*``, ``VOICEHIVE_REDIS_URL``) unless given.
+    ``priority`` orders peered replicas (higher wins; default :func:`peering_priority` of the
+    Pod's name); settings come from the environment (``VOICEHIVE_OPERATOR_*``, ``LIVEKIT_*``,
+    ``VOICEHIVE_REDIS_URL``) unless given.
     """
     from voicehive.audit import configure_json_logging
 
@@ -86,7 +103,7 @@ def run(
             namespaces=list(namespaces),
             standalone=peering is None,
             peering_name=peering,
-            priority=priority,
+            priority=priority if priority is not None else peering_priority(os.environ.get(contract.ENV_POD_NAME)),
             liveness_endpoint=settings.liveness_endpoint,
         )
     finally:

@@ -70,6 +70,8 @@ class OperatorSettings:
     streams_per_gpu: int = 160
     riva_startup_budget_s: int = 1200  # a first model build takes minutes
     riva_model_pvc: str | None = None
+    riva_cpu: str = "4"  # requests; Riva's documented minimum host is 4+ cores and 16+ GB
+    riva_memory: str = "16Gi"
 
     # EU rule for LLM endpoints (see docs/operator.md "EU residency")
     llm_allowed_hosts: tuple[str, ...] = ("*.openai.azure.com", "*.cognitiveservices.azure.com")
@@ -150,6 +152,8 @@ class OperatorSettings:
             streams_per_gpu=int(number("STREAMS_PER_GPU", base.streams_per_gpu, minimum=1)),
             riva_startup_budget_s=int(number("RIVA_STARTUP_BUDGET_S", base.riva_startup_budget_s, minimum=60)),
             riva_model_pvc=get("RIVA_MODEL_PVC"),
+            riva_cpu=get("RIVA_CPU", base.riva_cpu) or base.riva_cpu,
+            riva_memory=get("RIVA_MEMORY", base.riva_memory) or base.riva_memory,
             llm_allowed_hosts=hosts("LLM_ALLOWED_HOSTS", base.llm_allowed_hosts),
             llm_eu_hosts=hosts("LLM_EU_HOSTS", base.llm_eu_hosts),
             provider_ca_file=get("PROVIDER_CA_FILE"),

@@ -35,8 +35,6 @@ from voicehive_worker.watchdog import Watchdog
 
 log = logging.getLogger("voicehive.worker")
 
-READY_PORT_ENV = "VOICEHIVE_READY_PORT"
-DEFAULT_READY_PORT = 8081
 AGENT_IDENTITY_PREFIX = "voicehive-agent-"
 
 
@@ -272,7 +270,7 @@ async def run_pod(line_file: Path | None) -> int:
     if not pod:
         log.error("missing %s", contract.ENV_POD_NAME)
         return 2
-    port = int(env.get(READY_PORT_ENV, DEFAULT_READY_PORT))
+    port = int(env.get(contract.ENV_READY_PORT, contract.WORKER_PROBE_PORT))
     readiness = await serve_readiness(None, port)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

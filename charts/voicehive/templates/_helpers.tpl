@@ -29,8 +29,9 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
+{{/* A component's image: call with (dict "root" . "component" "operator"). */}}
 {{- define "voicehive.image" -}}
-{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- printf "%s/%s:%s" .root.Values.image.registry .component (.root.Values.image.tag | default .root.Chart.AppVersion) -}}
 {{- end -}}
 
 {{/* Every namespace worker pods run in: the release namespace plus worker.namespaces. */}}
