@@ -287,3 +287,17 @@ class Privacy:
 def call_ref_sealer(pii_key: bytes) -> Sealer:
     """The sealer for ``sealedCallRef`` given only the PII key (what the operator loads)."""
     return Privacy.from_keys(pii_key, bytes(KEY_BYTES)).call_refs
+
+
+def line_key(master_key: bytes, namespace: str, name: str, purpose: str) -> bytes:
+    """A 32-byte key of one HotelLine for one purpose, derived from a master key (HKDF-SHA256).
+
+    A worker Pod holds only its line's keys (tenant isolation): it can encrypt and decrypt its
+    own line's transcripts or recordings and nothing of another line's. ``purpose`` separates
+    uses (e.g. ``"transcript"``, ``"recording"``, ``"call-ref"``) so one key never serves two.
+    """
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    info = "\x00".join(("voicehive-line-key-v1", purpose, namespace, name)).encode()
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(master_key)
