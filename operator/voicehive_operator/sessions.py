@@ -24,9 +24,10 @@ from typing import Any
 
 from voicehive import contract
 from voicehive.api.models import HotelLineSpec
+from voicehive.contract import VOICESESSIONS
 from voicehive.lifecycle import CallPhase, EndReason, can_transition, is_terminal
 from voicehive_operator import builders, conditions, pool
-from voicehive_operator.kube import VOICESESSIONS, Conflict
+from voicehive_operator.kube import Conflict
 from voicehive_operator.runtime import Runtime
 
 log = logging.getLogger(__name__)

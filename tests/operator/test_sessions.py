@@ -15,9 +15,10 @@ import redis.asyncio as aioredis
 from tests.operator.conftest import Providers
 from tests.operator.helpers import spec, wait_for
 from voicehive import callstore, contract
+from voicehive.contract import HOTELLINES, VOICESESSIONS
 from voicehive.privacy import Privacy, generate_key_b64
 from voicehive_operator import sessions
-from voicehive_operator.kube import HOTELLINES, VOICESESSIONS, Kube
+from voicehive_operator.kube import Kube
 
 WORKERS = {contract.LABEL_COMPONENT: contract.COMPONENT_WORKER}
 

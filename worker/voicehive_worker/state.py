@@ -20,15 +20,12 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from voicehive.api.models import GROUP, VERSION
 from voicehive.callmanager import CallManager, Transcript
 from voicehive.callstore import retention_seconds
+from voicehive.contract import GROUP, VERSION, VOICESESSIONS
 from voicehive.lifecycle import CallPhase, EndReason
 
 log = logging.getLogger("voicehive.worker.state")
-
-PLURAL = "voicesessions"
-
 
 def requests_key(ref: str) -> str:
     return f"vh:call:{ref}:requests"
@@ -68,14 +65,14 @@ class VoiceSessionStatus:
             GROUP,
             VERSION,
             self.namespace,
-            PLURAL,
+            VOICESESSIONS,
             self.name,
             {"status": status},
         )
 
     async def read(self) -> dict[str, Any]:
         obj: Any = await asyncio.to_thread(
-            self._api.get_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL, self.name
+            self._api.get_namespaced_custom_object, GROUP, VERSION, self.namespace, VOICESESSIONS, self.name
         )
         return dict(obj)
 
