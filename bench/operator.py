@@ -43,7 +43,8 @@ from tests.fakes.livekit_twirp import LiveKitFake  # noqa: E402
 from tests.fixtures.kube import write_kubeconfig  # noqa: E402
 from tests.operator.helpers import spec  # noqa: E402
 from voicehive import contract  # noqa: E402
-from voicehive_operator.kube import HOTELLINES, VOICESESSIONS, Kube  # noqa: E402
+from voicehive.contract import HOTELLINES, VOICESESSIONS  # noqa: E402
+from voicehive_operator.kube import Kube  # noqa: E402
 
 
 def _free_port() -> int:

@@ -96,8 +96,13 @@ def caller_key(caller_hash: str) -> str:
 
 
 def call_keys(ref: str) -> tuple[str, ...]:
-    """Every key that belongs to one call (for TTLs and erasure)."""
+    """The keys one delivery writes, in the order the apply script's KEYS expect (TTLs)."""
     return (call_key(ref), events_key(ref), seen_key(ref), transcript_key(ref))
+
+
+def owned_keys(ref: str) -> tuple[str, ...]:
+    """Every key that belongs to one call alone (erasure and retention delete these)."""
+    return (*call_keys(ref), requests_key(ref))
 
 
 def retention_seconds(days: int | float | None) -> int:
@@ -405,15 +410,20 @@ class CallStore:
 
     # ------------------------------------------------------------------ erasure
 
+    async def delete_call(self, ref: str, caller_hash: str | None = None) -> None:
+        """Delete every trace of one call (retention, erasure); the keys also expire by TTL."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            _delete_call(pipe, ref)
+            if caller_hash:
+                pipe.srem(caller_key(caller_hash), ref)
+            await self._guard(pipe.execute())
+
     async def erase_caller(self, caller_hash: str) -> list[str]:
         """Delete every call of one caller (GDPR erasure by caller hash); returns the refs."""
         refs = sorted(await self.calls_of_caller(caller_hash))
         async with self.redis.pipeline(transaction=True) as pipe:
             for ref in refs:
-                pipe.delete(*call_keys(ref), requests_key(ref))
-                pipe.zrem(ACTIVE_KEY, ref)
-                pipe.hdel(PENDING_SESSIONS_KEY, ref)
-                pipe.hdel(ENDING_SESSIONS_KEY, ref)
+                _delete_call(pipe, ref)
             pipe.delete(caller_key(caller_hash))
             await self._guard(pipe.execute())
         return refs
@@ -425,6 +435,14 @@ class CallStore:
             return await awaitable
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(str(type(exc).__name__)) from exc
+
+
+def _delete_call(pipe: Any, ref: str) -> None:
+    """Queue the deletion of one call's own keys and its entries in the shared keys."""
+    pipe.delete(*owned_keys(ref))
+    pipe.zrem(ACTIVE_KEY, ref)
+    pipe.hdel(PENDING_SESSIONS_KEY, ref)
+    pipe.hdel(ENDING_SESSIONS_KEY, ref)
 
 
 # The write half of CallStore.apply: compare-and-set on the record's version plus the dedupe

@@ -1,4 +1,4 @@
-"""Names shared by operator, orchestrator and worker: labels, annotations, env vars, naming.
+"""Names shared by operator, orchestrator and worker: API names, labels, annotations, env vars.
 
 Every component reads these constants instead of spelling strings itself, so renaming a label
 is a one-line change. Nothing here may derive a name from personal data in clear: session
@@ -10,7 +10,14 @@ from __future__ import annotations
 import hashlib
 from typing import Final
 
-from voicehive.api.models import GROUP
+# Our API: defined beside the models the CRDs are generated from, imported from here by everyone.
+from voicehive.api.models import API_VERSION as API_VERSION
+from voicehive.api.models import GROUP as GROUP
+from voicehive.api.models import HOTELLINE_KIND as HOTELLINE_KIND
+from voicehive.api.models import HOTELLINES as HOTELLINES
+from voicehive.api.models import VERSION as VERSION
+from voicehive.api.models import VOICESESSION_KIND as VOICESESSION_KIND
+from voicehive.api.models import VOICESESSIONS as VOICESESSIONS
 
 # Labels (selectable) ---------------------------------------------------------------------
 LABEL_PART_OF: Final = "app.kubernetes.io/part-of"

@@ -153,11 +153,16 @@ class PiiHasher:
 
     def call_ref(self, room_name: str) -> str:
         """Short stable name of a call (``c-<20 hex>``) for Redis keys, k8s names and labels."""
-        return CALL_REF_PREFIX + self.room(room_name)[:CALL_REF_HEX_CHARS]
+        return call_ref_of(self.room(room_name))
 
     def event_id(self, raw: str) -> str:
         """Dedupe id of a delivery; keyed so a content-derived id reveals nothing."""
         return self.digest("event", raw)[:32]
+
+
+def call_ref_of(room_hash: str) -> str:
+    """The call reference of a keyed room hash (what a VoiceSession's ``spec.roomHash`` holds)."""
+    return CALL_REF_PREFIX + room_hash[:CALL_REF_HEX_CHARS]
 
 
 def is_call_ref(value: str) -> bool:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from voicehive.api.models import GROUP
+from voicehive.api.models import GROUP, VOICESESSIONS
 
 # What the worker calls, and nothing more: it lists and watches the VoiceSessions of its own
 # namespace (label selector: its Pod's name) to learn its call, and patches that call's status.
 WORKER_RULES: Final[tuple[dict[str, Any], ...]] = (
-    {"apiGroups": [GROUP], "resources": ["voicesessions"], "verbs": ["get", "list", "watch"]},
-    {"apiGroups": [GROUP], "resources": ["voicesessions/status"], "verbs": ["get", "patch"]},
+    {"apiGroups": [GROUP], "resources": [VOICESESSIONS], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [GROUP], "resources": [f"{VOICESESSIONS}/status"], "verbs": ["get", "patch"]},
 )
 
 

@@ -18,7 +18,8 @@ from google.protobuf.duration_pb2 import Duration
 from livekit.protocol import sip as lk_sip
 
 from voicehive import contract, rbac
-from voicehive.api.models import API_VERSION, GROUP, HotelLineSpec, MediaEncryption, Toleration
+from voicehive.api.models import HotelLineSpec, MediaEncryption, Toleration
+from voicehive.contract import API_VERSION, GROUP, HOTELLINE_KIND, VOICESESSION_KIND
 from voicehive_operator.settings import OperatorSettings, SecretRef
 
 REGION_LABEL = "topology.kubernetes.io/region"
@@ -56,11 +57,11 @@ def owner_reference(api_version: str, kind: str, name: str, uid: str, *, control
 
 
 def line_owner(name: str, uid: str) -> dict[str, Any]:
-    return owner_reference(API_VERSION, "HotelLine", name, uid)
+    return owner_reference(API_VERSION, HOTELLINE_KIND, name, uid)
 
 
 def session_owner(name: str, uid: str) -> dict[str, Any]:
-    return owner_reference(API_VERSION, "VoiceSession", name, uid)
+    return owner_reference(API_VERSION, VOICESESSION_KIND, name, uid)
 
 
 # --------------------------------------------------------------------------- Riva

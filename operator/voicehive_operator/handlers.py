@@ -19,16 +19,17 @@ from typing import Any
 import kopf
 
 from voicehive import contract
-from voicehive.api.models import GROUP, VERSION, HotelLineSpec
+from voicehive.api.models import HotelLineSpec
+from voicehive.contract import API_VERSION, GROUP, HOTELLINES, VERSION, VOICESESSION_KIND, VOICESESSIONS
 from voicehive_operator import lines, pool, sessions
-from voicehive_operator.kube import HOTELLINES, KUBE_THREADS
+from voicehive_operator.kube import KUBE_THREADS
 from voicehive_operator.runtime import Runtime
 from voicehive_operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
 
 HL = (GROUP, VERSION, HOTELLINES)
-VS = (GROUP, VERSION, "voicesessions")
+VS = (GROUP, VERSION, VOICESESSIONS)
 PODS = ("", "v1", "pods")
 FINALIZER = f"{GROUP}/operator"
 KOPF_PREFIX = f"kopf.{GROUP}"
@@ -272,7 +273,7 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         if state == contract.WORKER_CLAIMED:
             session = await sessions.worker_gone(runtime, namespace=namespace, pod=body, deleted=deleted)
             if session:
-                kopf.warn({"apiVersion": f"{GROUP}/{VERSION}", "kind": "VoiceSession",
+                kopf.warn({"apiVersion": API_VERSION, "kind": VOICESESSION_KIND,
                            "metadata": {"name": session, "namespace": namespace}},
                           reason="WorkerLost", message=f"Worker pod {body['metadata']['name']} ended before the call.")
             if finished and not deleted:
@@ -302,4 +303,4 @@ def _refill(runtime: Runtime, namespace: str, line: str, entry: LineEntry) -> No
 
 
 def _vs_ref(snapshot: Mapping[str, Any]) -> dict[str, Any]:
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "VoiceSession", "metadata": dict(snapshot["metadata"])}
+    return {"apiVersion": API_VERSION, "kind": VOICESESSION_KIND, "metadata": dict(snapshot["metadata"])}

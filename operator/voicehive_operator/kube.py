@@ -17,13 +17,11 @@ import kubernetes
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
-from voicehive.api.models import GROUP, VERSION
+from voicehive.contract import GROUP, VERSION
 
 T = TypeVar("T")
 
-HOTELLINES = "hotellines"
 KUBE_THREADS = 64  # threads the operator's blocking Kubernetes calls run in (handlers.configure)
-VOICESESSIONS = "voicesessions"
 
 
 class Conflict(Exception):

@@ -24,9 +24,12 @@ from typing import Any
 
 from voicehive import contract
 from voicehive.api.models import HotelLineSpec
+from voicehive.callstore import CallStore
+from voicehive.contract import VOICESESSIONS
 from voicehive.lifecycle import CallPhase, EndReason, can_transition, is_terminal
+from voicehive.privacy import call_ref_of, is_hash
 from voicehive_operator import builders, conditions, pool
-from voicehive_operator.kube import VOICESESSIONS, Conflict
+from voicehive_operator.kube import Conflict
 from voicehive_operator.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -250,27 +253,11 @@ async def _release_pod(runtime: Runtime, namespace: str, status: Mapping[str, An
         await runtime.kube.delete_pod(namespace, str(pod))
 
 
-def call_ref(room_hash: str) -> str:
-    """The Redis call reference of a session (``voicehive.privacy``: ``c-`` + 20 hex of the room hash)."""
-    from voicehive.privacy import CALL_REF_HEX_CHARS, CALL_REF_PREFIX
-
-    return CALL_REF_PREFIX + room_hash[:CALL_REF_HEX_CHARS]
-
-
 async def erase_redis_call(runtime: Runtime, room_hash: str | None, caller_hash: str | None) -> None:
-    """Delete one call's Redis keys (retention); the keys also expire by TTL on their own."""
+    """Delete one call's Redis state (retention); the keys also expire by TTL on their own."""
     if runtime.redis is None or not room_hash:
         return
-    from voicehive import callstore
-
-    ref = call_ref(room_hash)
-    async with runtime.redis.pipeline(transaction=True) as pipe:
-        pipe.delete(*callstore.call_keys(ref))
-        pipe.zrem(callstore.ACTIVE_KEY, ref)
-        pipe.hdel(callstore.PENDING_SESSIONS_KEY, ref)
-        if caller_hash:
-            pipe.srem(callstore.caller_key(caller_hash), ref)
-        await pipe.execute()
+    await CallStore(runtime.redis).delete_call(call_ref_of(room_hash), caller_hash)
 
 
 async def delete_session(runtime: Runtime, namespace: str, name: str, body: Mapping[str, Any]) -> None:
@@ -302,8 +289,6 @@ async def worker_gone(runtime: Runtime, *, namespace: str, pod: Mapping[str, Any
 
 def parse_erase_annotation(value: str | None) -> list[str]:
     """Caller hashes from the erase annotation: comma/space separated 64-hex values."""
-    from voicehive.privacy import is_hash
-
     if not value:
         return []
     return [item for item in value.replace(",", " ").split() if is_hash(item)]
@@ -320,7 +305,5 @@ async def erase_callers(runtime: Runtime, namespace: str, caller_hashes: list[st
             await delete_session(runtime, namespace, name, body)
             erased += 1
         if runtime.redis is not None:
-            from voicehive.callstore import CallStore
-
             await CallStore(runtime.redis).erase_caller(caller)
     return erased

@@ -18,16 +18,15 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from voicehive import contract
-from voicehive.api.models import GROUP, LANGUAGE_PATTERN, VERSION, LineRef, VoiceSession, VoiceSessionSpec
+from voicehive.api.models import LANGUAGE_PATTERN, LineRef, VoiceSession, VoiceSessionSpec
 from voicehive.callmanager import PhaseChange, SessionRequest
 from voicehive.callstore import CallStore, StoreUnavailable
+from voicehive.contract import API_VERSION, GROUP, HOTELLINE_KIND, HOTELLINES, VERSION, VOICESESSIONS
 from voicehive.lifecycle import CallPhase, EndReason, is_terminal
 
 log = logging.getLogger(__name__)
 
-VOICESESSIONS = "voicesessions"
 LINE_REFRESH_SECONDS = 30.0  # how often the HotelLine directory (room prefixes, retention) is re-listed
-HOTELLINES = "hotellines"
 
 
 class SessionSink(Protocol):
@@ -89,8 +88,8 @@ def build_voice_session(request: SessionRequest, namespace: str, owner_uid: str 
     if owner_uid:
         metadata["ownerReferences"] = [
             {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "HotelLine",
+                "apiVersion": API_VERSION,
+                "kind": HOTELLINE_KIND,
                 "name": request.line,
                 "uid": owner_uid,
                 "controller": True,

@@ -26,9 +26,10 @@ from tests.fixtures.kube import KubeAPI
 from tests.operator.helpers import spec
 from tests.operator.tls import TlsProxy
 from voicehive import contract
+from voicehive.contract import HOTELLINES
 from voicehive_operator import builders
 from voicehive_operator.handlers import build_registry
-from voicehive_operator.kube import HOTELLINES, Kube
+from voicehive_operator.kube import Kube
 from voicehive_operator.main import build_runtime, kopf_settings
 from voicehive_operator.runtime import Runtime
 from voicehive_operator.settings import OperatorSettings

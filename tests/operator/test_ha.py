@@ -9,7 +9,8 @@ from tests.fakes.livekit_twirp import LiveKitFake
 from tests.fixtures.kube import KubeAPI
 from tests.operator.conftest import Providers, condition
 from tests.operator.helpers import wait_for
-from voicehive_operator.kube import HOTELLINES, Kube
+from voicehive.contract import HOTELLINES
+from voicehive_operator.kube import Kube
 
 
 async def test_standby_replica_takes_over_through_kopf_peering(

@@ -14,8 +14,9 @@ from tests.fixtures.kube import KubeAPI
 from tests.operator.conftest import Providers, condition
 from tests.operator.helpers import spec, wait_for
 from voicehive import contract
+from voicehive.contract import HOTELLINES
 from voicehive_operator import builders
-from voicehive_operator.kube import HOTELLINES, Kube
+from voicehive_operator.kube import Kube
 
 WORKERS = {contract.LABEL_COMPONENT: contract.COMPONENT_WORKER}
 

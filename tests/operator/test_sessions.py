@@ -15,9 +15,10 @@ import redis.asyncio as aioredis
 from tests.operator.conftest import Providers
 from tests.operator.helpers import spec, wait_for
 from voicehive import callstore, contract
-from voicehive.privacy import Privacy, generate_key_b64
+from voicehive.contract import HOTELLINES, VOICESESSIONS
+from voicehive.privacy import Privacy, call_ref_of, generate_key_b64
 from voicehive_operator import sessions
-from voicehive_operator.kube import HOTELLINES, VOICESESSIONS, Kube
+from voicehive_operator.kube import Kube
 
 WORKERS = {contract.LABEL_COMPONENT: contract.COMPONENT_WORKER}
 
@@ -228,9 +229,7 @@ async def test_retention_sweep_and_erasure_by_caller_hash(
                                      Call(privacy, "lindenhof", repeat_caller), Call(privacy, "lindenhof"))
     for call in (old, erased_a, erased_b, kept):
         await kube_client.create_custom(namespace, VOICESESSIONS, call.body(namespace))
-        ref = sessions.call_ref(call.room_hash)
-        await redis.hset(callstore.call_key(ref), mapping={"phase": "Ended", "caller_hash": call.caller_hash})
-        await redis.sadd(callstore.caller_key(call.caller_hash), ref)
+        await _seed_every_key(redis, call_ref_of(call.room_hash), call.caller_hash)
     for call in (old, erased_a, erased_b, kept):
         await wait_for(lambda c=call: _vs(kube_client, namespace, c.name),  # type: ignore[misc]
                        lambda o: bool(o and (o.get("status") or {}).get("workerPod")), what="bound")
@@ -247,18 +246,45 @@ async def test_retention_sweep_and_erasure_by_caller_hash(
                    what="erase annotation removed once done")
     assert await redis.exists(callstore.caller_key(erased_a.caller_hash)) == 0
     for call in (erased_a, erased_b):
-        assert await redis.exists(callstore.call_key(sessions.call_ref(call.room_hash))) == 0
+        assert await _traces(redis, call_ref_of(call.room_hash)) == []
         assert await kube_client.list_pods(namespace, {**WORKERS, contract.LABEL_SESSION: call.name}) == []
-    assert await redis.exists(callstore.call_key(sessions.call_ref(kept.room_hash))) == 1
+    assert await redis.exists(callstore.call_key(call_ref_of(kept.room_hash))) == 1
 
     # Retention: 31 days later (shifted clock) both remaining sessions are past 30 days.
     handle.settings.clock.advance(31 * 86_400)
     await wait_for(lambda: kube_client.list_custom(namespace, VOICESESSIONS), lambda items: items == [],
                    what="retention sweep")
     for call in (old, kept):
-        assert await redis.exists(callstore.call_key(sessions.call_ref(call.room_hash))) == 0
+        assert await _traces(redis, call_ref_of(call.room_hash)) == []
     await redis.aclose()
     await _assert_no_pii(kube_client, namespace, [old, erased_a, erased_b, kept], caplog)
+
+
+async def _seed_every_key(redis: aioredis.Redis, ref: str, caller_hash: str) -> None:
+    """Write the call into every key of the Redis layout (``voicehive.callstore``), as the
+    orchestrator and the worker would have by the end of a call whose VoiceSession is stuck."""
+    await redis.hset(callstore.call_key(ref), mapping={"phase": "Ended", "caller_hash": caller_hash})
+    await redis.xadd(callstore.events_key(ref), {"type": "call_ended"})
+    await redis.sadd(callstore.seen_key(ref), "delivery-1")
+    await redis.xadd(callstore.transcript_key(ref), {"text": "v1_sealed"})
+    await redis.rpush(callstore.requests_key(ref), "v1_sealed")
+    await redis.sadd(callstore.caller_key(caller_hash), ref)
+    await redis.zadd(callstore.ACTIVE_KEY, {ref: 1.0})
+    await redis.hset(callstore.PENDING_SESSIONS_KEY, ref, "{}")
+    await redis.hset(callstore.ENDING_SESSIONS_KEY, ref, "{}")
+
+
+async def _traces(redis: aioredis.Redis, ref: str) -> list[str]:
+    """Every key named after the call, and every shared key that still lists it."""
+    found = [key async for key in redis.scan_iter(match=f"*{ref}*")]
+    for key in [key async for key in redis.scan_iter(match=f"{callstore.KEY_PREFIX}*")]:
+        kind = await redis.type(key)
+        listed = ((kind == "hash" and await redis.hexists(key, ref))
+                  or (kind == "zset" and await redis.zscore(key, ref) is not None)
+                  or (kind == "set" and await redis.sismember(key, ref)))
+        if listed:
+            found.append(key)
+    return sorted(found)
 
 
 async def _assert_no_pii(kube: Kube, ns: str, calls: list[Call], caplog: pytest.LogCaptureFixture) -> None:

@@ -27,11 +27,11 @@ from voicehive import contract
 from voicehive.api.models import API_VERSION, GROUP, VERSION
 from voicehive.audit import JsonFormatter
 from voicehive.callmanager import CallEvent, CallManager, EventKind
-from voicehive.callstore import CallStore
+from voicehive.callstore import CallStore, requests_key
 from voicehive.lifecycle import CallPhase
 from voicehive.privacy import Privacy
 from voicehive_worker.entrypoint import CallRunner, DropLiveKitPii
-from voicehive_worker.state import CallState, VoiceSessionStatus, WorkerCallActions, requests_key
+from voicehive_worker.state import CallState, VoiceSessionStatus, WorkerCallActions
 
 pytestmark = [
     pytest.mark.slow,

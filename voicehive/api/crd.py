@@ -139,7 +139,7 @@ def _resource_schema(spec: type[BaseModel], status: type[BaseModel], description
         "properties": {
             "apiVersion": {
                 "type": "string",
-                "description": "Versioned schema of this object; voicehive.io/v1alpha1.",
+                "description": f"Versioned schema of this object; {models.API_VERSION}.",
             },
             "kind": {"type": "string", "description": "REST resource this object represents."},
             # A real apiserver rejects anything but `type` here (ObjectMeta is documented already).
@@ -200,8 +200,8 @@ def _age() -> dict[str, Any]:
 
 def hotelline_crd() -> dict[str, Any]:
     return _crd(
-        kind="HotelLine",
-        plural="hotellines",
+        kind=models.HOTELLINE_KIND,
+        plural=models.HOTELLINES,
         short_name="hl",
         description="One hotel phone line: numbers, SIP access, speech models and the agent's knowledge.",
         spec=models.HotelLineSpec,
@@ -219,8 +219,8 @@ def hotelline_crd() -> dict[str, Any]:
 
 def voicesession_crd() -> dict[str, Any]:
     return _crd(
-        kind="VoiceSession",
-        plural="voicesessions",
+        kind=models.VOICESESSION_KIND,
+        plural=models.VOICESESSIONS,
         short_name="vs",
         description="One call on a HotelLine, served by its own worker pod. Holds no personal data in clear.",
         spec=models.VoiceSessionSpec,
@@ -236,8 +236,8 @@ def voicesession_crd() -> dict[str, Any]:
 
 
 CRD_FILES: dict[str, Any] = {
-    "hotellines.voicehive.io.yaml": hotelline_crd,
-    "voicesessions.voicehive.io.yaml": voicesession_crd,
+    f"{models.HOTELLINES}.{models.GROUP}.yaml": hotelline_crd,
+    f"{models.VOICESESSIONS}.{models.GROUP}.yaml": voicesession_crd,
 }
 
 HEADER = "# Generated from voicehive/api/models.py by `make crds`. Do not edit by hand.\n"

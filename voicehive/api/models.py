@@ -23,6 +23,11 @@ from voicehive.lifecycle import CallPhase
 GROUP = "voicehive.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
+# Kinds and plurals of our two resources: every component and the CRD generator read these.
+HOTELLINE_KIND = "HotelLine"
+HOTELLINES = "hotellines"  # plural
+VOICESESSION_KIND = "VoiceSession"
+VOICESESSIONS = "voicesessions"  # plural
 
 # Patterns shared by schema and models. Kept as plain strings so the CRD carries them verbatim.
 E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"

@@ -38,8 +38,8 @@ class Problem:
 
 
 _KINDS: dict[str, tuple[Any, type[models.HotelLine] | type[models.VoiceSession]]] = {
-    "HotelLine": (crd.hotelline_crd, models.HotelLine),
-    "VoiceSession": (crd.voicesession_crd, models.VoiceSession),
+    models.HOTELLINE_KIND: (crd.hotelline_crd, models.HotelLine),
+    models.VOICESESSION_KIND: (crd.voicesession_crd, models.VoiceSession),
 }
 
 

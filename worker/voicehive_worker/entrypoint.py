@@ -48,7 +48,7 @@ def load_line_spec(line_file: Path | None, environ: Mapping[str, str] | None = N
     if line_file is not None:
         docs = [d for d in yaml.safe_load_all(line_file.read_text()) if d]
         for doc in docs:
-            if doc.get("kind") == "HotelLine":
+            if doc.get("kind") == contract.HOTELLINE_KIND:
                 return HotelLine.model_validate(doc).spec
         if len(docs) == 1 and "kind" not in docs[0]:
             return HotelLineSpec.model_validate(docs[0])
@@ -231,18 +231,18 @@ def _watch_assignment(namespace: str, pod: str, stop: Callable[[], bool]) -> dic
         kubernetes.config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))  # type: ignore[no-untyped-call]
     api = client.CustomObjectsApi()
     selector = f"{contract.LABEL_WORKER}={pod}"
-    from voicehive.api.models import GROUP, VERSION
+    from voicehive.contract import GROUP, VERSION, VOICESESSIONS
 
     while not stop():
         listing: Any = api.list_namespaced_custom_object(
-            GROUP, VERSION, namespace, "voicesessions", label_selector=selector
+            GROUP, VERSION, namespace, VOICESESSIONS, label_selector=selector
         )
         for item in listing.get("items", []):
             return dict(item)
         version = listing.get("metadata", {}).get("resourceVersion")
         w = watch.Watch()  # type: ignore[no-untyped-call]
         for event in w.stream(  # type: ignore[no-untyped-call]
-            api.list_namespaced_custom_object, GROUP, VERSION, namespace, "voicesessions",
+            api.list_namespaced_custom_object, GROUP, VERSION, namespace, VOICESESSIONS,
             label_selector=selector, resource_version=version, timeout_seconds=30,
         ):
             if event.get("type") in ("ADDED", "MODIFIED"):

@@ -6,8 +6,8 @@ second state machine and no HTTP hop on the hot path. Nothing written here carri
 number, a room name or transcript text in clear: the CallManager hashes/seals, booking
 requests and messages are sealed (AES-GCM, the transcript key, AAD = call ref) before Redis.
 
-Redis keys added by the worker (same ``vh:call:<ref>`` namespace and TTL as the call):
-``vh:call:<ref>:requests`` (list) — sealed JSON of each booking/change request or message.
+The worker adds one key to the call's layout (``voicehive.callstore``): ``requests_key`` (list),
+sealed JSON of each booking/change request or message, with the call's TTL.
 """
 
 from __future__ import annotations
@@ -20,19 +20,12 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from voicehive.api.models import GROUP, VERSION
 from voicehive.callmanager import CallManager, Transcript
-from voicehive.callstore import retention_seconds
+from voicehive.callstore import requests_key, retention_seconds
+from voicehive.contract import GROUP, VERSION, VOICESESSIONS
 from voicehive.lifecycle import CallPhase, EndReason
 
 log = logging.getLogger("voicehive.worker.state")
-
-PLURAL = "voicesessions"
-
-
-def requests_key(ref: str) -> str:
-    return f"vh:call:{ref}:requests"
-
 
 def _now_rfc3339() -> str:
     return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
@@ -68,14 +61,14 @@ class VoiceSessionStatus:
             GROUP,
             VERSION,
             self.namespace,
-            PLURAL,
+            VOICESESSIONS,
             self.name,
             {"status": status},
         )
 
     async def read(self) -> dict[str, Any]:
         obj: Any = await asyncio.to_thread(
-            self._api.get_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL, self.name
+            self._api.get_namespaced_custom_object, GROUP, VERSION, self.namespace, VOICESESSIONS, self.name
         )
         return dict(obj)
 
