@@ -149,3 +149,41 @@ def test_warm_workers_are_ready_because_their_readyz_is(cluster: Cluster) -> Non
         assert probe.http_get.path == "/readyz"
         log = cluster.log(cluster.hotel_ns, pod.metadata.name, "worker")
         assert log, f"no log of {pod.metadata.name}"
+
+
+def test_a_claimed_worker_sees_its_voice_session_on_its_own_token(cluster: Cluster) -> None:
+    """The operator claims a warm Pod; the worker, with only its ServiceAccount token, lists and
+    watches its VoiceSession, opens the sealed room name and joins that LiveKit room."""
+    import asyncio
+    import base64
+    import json
+
+    from livekit import api as lkapi
+
+    from tests.fixtures.rig import parse_env_file
+    from tests.operator.test_sessions import Call
+    from voicehive.privacy import Privacy
+
+    keys = json.loads((CLUSTER_ENV.parent / "keys.json").read_text())
+    privacy = Privacy.from_keys(base64.b64decode(keys["pii-key"]), base64.b64decode(keys["transcript-key"]))
+    call = Call(privacy, LINE)
+    cluster.custom.create_namespaced_custom_object(GROUP, VERSION, cluster.hotel_ns, "voicesessions",
+                                                   call.body(cluster.hotel_ns))
+    session = eventually(lambda: (vs := cluster.custom.get_namespaced_custom_object(
+        GROUP, VERSION, cluster.hotel_ns, "voicesessions", call.name)).get("status", {}).get("workerPod") and vs,
+        timeout=60, what="the VoiceSession bound to a warm worker")
+    pod = session["status"]["workerPod"]
+    rig = parse_env_file(CLUSTER_ENV.parent.parent / "env")
+
+    async def participants() -> list[str]:
+        async with lkapi.LiveKitAPI(rig["LIVEKIT_URL"], rig["LIVEKIT_API_KEY"], rig["LIVEKIT_API_SECRET"]) as lk:
+            listing = await lk.room.list_participants(lkapi.ListParticipantsRequest(room=call.room))
+            return [p.identity for p in listing.participants]
+
+    joined = eventually(lambda: [i for i in asyncio.run(participants()) if pod in i], timeout=120,
+                        what=f"worker {pod} in the call's room")
+    assert joined
+    log = cluster.log(cluster.hotel_ns, pod, "worker")
+    assert "403" not in log and "Forbidden" not in log
+    assert call.number not in log and call.room not in log  # the sealed room name never reaches a log line
+    cluster.custom.delete_namespaced_custom_object(GROUP, VERSION, cluster.hotel_ns, "voicesessions", call.name)
