@@ -1,0 +1,99 @@
+"""`helm upgrade` rolls the release's Pods and leaves no old ones; deleting the HotelLines and then
+`helm uninstall` (the order docs/delivery.md gives) leaves nothing behind: no Pods, Deployments,
+Services, RBAC or peering of the release, no finalizer on anything, no LiveKit trunk or rule.
+
+Runs after test_installed_chart.py (file order): it takes the installation down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.cluster.conftest import CLUSTER_ENV, Cluster
+from tests.fixtures.rig import ROOT, parse_env_file
+from tests.rig.conftest import eventually
+
+pytestmark = pytest.mark.rig
+
+GROUP, VERSION = "voicehive.io", "v1alpha1"
+
+
+def _helm(*args: str) -> subprocess.CompletedProcess[str]:
+    rig = parse_env_file(CLUSTER_ENV.parent.parent / "env")
+    return subprocess.run([rig["HELM"], "--kubeconfig", rig["KUBECONFIG"], *args], capture_output=True, text=True,
+                          timeout=600, check=False)
+
+
+def _release_pods(cluster: Cluster) -> list[Any]:
+    return cluster.pods(cluster.release_ns, "app.kubernetes.io/instance=voicehive")
+
+
+def _all_ready(cluster: Cluster, expected: int) -> list[str] | None:
+    pods = _release_pods(cluster)
+    ready = [p.metadata.name for p in pods if any(c.type == "Ready" and c.status == "True"
+                                                   for c in p.status.conditions or [])]
+    return ready if len(ready) == len(pods) == expected else None
+
+
+def test_helm_upgrade_rolls_every_pod_and_leaves_no_old_one(cluster: Cluster) -> None:
+    before = {p.metadata.name for p in _release_pods(cluster)}
+    values = yaml.safe_load((CLUSTER_ENV.parent / "values.yaml").read_text())
+    for component in ("operator", "orchestrator"):
+        values[component].setdefault("extraEnv", []).append({"name": "VOICEHIVE_UPGRADE_MARK", "value": "2"})
+    path = CLUSTER_ENV.parent / "values-upgrade.yaml"
+    path.write_text(yaml.safe_dump(values))
+    result = _helm("upgrade", "voicehive", str(ROOT / "charts" / "voicehive"), "-n", cluster.release_ns, "-f", str(path))
+    assert result.returncode == 0, result.stderr
+    after = eventually(lambda: (ready := _all_ready(cluster, len(before))) and not set(ready) & before and ready,
+                       timeout=300, what="every release Pod replaced and Ready")
+    assert len(after) == len(before)
+
+
+def _livekit_objects(namespace: str) -> tuple[int, int]:
+    """The namespace's SIP trunks and dispatch rules left in livekit-server (named by the operator)."""
+    from livekit import api as lkapi
+
+    from voicehive_operator.builders import livekit_name
+
+    rig = parse_env_file(CLUSTER_ENV.parent.parent / "env")
+    prefix = livekit_name(namespace, "")
+
+    async def count() -> tuple[int, int]:
+        async with lkapi.LiveKitAPI(rig["LIVEKIT_URL"], rig["LIVEKIT_API_KEY"], rig["LIVEKIT_API_SECRET"]) as lk:
+            trunks = await lk.sip.list_inbound_trunk(lkapi.ListSIPInboundTrunkRequest())
+            rules = await lk.sip.list_dispatch_rule(lkapi.ListSIPDispatchRuleRequest())
+            return (sum(t.name.startswith(prefix) for t in trunks.items),
+                    sum(r.name.startswith(prefix) for r in rules.items))
+
+    return asyncio.run(count())
+
+
+def test_deleting_lines_then_uninstalling_leaves_nothing_behind(cluster: Cluster) -> None:
+    lines = cluster.custom.list_namespaced_custom_object(GROUP, VERSION, cluster.hotel_ns, "hotellines")["items"]
+    assert lines
+    for line in lines:
+        cluster.custom.delete_namespaced_custom_object(GROUP, VERSION, cluster.hotel_ns, "hotellines",
+                                                       line["metadata"]["name"])
+    eventually(lambda: not cluster.custom.list_namespaced_custom_object(
+        GROUP, VERSION, cluster.hotel_ns, "hotellines")["items"], timeout=180, what="HotelLines gone (finalizers run)")
+    eventually(lambda: not cluster.pods(cluster.hotel_ns), timeout=180, what="worker and Riva Pods gone")
+    assert _livekit_objects(cluster.hotel_ns) == (0, 0)
+    result = _helm("uninstall", "voicehive", "-n", cluster.release_ns, "--wait", "--timeout", "180s")
+    assert result.returncode == 0, result.stderr
+    eventually(lambda: not _release_pods(cluster), timeout=180, what="the release's Pods gone")
+    label = "app.kubernetes.io/instance=voicehive"
+    left = {
+        "deployments": cluster.apps.list_deployment_for_all_namespaces(label_selector=label).items,
+        "services": cluster.core.list_service_for_all_namespaces(label_selector=label).items,
+        "serviceaccounts": cluster.core.list_service_account_for_all_namespaces(label_selector=label).items,
+    }
+    assert {kind: [o.metadata.name for o in objs] for kind, objs in left.items() if objs} == {}
+    peerings = cluster.custom.list_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings")["items"]
+    assert [p["metadata"]["name"] for p in peerings] == []
+    sessions = cluster.custom.list_namespaced_custom_object(GROUP, VERSION, cluster.hotel_ns, "voicesessions")["items"]
+    assert [s["metadata"]["name"] for s in sessions if s["metadata"].get("finalizers")] == []
