@@ -23,8 +23,8 @@ from tests.fakes.elevenlabs import ElevenLabsFake
 from tests.fakes.riva import RivaFake, ScriptedTranscriber
 from voicehive.api.models import HotelLineSpec
 from voicehive_worker.agent import CallActions, LocalCallActions
-from voicehive_worker.pms import PmsAdapter
 from voicehive_worker.audio_io import AgentAudioSink, CallerAudioInput, Segment, Utterance
+from voicehive_worker.pms import PmsAdapter
 from voicehive_worker.session import (
     DEFAULT_TURN_TAKING,
     Models,

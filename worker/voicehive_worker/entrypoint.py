@@ -160,6 +160,7 @@ class Warm:
     endpoints: Any
     voice: Any
     ready: bool = False
+    pms: Any = None  # the line's PMS adapter (voicehive_worker.backoffice)
 
 
 async def warm_up(line_file: Path | None) -> Warm:
@@ -170,6 +171,7 @@ async def warm_up(line_file: Path | None) -> Warm:
     import livekit.plugins.silero  # noqa: F401
 
     from voicehive.privacy import Privacy
+    from voicehive_worker.backoffice import build_pms
     from voicehive_worker.session import ProviderEndpoints, load_vad
     from voicehive_worker.watchdog import FallbackVoice
 
@@ -178,7 +180,8 @@ async def warm_up(line_file: Path | None) -> Warm:
     endpoints = ProviderEndpoints.from_env(spec)
     vad = await asyncio.to_thread(load_vad)  # ONNX load off the event loop (readiness stays responsive)
     voice = await FallbackVoice.render(spec.languages[0])
-    return Warm(spec=spec, vad=vad, privacy=privacy, endpoints=endpoints, voice=voice, ready=True)
+    pms = build_pms(spec, os.environ)  # a PMS line without its credentials exits 2 here, before any call
+    return Warm(spec=spec, vad=vad, privacy=privacy, endpoints=endpoints, voice=voice, ready=True, pms=pms)
 
 
 @dataclass
@@ -263,6 +266,7 @@ async def run_pod(line_file: Path | None) -> int:
     from voicehive.callmanager import CallManager
     from voicehive.callstore import CallStore
     from voicehive_worker.session import create_agent, create_session, provider_models
+    from voicehive_worker.staff import StaffDelivery, start_staff_delivery
     from voicehive_worker.state import VoiceSessionStatus, WorkerCallActions
     from voicehive_worker.turn_taking import TurnTakingOptions
 
@@ -275,12 +279,15 @@ async def run_pod(line_file: Path | None) -> int:
     port = int(env.get(READY_PORT_ENV, DEFAULT_READY_PORT))
     readiness = await serve_readiness(None, port)
     stopping = asyncio.Event()
+    staff: StaffDelivery | None = None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     try:
         try:
             warm = await warm_up(line_file)
+            line = env.get(contract.ENV_LINE_NAME, "")
+            staff = start_staff_delivery(warm.spec, env, warm.privacy.transcripts, namespace, line)
         except (ValueError, OSError) as err:  # bad/missing configuration: say what, exit 2
             log.error("worker configuration: %s", err)
             return 2
@@ -319,7 +326,10 @@ async def run_pod(line_file: Path | None) -> int:
             models = provider_models(warm.spec, warm.endpoints)
             session = create_session(warm.spec, models, vad=warm.vad, turn_taking=turn)
             actions = WorkerCallActions(state=state, livekit=livekit, room=room_name, sip_identity=sip_identity)
-            agent = create_agent(warm.spec, actions, language=vs.spec.language, turn_taking=turn, turn_stats=stats)
+            agent = create_agent(
+                warm.spec, staff.wrap(actions) if staff else actions, language=vs.spec.language,
+                turn_taking=turn, turn_stats=stats, pms=warm.pms,
+            )
             runner = CallRunner(session=session, agent=agent, state=state, turn_stats=stats)
             runner.watchdog = Watchdog(session, warm.voice, on_give_up=lambda cause: _give_up(agent, runner))
             actions.hangup = runner.finish
@@ -354,6 +364,8 @@ async def run_pod(line_file: Path | None) -> int:
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+        if staff is not None:
+            await staff.stop()
         await readiness.cleanup()
 
 

@@ -9,6 +9,7 @@ outbox drains between calls too, with the line's own webhook secret and SMTP cre
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import ssl
 from collections.abc import Mapping
@@ -102,3 +103,36 @@ def deliverer_for(
             tls=smtp_tls or ssl.create_default_context(),
         )
     return Deliverer(outbox, channels, max_attempts=delivery.max_attempts, metrics=metrics or DeliveryMetrics(), **timing)
+
+
+@dataclass
+class StaffDelivery:
+    """The pod's outbox and its drain loop (started warm, so requests of past calls keep moving)."""
+
+    outbox: Outbox
+    channels: list[str]
+    line: str
+    stop_event: asyncio.Event
+    task: asyncio.Task[None]
+
+    def wrap(self, actions: CallActions) -> NotifyingActions:
+        return NotifyingActions(actions, self.outbox, self.channels, self.line)
+
+    async def stop(self) -> None:
+        self.stop_event.set()
+        await self.task
+        await self.outbox.redis.aclose()
+
+
+def start_staff_delivery(
+    spec: HotelLineSpec, env: Mapping[str, str], sealer: Sealer, namespace: str, line: str
+) -> StaffDelivery | None:
+    """None when the line has no delivery channel or no Redis (requests then stay sealed in Redis)."""
+    channels, url = channels_of(spec), env.get(contract.ENV_REDIS_URL, "")
+    if not channels or not url:
+        return None
+    outbox = outbox_for(Redis.from_url(url), sealer, namespace, line)
+    deliverer = deliverer_for(spec, outbox, env)
+    stop = asyncio.Event()
+    task = asyncio.create_task(deliverer.run(stop))
+    return StaffDelivery(outbox, channels, line, stop, task)
