@@ -15,6 +15,7 @@ from typing import Any
 
 from voicehive.api.models import HotelFacts, HotelLineSpec, RoomType
 from voicehive.intents import Intent, classify, guess_language
+from voicehive.negation import split_negation
 
 from .slots import MONTHS, WEEKDAYS, Slots, extract_slots, fold
 from .text import base_language, clock_time
@@ -173,6 +174,14 @@ PHRASES: dict[str, dict[str, str]] = {
 }
 
 
+_SLOT_UNITS = frozenset(word for table in (WEEKDAYS, MONTHS) for words in table.values() for word in words)
+
+
+def affirmed(text: str) -> str:
+    """What the caller affirms: negated words dropped, so "not Friday, Saturday" reads as Saturday."""
+    return split_negation(text, guess_language(text), _SLOT_UNITS).kept
+
+
 def say(key: str, language: str, **values: Any) -> str:
     table = PHRASES[key]
     text = table.get(base_language(language), table["en"]).format(**values)
@@ -258,10 +267,11 @@ class HotelPolicy:
         return base_language(self.spec.languages[0])
 
     def slots(self, conversation: list[Turn]) -> Slots:
+        """The stay so far; a correction ("no, not Friday, Saturday") replaces the earlier value."""
         state = Slots()
         for turn in conversation:
             if turn.role == "user":
-                state = state.merged(extract_slots(turn.text, self.facts, self.today()))
+                state = state.merged(extract_slots(affirmed(turn.text), self.facts, self.today()))
         return state
 
     def room(self, code: str | None) -> RoomType | None:
@@ -291,7 +301,7 @@ class HotelPolicy:
         slots = self.slots(conversation)
         task = self._task(conversation)
         said_yes = re.search(_YES, fold(last_user.text)) is not None
-        new_slots = extract_slots(last_user.text, self.facts, self.today())
+        new_slots = extract_slots(affirmed(last_user.text), self.facts, self.today())
 
         if intent == Intent.SPEAK_TO_HUMAN:
             if "transfer_to_front_desk" in tools:
