@@ -224,8 +224,8 @@ async def _simulate_call(
     on_turn: Any,
 ) -> list[TurnReport]:
     from .agent import LocalCallActions
-    from .backoffice import build_pms
     from .audio_io import AgentAudioSink, CallerAudioInput
+    from .backoffice import build_pms
     from .session import create_agent, create_session, load_vad, start_session
 
     models = models or build_models(spec)
