@@ -31,6 +31,7 @@ from voicehive_worker.pms import (
     PmsUnavailable,
     StayRequest,
     make_request,
+    money,
 )
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ async def book_stay_for(
         return f"Not booked: {err}."
     if not price_matches(offer, quoted_total):
         return (
-            f"Not booked: the price is now {offer.total:.2f} {offer.currency} in total, not {quoted_total:.2f}. "
+            f"Not booked: the price is now {money(offer.total)} {offer.currency} in total, not {money(quoted_total)}. "
             "Read the new total back and ask the caller to confirm again."
         )
     return await _create(agent, pms, request, guest, offer)
@@ -110,13 +111,13 @@ async def _create(agent: HotelAgent, pms: BookingPms, request: StayRequest, gues
         "nights": str(request.nights),
         "guests": str(request.guests),
         "room_type": offer.room_name,
-        "quoted_total": f"{offer.total:.2f} {offer.currency}",
+        "quoted_total": f"{money(offer.total)} {offer.currency}",
         "language": agent.language,
     }
     if hold and not pms.supports_hold:
         reference = await agent.actions.save_request("booking_request", fields)
         return (
-            f"Passed to staff with reference {reference}: they confirm the {offer.room_name} at {offer.total:.2f} "
+            f"Passed to staff with reference {reference}: they confirm the {offer.room_name} at {money(offer.total)} "
             f"{offer.currency} and send a secure payment link. {NO_CARDS}"
         )
     try:
@@ -129,7 +130,7 @@ async def _create(agent: HotelAgent, pms: BookingPms, request: StayRequest, gues
         await agent.actions.save_request("booking_hold", {**fields, "confirmation": reservation.confirmation})
     state = "Booked" if reservation.confirmed else "Held as an option for staff to confirm"
     return (
-        f"{state}: confirmation number {spell(reservation.confirmation)}, {reservation.total:.2f} "
+        f"{state}: confirmation number {spell(reservation.confirmation)}, {money(reservation.total)} "
         f"{reservation.currency} in total. Read the confirmation number back. Payment: the hotel sends a secure "
         f"payment link. {NO_CARDS}"
     )

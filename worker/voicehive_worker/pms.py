@@ -53,10 +53,17 @@ class Offer:
     rate_id: str = ""  # the PMS's rate/rate-plan id this price belongs to (empty: built-in facts)
 
     def spoken(self) -> str:
+        if self.rate_id:  # from a PMS: only its total (a per-night average could be a number it never gave)
+            return f"{self.room_name}: {money(self.total)} {self.currency} in total"
         return (
-            f"{self.room_name}: {self.nightly_rate:.0f} {self.currency} per night, "
-            f"{self.total:.0f} {self.currency} in total"
+            f"{self.room_name}: {money(self.nightly_rate)} {self.currency} per night, "
+            f"{money(self.total)} {self.currency} in total"
         )
+
+
+def money(amount: float) -> str:
+    """An amount as the PMS gave it: whole units without decimals, otherwise to the cent (never rounded away)."""
+    return f"{amount:.0f}" if amount == int(amount) else f"{amount:.2f}"
 
 
 @runtime_checkable
