@@ -82,3 +82,23 @@ async def test_pms_down_at_booking_offers_staff(apaleo: ApaleoFake, tls: TlsFile
 def test_builtin_line_has_no_booking_tool() -> None:
     hotel = agent(FactsPms(line_spec().facts), "book")
     assert booking_tools(hotel) == [] and "book_stay" not in hotel.instructions
+
+
+async def test_fallback_policy_speaks_the_pms_total_not_the_facts(mews: MewsFake, tls: TlsFiles) -> None:
+    from livekit.agents import AgentSession
+
+    from voicehive_worker.engines import HotelPolicy, HotelPolicyLLM
+
+    hotel = agent(mews_pms(mews, tls.client_context()), "book")
+    llm = HotelPolicyLLM(hotel.spec, policy=HotelPolicy(hotel.spec, today=TODAY))
+    async with AgentSession(llm=llm) as session:
+        await session.start(hotel)
+        result = await session.run(user_input="Do you have a double room on the 12th of December for two nights for two guests?")
+        replies = " ".join(ev.item.text_content or "" for ev in result.events if ev.type == "message")
+        mews.down = True
+        result = await session.run(user_input="And the 14th of December for two nights for two guests?")
+        down = " ".join(ev.item.text_content or "" for ev in result.events if ev.type == "message")
+    assert "Double Room: 238 EUR in total" in replies
+    facts_rate = next(r for r in hotel.spec.facts.room_types if r.code == "DBL").rate_from
+    assert f"{facts_rate:.0f}" not in replies.replace("238", "")
+    assert "unavailable" in down and "EUR" not in down

@@ -23,7 +23,15 @@ from livekit.agents.voice.agent import ModelSettings
 from voicehive.api.models import HotelLineSpec, OpeningHours
 from voicehive.lifecycle import EndReason
 from voicehive_worker.booking import booking_instructions, booking_tools, pms_unavailable_reply
-from voicehive_worker.pms import FactsPms, PmsAdapter, PmsError, PmsUnavailable, answer_from_facts, make_request
+from voicehive_worker.pms import (
+    PMS_SOURCE,
+    FactsPms,
+    PmsAdapter,
+    PmsError,
+    PmsUnavailable,
+    answer_from_facts,
+    make_request,
+)
 from voicehive_worker.turn_taking import TurnStats, TurnTakingOptions, turn_taking_stt_node
 
 log = logging.getLogger("voicehive.worker.agent")
@@ -265,7 +273,7 @@ class HotelAgent(Agent):
         return (
             f"Available from {request.check_in.isoformat()} for {request.nights} nights, {guests} guests: "
             + "; ".join(o.spoken() for o in offers[:3])
-            + (". Rates are from-rates; staff confirm the booking." if isinstance(self.pms, FactsPms) else ". Totals from the booking system.")
+            + (". Rates are from-rates; staff confirm the booking." if isinstance(self.pms, FactsPms) else f". Totals from {PMS_SOURCE}.")
         )
 
     @function_tool

@@ -23,6 +23,7 @@ from livekit.agents.llm import Tool, Toolset
 
 from voicehive.api.models import BookingPolicy, HotelLineSpec
 from voicehive_worker.pms import (
+    PMS_SOURCE,
     BookingPms,
     Guest,
     Offer,
@@ -48,7 +49,7 @@ NO_CARDS = (
 def pms_unavailable_reply(err: PmsError) -> str:
     """What a tool returns when the PMS cannot answer: say so, offer staff (never invent a rate)."""
     return (
-        f"The hotel's booking system is unavailable ({err}). Tell the caller so, quote no price, and offer to "
+        f"{PMS_SOURCE[0].upper()}{PMS_SOURCE[1:]} is unavailable ({err}). Tell the caller so, quote no price, and offer to "
         "pass the request to staff who will call back (capture_booking_request or take_message)."
     )
 

@@ -18,6 +18,10 @@ from voicehive.api.models import HotelFacts, RoomType
 MAX_NIGHTS = 60
 
 
+PMS_SOURCE = "the hotel's booking system"
+"""Every tool answer that carries PMS data or a PMS outage names its source with these words."""
+
+
 class PmsError(ValueError):
     """A request the PMS cannot answer, in words the agent can say back (no internals)."""
 

@@ -16,6 +16,7 @@ from typing import Any
 from voicehive.api.models import HotelFacts, HotelLineSpec, RoomType
 from voicehive.intents import Intent, classify, guess_language
 from voicehive.negation import split_negation
+from voicehive_worker.pms import PMS_SOURCE
 
 from .slots import MONTHS, WEEKDAYS, Slots, extract_slots, fold
 from .text import base_language, clock_time
@@ -471,6 +472,9 @@ class HotelPolicy:
         if failed:
             error = re.sub(r"^(Could not \w+|Not recorded):\s*", "", output.text).rstrip(".")
             return Decision(intent, confidence, language, text=say("tool_error", language, error=error))
+        if output.tool == "check_availability" and PMS_SOURCE in output.text.lower():
+            # a PMS line: its totals (or its outage) are the answer, never the facts' from-rates
+            return Decision(intent, confidence, language, text=output.text)
         if output.tool == "check_availability":
             slots = self.slots(conversation)
             slots = Slots(
