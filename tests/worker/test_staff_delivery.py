@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -158,3 +159,30 @@ async def test_same_request_enqueued_twice_is_one_delivery(receiver: WebhookRece
     await drain(deliverer, lambda: len(receiver.received) == 1)
     assert await deliverer.run_once() == 0 and receiver.hits["R5.webhook"] == 1
     await redis.aclose()
+
+
+async def test_pod_staff_delivery_sends_transfer_handoffs(
+    receiver: WebhookReceiver, tls: TlsFiles, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from voicehive_worker.staff import start_staff_delivery
+
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls.ca_file))  # the pod trusts the hotel's CA through the system store
+    spec = line_spec(staffDelivery=delivery_spec(receiver, None))
+    env = {contract.ENV_REDIS_URL: redis_url, contract.ENV_WEBHOOK_SECRET: receiver.secret.decode("latin-1")}
+    receiver.secret = env[contract.ENV_WEBHOOK_SECRET].encode()
+    staff = start_staff_delivery(spec, env, sealer(), "hotels", "lindenhof-main")
+    assert staff is not None
+    inner = LocalCallActions()
+    inner.record_intent("booking")
+    actions = staff.wrap(inner)
+    await actions.transfer_to_front_desk("tel:+493012345600")
+    for _ in range(400):  # poll up to 20 s
+        if receiver.received:
+            break
+        await asyncio.sleep(0.05)
+    await staff.stop()
+    notice = next(iter(receiver.received.values()))
+    assert notice["kind"] == "transfer_handoff" and "booking" in notice["details"]["notes"]
+    assert inner.transfers == ["tel:+493012345600"] and "+49" not in json.dumps(notice)
+    assert staff.metrics.delivered.labels("webhook")._value.get() == 1
+    assert start_staff_delivery(line_spec(), env, sealer(), "hotels", "l") is None  # no channels: nothing runs

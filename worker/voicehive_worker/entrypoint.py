@@ -213,9 +213,18 @@ async def serve_readiness(warm: Warm | None, port: int) -> Readiness:
         w = state["warm"]
         return web.Response(text="ready" if w and w.ready else "warming", status=200 if w and w.ready else 503)
 
+    async def metrics(_: web.Request) -> web.Response:
+        """Staff-delivery counters (dead letters are the alert) once the outbox runs."""
+        from prometheus_client import generate_latest
+
+        registry = state.get("metrics")
+        body = generate_latest(registry) if registry is not None else b""
+        return web.Response(body=body, content_type="text/plain", charset="utf-8")
+
     app = web.Application()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     # probes come from the kubelet over the pod IP; bind all interfaces only in the pod
@@ -293,6 +302,7 @@ async def run_pod(line_file: Path | None) -> int:
             return 2
         heap.freeze_startup_heap()  # no full-GC stalls of the caller's audio (voicehive.heap)
         readiness.state["warm"] = warm
+        readiness.state["metrics"] = staff.metrics.registry if staff is not None else None
         log.info("worker warm and idle", extra={"pod": pod})
         vs_raw = await asyncio.to_thread(_watch_assignment, namespace, pod, stopping.is_set)
         if vs_raw is None:

@@ -114,6 +114,7 @@ class StaffDelivery:
     line: str
     stop_event: asyncio.Event
     task: asyncio.Task[None]
+    metrics: DeliveryMetrics
 
     def wrap(self, actions: CallActions) -> NotifyingActions:
         return NotifyingActions(actions, self.outbox, self.channels, self.line)
@@ -135,4 +136,4 @@ def start_staff_delivery(
     deliverer = deliverer_for(spec, outbox, env)
     stop = asyncio.Event()
     task = asyncio.create_task(deliverer.run(stop))
-    return StaffDelivery(outbox, channels, line, stop, task)
+    return StaffDelivery(outbox, channels, line, stop, task, deliverer.metrics)
