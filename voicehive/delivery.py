@@ -288,7 +288,12 @@ class Deliverer:
         """One pass over due items; returns how many were delivered."""
         delivered = 0
         for item in await self.outbox.claim(self.clock(), self.lease_s):
-            loaded = await self.outbox.load(item)
+            try:
+                loaded = await self.outbox.load(item)
+            except (ValueError, KeyError):  # unreadable (key rotated, tampered): dead-letter, keep the queue moving
+                await self.outbox.failed(item, self.max_attempts, None, self.clock())
+                self.metrics.dead.labels("unreadable").inc()
+                continue
             if loaded is None:
                 continue
             channel, notice, attempts = loaded

@@ -186,3 +186,16 @@ async def test_pod_staff_delivery_sends_transfer_handoffs(
     assert inner.transfers == ["tel:+493012345600"] and "+49" not in json.dumps(notice)
     assert staff.metrics.delivered.labels("webhook")._value.get() == 1
     assert start_staff_delivery(line_spec(), env, sealer(), "hotels", "l") is None  # no channels: nothing runs
+
+
+async def test_unreadable_item_is_dead_lettered_and_the_queue_moves(receiver: WebhookReceiver, tls: TlsFiles, redis_url: str) -> None:
+    redis = Redis.from_url(redis_url)
+    old, new = Outbox(redis, "q-rot", sealer()), Outbox(redis, "q-rot", sealer())  # the key was rotated
+    await old.enqueue(build_notice("message", {"message": "a"}, reference="R1", line="l", at="t"), ["webhook"])
+    await new.enqueue(build_notice("message", {"message": "b"}, reference="R2", line="l", at="t"), ["webhook"], now=time.time() + 0.01)
+    receiver.secret = b"k"
+    spec = line_spec(staffDelivery=delivery_spec(receiver, None))
+    deliverer = deliverer_for(spec, new, {contract.ENV_WEBHOOK_SECRET: "k"}, verify=tls.client_context(), **FAST)
+    await drain(deliverer, lambda: "R2.webhook" in receiver.received)
+    assert await new.dead() == ["R1.webhook"] and deliverer.metrics.dead.labels("unreadable")._value.get() == 1
+    await redis.aclose()
