@@ -34,6 +34,8 @@ key                                  type    content
                                              not yet created in Kubernetes (retry queue)
 ``vh:sessions:ending``               hash    ref -> JSON terminal phase still to be written to
                                              the VoiceSession status (retry queue)
+``vh:outbox:<q>:*``                 z/hash  staff-delivery outbox of one line: due, item:<id>,
+                                             dead (sealed payloads); see ``voicehive.delivery``
 ===================================  ======  ==================================================
 """
 

@@ -61,6 +61,11 @@ ENV_AZURE_OPENAI_API_KEY: Final = "AZURE_OPENAI_API_KEY"
 ENV_ELEVEN_API_KEY: Final = "ELEVEN_API_KEY"
 ENV_READY_PORT: Final = "VOICEHIVE_READY_PORT"  # the worker's probe server (/healthz, /readyz)
 WORKER_PROBE_PORT: Final = 8081
+ENV_PMS_ID: Final = "VOICEHIVE_PMS_ID"  # Mews ClientToken / Apaleo client id (spec.pms.credentials)
+ENV_PMS_SECRET: Final = "VOICEHIVE_PMS_SECRET"  # Mews AccessToken / Apaleo client secret
+ENV_WEBHOOK_SECRET: Final = "VOICEHIVE_WEBHOOK_SECRET"  # spec.staffDelivery.webhook.secretRef
+ENV_SMTP_USER: Final = "VOICEHIVE_SMTP_USER"  # spec.staffDelivery.email.credentials
+ENV_SMTP_PASSWORD: Final = "VOICEHIVE_SMTP_PASSWORD"
 
 # LiveKit ---------------------------------------------------------------------------------
 # Attribute set by the line's dispatch rule on every SIP participant, so a webhook names its

@@ -22,6 +22,8 @@ import unicodedata
 from dataclasses import dataclass
 from enum import StrEnum
 
+from voicehive.negation import split_negation
+
 
 class Intent(StrEnum):
     BOOK_ROOM = "book_room"
@@ -44,6 +46,7 @@ class IntentResult:
     confidence: float
     language: str | None
     matched: tuple[str, ...] = ()
+    negated: tuple[str, ...] = ()  # intents whose cues the caller negated ("do not cancel")
 
 
 def fold(text: str) -> str:
@@ -82,9 +85,9 @@ _RULES: list[tuple[Intent, float, str, str]] = [
     (Intent.MODIFY_BOOKING, _W_MED, "de", r"\banderes datum\b|\bandere(n)? (daten|termin|zimmer)\b|\beine nacht (mehr|langer|zusatzlich)\b|\bspater anreisen\b|\bfruher anreisen\b|\bstatt\b"),
     (Intent.MODIFY_BOOKING, _W_STRONG, "fr", r"\b(modifi\w*|changer|decaler|reporter|prolonger|raccourcir|deplacer)\b"),
     (Intent.MODIFY_BOOKING, _W_MED, "fr", r"\b(autres?|nouvelles?) dates?\b|\bune nuit (de plus|supplementaire)\b|\barriver plus (tard|tot)\b|\bau lieu d"),
-    (Intent.MODIFY_BOOKING, _W_STRONG, "es", r"\b(cambiar|cambio|modific\w*|mover|aplazar|posponer|ampliar|alargar|acortar|extender)\b"),
+    (Intent.MODIFY_BOOKING, _W_STRONG, "es", r"\b(cambiar|cambio|cambie|cambien|modific\w*|mover|aplazar|posponer|ampliar|alargar|acortar|extender)\b"),
     (Intent.MODIFY_BOOKING, _W_MED, "es", r"\b(otras?|nuevas?) fechas?\b|\buna noche mas\b|\bllegar mas (tarde|temprano)\b|\ben lugar de\b|\ben vez de\b"),
-    (Intent.MODIFY_BOOKING, _W_STRONG, "it", r"\b(modific\w*|cambiare|spostare|posticipare|anticipare|prolungare|estendere|accorciare)\b"),
+    (Intent.MODIFY_BOOKING, _W_STRONG, "it", r"\b(modific\w*|cambiare|spostare|posticipare|anticipare|prolungare|allungare|estendere|accorciare)\b"),
     (Intent.MODIFY_BOOKING, _W_MED, "it", r"\b(altre|nuove) date\b|\buna notte in piu\b|\barrivare (piu tardi|prima)\b|\binvece d"),
     # ---------------------------------------------------------------- speak_to_human
     (Intent.SPEAK_TO_HUMAN, _W_STRONG, "en", r"\b(speak|talk|connect|transfer|put me through|get me)\b[\w ]{0,25}\b(person|human|someone|somebody|receptionist|reception|front desk|operator|agent|manager|staff|employee|concierge|real)\b"),
@@ -167,7 +170,7 @@ def _words(text: str) -> frozenset[str]:
 
 # Function words that tell the languages apart (folded form).
 _STOPWORDS: dict[str, frozenset[str]] = {
-    "en": _words("the a an i you is are to for my me have do can would like with please my your it this what and of"),
+    "en": _words("the a an i you is are to for my me have do can would like with please my your it this what and of not"),
     "de": _words("der die das ich sie ist ein eine einen zu fur mein meine haben habe mochte bitte mit und nicht ich noch wie was gibt es bei ihnen"),
     "fr": _words("le la les je vous est un une des pour mon ma mes avez voudrais sil plait avec et pas ne de du quel quelle est ce c"),
     "es": _words("el la los las yo usted es un una para mi tengo tiene quiero quisiera por favor con y no de del que hay como"),
@@ -196,13 +199,24 @@ def guess_language(text: str) -> str | None:
     return best
 
 
-def _score(folded: str, languages: frozenset[str] | None) -> tuple[dict[Intent, float], list[str]]:
+# Rules that read the whole utterance even when part of it is negated: goodbyes are often
+# negative ("nothing else"), and some rules spell a negation out ("not working", "won't be coming").
+_NEGATION_WORDS = re.compile(r"\b(not|no|nicht|kein|pas|non|ne|won t|doesn t|don t|nada|nient|nessun)\b")
+_NEGATION_PROOF: frozenset[int] = frozenset(
+    i for i, (intent, _, _, pattern) in enumerate(_RULES)
+    if intent == Intent.GOODBYE or _NEGATION_WORDS.search(pattern.replace("\\b", " "))
+)
+
+
+def _score(folded: str, languages: frozenset[str] | None, affirmed: str | None = None) -> tuple[dict[Intent, float], list[str]]:
+    """Sums rule weights; with ``affirmed`` (negated words removed) only proof rules see ``folded``."""
     scores: dict[Intent, float] = {}
     matched: list[str] = []
-    for intent, weight, lang, pattern in _COMPILED:
+    for index, (intent, weight, lang, pattern) in enumerate(_COMPILED):
         if languages is not None and lang not in languages:
             continue
-        if pattern.search(folded):
+        text = folded if affirmed is None or index in _NEGATION_PROOF else affirmed
+        if pattern.search(text):
             scores[intent] = scores.get(intent, 0.0) + weight
             matched.append(f"{intent.value}/{lang}")
     return scores, matched
@@ -213,18 +227,21 @@ def classify(text: str, language: str | None = None) -> IntentResult:
     folded = fold(text)
     hint = normalise_language(language)
     detected = hint or guess_language(text)
+    negation = split_negation(text, detected)
+    affirmed = fold(negation.kept) if negation.has_negation else None
     scores: dict[Intent, float] = {}
     matched: list[str] = []
-    if detected is not None:
-        scores, matched = _score(folded, frozenset({detected}))
+    for languages in ((frozenset({detected}),) if detected else ()) + (None,):
+        scores, matched = _score(folded, languages, affirmed)
+        if scores:
+            break
+    negated = tuple(sorted(i.value for i in _score(folded, None)[0].keys() - scores.keys())) if affirmed else ()
     if not scores:
-        scores, matched = _score(folded, None)
-    if not scores:
-        return IntentResult(Intent.UNKNOWN, 0.5 if folded.strip() else 1.0, detected)
+        return IntentResult(Intent.UNKNOWN, 0.5 if folded.strip() else 1.0, detected, negated=negated)
     ranked = sorted(scores.items(), key=lambda item: (-item[1], _PRIORITY[item[0]]))
     best, top = ranked[0]
     runner_up = ranked[1][1] if len(ranked) > 1 else 0.0
     strength = min(1.0, top / _W_STRONG)
     margin = (top - runner_up) / top
     confidence = round(0.35 + 0.4 * strength + 0.24 * margin, 3)
-    return IntentResult(best, min(confidence, 0.99), detected, tuple(matched))
+    return IntentResult(best, min(confidence, 0.99), detected, tuple(matched), negated)

@@ -285,6 +285,23 @@ def _resources(spec: HotelLineSpec) -> dict[str, Any]:
     }
 
 
+def backoffice_env(spec: HotelLineSpec) -> list[dict[str, Any]]:
+    """PMS credentials, webhook secret and SMTP credentials from the line's Secrets (never inline)."""
+    env: list[dict[str, Any]] = []
+    creds = spec.pms.credentials
+    if spec.pms.kind != "builtin" and creds is not None:
+        env.append(_secret_env(contract.ENV_PMS_ID, SecretRef(creds.secret_name, creds.id_key)))
+        env.append(_secret_env(contract.ENV_PMS_SECRET, SecretRef(creds.secret_name, creds.secret_key)))
+    hook = spec.staff_delivery.webhook
+    if hook is not None:
+        env.append(_secret_env(contract.ENV_WEBHOOK_SECRET, SecretRef(hook.secret_ref.name, hook.secret_ref.key)))
+    email = spec.staff_delivery.email
+    if email is not None and email.credentials is not None:
+        env.append(_secret_env(contract.ENV_SMTP_USER, SecretRef(email.credentials.secret_name, email.credentials.id_key)))
+        env.append(_secret_env(contract.ENV_SMTP_PASSWORD, SecretRef(email.credentials.secret_name, email.credentials.secret_key)))
+    return env
+
+
 def worker_env(namespace: str, name: str, spec: HotelLineSpec, settings: OperatorSettings) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
         {"name": contract.ENV_LINE_NAME, "value": name},
@@ -306,6 +323,7 @@ def worker_env(namespace: str, name: str, spec: HotelLineSpec, settings: Operato
             contract.ENV_ELEVEN_API_KEY, SecretRef(spec.tts.api_key_secret_ref.name, spec.tts.api_key_secret_ref.key)
         ),
     ]
+    env += backoffice_env(spec)
     if settings.redis_url:
         env.append({"name": contract.ENV_REDIS_URL, "value": settings.redis_url})
     if settings.agent_token_ref is not None:

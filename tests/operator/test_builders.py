@@ -247,3 +247,23 @@ def test_worker_pod_is_ready_only_when_the_worker_says_so() -> None:
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "probes"}
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env[contract.ENV_READY_PORT] == str(contract.WORKER_PROBE_PORT)
+
+
+def test_worker_env_carries_pms_and_delivery_secrets_by_reference() -> None:
+    s = line_spec(
+        pms={"kind": "apaleo", "endpoint": "https://api.apaleo.com", "credentials": {"secretName": "apaleo"},
+             "propertyId": "BER"},
+        staffDelivery={
+            "webhook": {"url": "https://hooks.hotel.example/vh", "secretRef": {"name": "hooks", "key": "hmac"}},
+            "email": {"host": "smtp.hotel.example", "sender": "a@hotel.example", "to": ["desk@hotel.example"],
+                      "credentials": {"secretName": "smtp", "idKey": "user", "secretKey": "password"}},
+        },
+    )
+    env = {e["name"]: e for e in builders.worker_env("hotels", "lindenhof", s, SETTINGS)}
+    refs = {name: env[name]["valueFrom"]["secretKeyRef"] for name in (
+        contract.ENV_PMS_ID, contract.ENV_PMS_SECRET, contract.ENV_WEBHOOK_SECRET, contract.ENV_SMTP_USER, contract.ENV_SMTP_PASSWORD)}
+    assert refs[contract.ENV_PMS_ID] == {"name": "apaleo", "key": "client-id"}
+    assert refs[contract.ENV_PMS_SECRET] == {"name": "apaleo", "key": "client-secret"}
+    assert refs[contract.ENV_WEBHOOK_SECRET] == {"name": "hooks", "key": "hmac"}
+    assert refs[contract.ENV_SMTP_PASSWORD] == {"name": "smtp", "key": "password"}
+    assert contract.ENV_PMS_ID not in {e["name"] for e in builders.worker_env("hotels", "l", line_spec(), SETTINGS)}

@@ -24,6 +24,7 @@ from tests.fakes.riva import RivaFake, ScriptedTranscriber
 from voicehive.api.models import HotelLineSpec
 from voicehive_worker.agent import CallActions, LocalCallActions
 from voicehive_worker.audio_io import AgentAudioSink, CallerAudioInput, Segment, Utterance
+from voicehive_worker.pms import PmsAdapter
 from voicehive_worker.session import (
     DEFAULT_TURN_TAKING,
     Models,
@@ -171,6 +172,7 @@ class running_call:
         models: Models | None = None,
         vad: Any = None,
         greet: bool = True,
+        pms: PmsAdapter | None = None,
         watchdog: bool = False,
         watchdog_options: WatchdogOptions | None = None,
     ) -> None:
@@ -182,6 +184,7 @@ class running_call:
         self.models = models
         self.vad = vad
         self.greet = greet
+        self.pms = pms
         self.watchdog = watchdog
         self.watchdog_options = watchdog_options
         self._http: Any = None
@@ -210,7 +213,7 @@ class running_call:
         else:
             session = create_session(self.spec, models, vad=self.vad, turn_taking=self.turn_taking)
             agent = create_agent(
-                self.spec, self.actions, turn_taking=self.turn_taking, turn_stats=stats, greet=self.greet
+                self.spec, self.actions, turn_taking=self.turn_taking, turn_stats=stats, greet=self.greet, pms=self.pms
             )
         caller = CallerAudioInput()
         sink = AgentAudioSink()

@@ -392,6 +392,102 @@ class HotelFacts(_Model):
     faq: list[FaqEntry] = _field("Frequently asked questions and answers.", default_factory=list, max_length=200)
 
 
+class PmsKind(enum.StrEnum):
+    """Which property-management system answers availability, prices and bookings."""
+
+    BUILTIN = "builtin"  # the line's own facts (static rates, staff confirm every request)
+    MEWS = "mews"  # Mews Connector API
+    APALEO = "apaleo"  # Apaleo Booking API with OAuth2 client credentials
+
+
+class BookingPolicy(enum.StrEnum):
+    """What the agent may do in the PMS once the caller has confirmed a quoted stay."""
+
+    BOOK = "book"  # create a confirmed reservation and read back its number
+    HOLD = "hold"  # create an option/hold (Mews: Optional) or a staff request; staff confirm
+
+
+class CredentialsRef(_Model):
+    """A Secret with an id and a secret value (Mews ClientToken + AccessToken, Apaleo client id + secret, SMTP user + password)."""
+
+    secret_name: str = _field("Secret holding both values.", pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)
+    id_key: str = _field(
+        "Key of the Mews ClientToken or the Apaleo client id.", default="client-id", pattern=SECRET_KEY_PATTERN
+    )
+    secret_key: str = _field(
+        "Key of the Mews AccessToken or the Apaleo client secret.", default="client-secret", pattern=SECRET_KEY_PATTERN
+    )
+
+
+class PmsSpec(_Model):
+    """The hotel's PMS: the agent quotes only what it returns and books in it."""
+
+    cel_rules = (
+        (
+            "self.kind == 'builtin' || (has(self.endpoint) && has(self.credentials) && has(self.propertyId))",
+            "pms: mews and apaleo need endpoint, credentials and propertyId",
+        ),
+    )
+
+    kind: PmsKind = _field("builtin, mews or apaleo.", default=PmsKind.BUILTIN)
+    endpoint: str | None = _field(
+        "HTTPS base URL of the PMS API in the EU (e.g. https://api.mews.com, https://api.apaleo.com).",
+        default=None,
+        pattern=HTTPS_URL_PATTERN,
+        max_length=512,
+    )
+    token_endpoint: str | None = _field(
+        "Apaleo only: OAuth2 token URL (default https://identity.apaleo.com/connect/token).",
+        default=None,
+        pattern=HTTPS_URL_PATTERN,
+        max_length=512,
+    )
+    credentials: CredentialsRef | None = _field("Secret with the PMS credentials.", default=None)
+    property_id: str | None = _field(
+        "Mews: the accommodation ServiceId; Apaleo: the propertyId.", default=None, min_length=1, max_length=128
+    )
+    rate_id: str | None = _field(
+        "Mews: RateId used to price and book; Apaleo: optional ratePlan id to prefer.", default=None, max_length=128
+    )
+    booking: BookingPolicy = _field(
+        "book: confirmed reservation; hold: option/hold or staff request, staff confirm.", default=BookingPolicy.HOLD
+    )
+    timeout_seconds: float = _field("Per-request timeout before the agent says the PMS is slow.", default=4.0, ge=0.5, le=30)
+
+    @model_validator(mode="after")
+    def _complete(self) -> PmsSpec:
+        if self.kind != PmsKind.BUILTIN and not (self.endpoint and self.credentials and self.property_id):
+            raise ValueError(self.cel_rules[0][1])
+        return self
+
+
+class WebhookDelivery(_Model):
+    """Signed HTTPS webhook to the hotel's system (HMAC-SHA256 over timestamp.body)."""
+
+    url: str = _field("HTTPS URL receiving POSTed staff requests.", pattern=HTTPS_URL_PATTERN, max_length=2048)
+    secret_ref: SecretKeyRef = _field("Secret key holding the HMAC signing secret.")
+
+
+class EmailDelivery(_Model):
+    """E-mail over SMTP with STARTTLS."""
+
+    host: str = _field("SMTP server host.", min_length=1, max_length=253)
+    port: int = _field("SMTP submission port.", default=587, ge=1, le=65535)
+    sender: str = _field("From address.", pattern=r"^[^\s@]+@[^\s@]+$", max_length=254)
+    to: list[Annotated[str, Field(pattern=r"^[^\s@]+@[^\s@]+$", max_length=254)]] = _field(
+        "Staff addresses.", min_length=1, max_length=10
+    )
+    credentials: CredentialsRef | None = _field("Secret with SMTP user (idKey) and password (secretKey).", default=None)
+
+
+class StaffDeliverySpec(_Model):
+    """How messages, booking requests and hand-offs reach the hotel's staff."""
+
+    webhook: WebhookDelivery | None = _field("Signed webhook.", default=None)
+    email: EmailDelivery | None = _field("E-mail over SMTP with STARTTLS.", default=None)
+    max_attempts: int = _field("Tries before a delivery is dead-lettered (and alerted).", default=12, ge=1, le=100)
+
+
 class HotelLineSpec(_Model):
     """Desired state of one hotel phone line."""
 
@@ -422,6 +518,10 @@ class HotelLineSpec(_Model):
     facts: HotelFacts = _field("What the agent knows about the hotel.", default_factory=HotelFacts)
     workers: WorkersSpec = _field("Per-call worker pods and their warm pool.", default_factory=WorkersSpec)
     retention: RetentionSpec = _field("How long call data is kept.", default_factory=RetentionSpec)
+    pms: PmsSpec = _field("The hotel's PMS (builtin: the facts above).", default_factory=PmsSpec)
+    staff_delivery: StaffDeliverySpec = _field(
+        "Where staff requests are delivered (none: kept sealed in Redis only).", default_factory=StaffDeliverySpec
+    )
 
     cel_rules = (
         (

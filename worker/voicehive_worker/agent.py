@@ -22,7 +22,16 @@ from livekit.agents.voice.agent import ModelSettings
 
 from voicehive.api.models import HotelLineSpec, OpeningHours
 from voicehive.lifecycle import EndReason
-from voicehive_worker.pms import FactsPms, PmsAdapter, PmsError, answer_from_facts, make_request
+from voicehive_worker.booking import booking_instructions, booking_tools, pms_unavailable_reply
+from voicehive_worker.pms import (
+    PMS_SOURCE,
+    FactsPms,
+    PmsAdapter,
+    PmsError,
+    PmsUnavailable,
+    answer_from_facts,
+    make_request,
+)
 from voicehive_worker.turn_taking import TurnStats, TurnTakingOptions, turn_taking_stt_node
 
 log = logging.getLogger("voicehive.worker.agent")
@@ -202,7 +211,10 @@ class HotelAgent(Agent):
         self._clock = clock or (lambda: dt.datetime.now(ZoneInfo(spec.time_zone)))
         self._greet = greet
         self._ending = False
-        super().__init__(instructions=instructions_for(spec, self._now().date(), self.language))
+        super().__init__(
+            instructions=instructions_for(spec, self._now().date(), self.language) + booking_instructions(spec, self.pms),
+            tools=booking_tools(self),
+        )
 
     def _now(self) -> dt.datetime:
         now: dt.datetime = self._clock()
@@ -252,6 +264,8 @@ class HotelAgent(Agent):
         try:
             request = make_request(check_in, nights, guests, today=self._now().date(), room_code=room_type)
             offers = await self.pms.availability(request)
+        except PmsUnavailable as err:
+            return pms_unavailable_reply(err)
         except PmsError as err:
             return f"Could not check: {err}."
         if not offers:
@@ -259,7 +273,7 @@ class HotelAgent(Agent):
         return (
             f"Available from {request.check_in.isoformat()} for {request.nights} nights, {guests} guests: "
             + "; ".join(o.spoken() for o in offers[:3])
-            + ". Rates are from-rates; staff confirm the booking."
+            + (". Rates are from-rates; staff confirm the booking." if isinstance(self.pms, FactsPms) else f". Totals from {PMS_SOURCE}.")
         )
 
     @function_tool
@@ -276,6 +290,8 @@ class HotelAgent(Agent):
         try:
             request = make_request(check_in, nights, guests, today=self._now().date(), room_code=room_type)
             offer = await self.pms.quote(request)
+        except PmsUnavailable as err:
+            return pms_unavailable_reply(err)
         except PmsError as err:
             return f"Could not quote: {err}."
         return f"Quote: {offer.spoken()} for {request.nights} nights from {request.check_in.isoformat()}."

@@ -158,6 +158,7 @@ class Warm:
     endpoints: Any
     voice: Any
     ready: bool = False
+    pms: Any = None  # the line's PMS adapter (voicehive_worker.backoffice)
 
 
 async def warm_up(line_file: Path | None) -> Warm:
@@ -168,6 +169,7 @@ async def warm_up(line_file: Path | None) -> Warm:
     import livekit.plugins.silero  # noqa: F401
 
     from voicehive.privacy import Privacy
+    from voicehive_worker.backoffice import build_pms
     from voicehive_worker.session import ProviderEndpoints, load_vad
     from voicehive_worker.watchdog import FallbackVoice
 
@@ -176,7 +178,8 @@ async def warm_up(line_file: Path | None) -> Warm:
     endpoints = ProviderEndpoints.from_env(spec)
     vad = await asyncio.to_thread(load_vad)  # ONNX load off the event loop (readiness stays responsive)
     voice = await FallbackVoice.render(spec.languages[0])
-    return Warm(spec=spec, vad=vad, privacy=privacy, endpoints=endpoints, voice=voice, ready=True)
+    pms = build_pms(spec, os.environ)  # a PMS line without its credentials exits 2 here, before any call
+    return Warm(spec=spec, vad=vad, privacy=privacy, endpoints=endpoints, voice=voice, ready=True, pms=pms)
 
 
 @dataclass
@@ -208,9 +211,18 @@ async def serve_readiness(warm: Warm | None, port: int) -> Readiness:
         w = state["warm"]
         return web.Response(text="ready" if w and w.ready else "warming", status=200 if w and w.ready else 503)
 
+    async def metrics(_: web.Request) -> web.Response:
+        """Staff-delivery counters (dead letters are the alert) once the outbox runs."""
+        from prometheus_client import generate_latest
+
+        registry = state.get("metrics")
+        body = generate_latest(registry) if registry is not None else b""
+        return web.Response(body=body, content_type="text/plain", charset="utf-8")
+
     app = web.Application()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     # probes come from the kubelet over the pod IP; bind all interfaces only in the pod
@@ -261,6 +273,7 @@ async def run_pod(line_file: Path | None) -> int:
     from voicehive.callmanager import CallManager
     from voicehive.callstore import CallStore
     from voicehive_worker.session import create_agent, create_session, provider_models
+    from voicehive_worker.staff import StaffDelivery, start_staff_delivery
     from voicehive_worker.state import VoiceSessionStatus, WorkerCallActions
     from voicehive_worker.turn_taking import TurnTakingOptions
 
@@ -273,17 +286,21 @@ async def run_pod(line_file: Path | None) -> int:
     port = int(env.get(contract.ENV_READY_PORT, contract.WORKER_PROBE_PORT))
     readiness = await serve_readiness(None, port)
     stopping = asyncio.Event()
+    staff: StaffDelivery | None = None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     try:
         try:
             warm = await warm_up(line_file)
+            line = env.get(contract.ENV_LINE_NAME, "")
+            staff = start_staff_delivery(warm.spec, env, warm.privacy.transcripts, namespace, line)
         except (ValueError, OSError) as err:  # bad/missing configuration: say what, exit 2
             log.error("worker configuration: %s", err)
             return 2
         heap.freeze_startup_heap()  # no full-GC stalls of the caller's audio (voicehive.heap)
         readiness.state["warm"] = warm
+        readiness.state["metrics"] = staff.metrics.registry if staff is not None else None
         log.info("worker warm and idle", extra={"pod": pod})
         vs_raw = await asyncio.to_thread(_watch_assignment, namespace, pod, stopping.is_set)
         if vs_raw is None:
@@ -317,7 +334,10 @@ async def run_pod(line_file: Path | None) -> int:
             models = provider_models(warm.spec, warm.endpoints)
             session = create_session(warm.spec, models, vad=warm.vad, turn_taking=turn)
             actions = WorkerCallActions(state=state, livekit=livekit, room=room_name, sip_identity=sip_identity)
-            agent = create_agent(warm.spec, actions, language=vs.spec.language, turn_taking=turn, turn_stats=stats)
+            agent = create_agent(
+                warm.spec, staff.wrap(actions) if staff else actions, language=vs.spec.language,
+                turn_taking=turn, turn_stats=stats, pms=warm.pms,
+            )
             runner = CallRunner(session=session, agent=agent, state=state, turn_stats=stats)
             runner.watchdog = Watchdog(session, warm.voice, on_give_up=lambda cause: _give_up(agent, runner))
             actions.hangup = runner.finish
@@ -352,6 +372,8 @@ async def run_pod(line_file: Path | None) -> int:
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+        if staff is not None:
+            await staff.stop()
         await readiness.cleanup()
 
 

@@ -18,8 +18,16 @@ from voicehive.api.models import HotelFacts, RoomType
 MAX_NIGHTS = 60
 
 
+PMS_SOURCE = "the hotel's booking system"
+"""Every tool answer that carries PMS data or a PMS outage names its source with these words."""
+
+
 class PmsError(ValueError):
     """A request the PMS cannot answer, in words the agent can say back (no internals)."""
+
+
+class PmsUnavailable(PmsError):
+    """The PMS is slow, down, rate-limiting or refusing our credentials: offer a staff request instead."""
 
 
 @dataclass(frozen=True)
@@ -46,12 +54,20 @@ class Offer:
     nightly_rate: float
     total: float
     currency: str
+    rate_id: str = ""  # the PMS's rate/rate-plan id this price belongs to (empty: built-in facts)
 
     def spoken(self) -> str:
+        if self.rate_id:  # from a PMS: only its total (a per-night average could be a number it never gave)
+            return f"{self.room_name}: {money(self.total)} {self.currency} in total"
         return (
-            f"{self.room_name}: {self.nightly_rate:.0f} {self.currency} per night, "
-            f"{self.total:.0f} {self.currency} in total"
+            f"{self.room_name}: {money(self.nightly_rate)} {self.currency} per night, "
+            f"{money(self.total)} {self.currency} in total"
         )
+
+
+def money(amount: float) -> str:
+    """An amount as the PMS gave it: whole units without decimals, otherwise to the cent (never rounded away)."""
+    return f"{amount:.0f}" if amount == int(amount) else f"{amount:.2f}"
 
 
 @runtime_checkable
@@ -68,6 +84,42 @@ class PmsAdapter(Protocol):
 
     def room_types(self) -> list[RoomType]:
         """The bookable room types, for matching what a caller calls a room."""
+        ...
+
+
+@dataclass(frozen=True)
+class Guest:
+    """Who the reservation is for: a name, nothing else (no phone, no card)."""
+
+    first_name: str
+    last_name: str
+
+    @classmethod
+    def from_full_name(cls, name: str) -> Guest:
+        parts = name.strip().split()
+        if not parts:
+            raise PmsError("the guest's name is missing")
+        return cls(" ".join(parts[:-1]), parts[-1])
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """What the PMS answered to a booking: its confirmation number and state."""
+
+    confirmation: str
+    confirmed: bool  # False: an option/hold that staff confirm
+    total: float
+    currency: str
+
+
+@runtime_checkable
+class BookingPms(PmsAdapter, Protocol):
+    """A PMS that can also create reservations (Mews, Apaleo); the built-in adapter cannot."""
+
+    supports_hold: bool
+
+    async def book(self, request: StayRequest, guest: Guest, offer: Offer, *, hold: bool) -> Reservation:
+        """Creates the reservation (or option when ``hold``) at ``offer``'s rate; never from a cached price."""
         ...
 
 
@@ -98,7 +150,7 @@ def make_request(
     return StayRequest(check_in=day, nights=nights, guests=guests, room_code=room_code)
 
 
-def _norm(text: str) -> str:
+def norm_name(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", " ", text.lower()).strip()
 
 
@@ -117,12 +169,12 @@ class FactsPms:
 
     def match_room(self, name_or_code: str) -> RoomType:
         """A room type by code or (part of) its name, as a caller or the LLM says it."""
-        wanted = _norm(name_or_code)
+        wanted = norm_name(name_or_code)
         for room in self._facts.room_types:
-            if wanted in (_norm(room.code), _norm(room.name)):
+            if wanted in (norm_name(room.code), norm_name(room.name)):
                 return room
         for room in self._facts.room_types:
-            name = _norm(room.name)
+            name = norm_name(room.name)
             if wanted and (wanted in name or name in wanted):
                 return room
         known = ", ".join(r.name for r in self._facts.room_types) or "none"
@@ -160,13 +212,13 @@ def answer_from_facts(facts: HotelFacts, question: str) -> str | None:
     WHY not only the LLM: the tool result grounds the model in the hotel's own words, and the
     local dialogue policy (fallback, demo) uses the same lookup.
     """
-    words = set(_norm(question).split()) - _STOPWORDS
+    words = set(norm_name(question).split()) - _STOPWORDS
     if not words:
         return None
     best: tuple[float, str] | None = None
     for entry in facts.faq:
-        q_words = set(_norm(entry.question).split()) - _STOPWORDS
-        a_words = set(_norm(entry.answer).split()) - _STOPWORDS
+        q_words = set(norm_name(entry.question).split()) - _STOPWORDS
+        a_words = set(norm_name(entry.answer).split()) - _STOPWORDS
         score = len(words & q_words) * 2 + len(words & a_words) * 0.5
         if score > 0 and (best is None or score > best[0]):
             best = (score, entry.answer)

@@ -225,12 +225,13 @@ async def _simulate_call(
 ) -> list[TurnReport]:
     from .agent import LocalCallActions
     from .audio_io import AgentAudioSink, CallerAudioInput
+    from .backoffice import build_pms
     from .session import create_agent, create_session, load_vad, start_session
 
     models = models or build_models(spec)
     session = create_session(spec, models, vad=load_vad())
     actions = LocalCallActions()
-    agent = create_agent(spec, actions)
+    agent = create_agent(spec, actions, pms=build_pms(spec, os.environ))  # spec.pms: Mews/Apaleo as in the pod
     caller = CallerAudioInput()
     sink = AgentAudioSink()
     observer = _CallObserver(session)

@@ -15,6 +15,8 @@ from typing import Any
 
 from voicehive.api.models import HotelFacts, HotelLineSpec, RoomType
 from voicehive.intents import Intent, classify, guess_language
+from voicehive.negation import split_negation
+from voicehive_worker.pms import PMS_SOURCE
 
 from .slots import MONTHS, WEEKDAYS, Slots, extract_slots, fold
 from .text import base_language, clock_time
@@ -173,6 +175,14 @@ PHRASES: dict[str, dict[str, str]] = {
 }
 
 
+_SLOT_UNITS = frozenset(word for table in (WEEKDAYS, MONTHS) for words in table.values() for word in words)
+
+
+def affirmed(text: str) -> str:
+    """What the caller affirms: negated words dropped, so "not Friday, Saturday" reads as Saturday."""
+    return split_negation(text, guess_language(text), _SLOT_UNITS).kept
+
+
 def say(key: str, language: str, **values: Any) -> str:
     table = PHRASES[key]
     text = table.get(base_language(language), table["en"]).format(**values)
@@ -258,10 +268,11 @@ class HotelPolicy:
         return base_language(self.spec.languages[0])
 
     def slots(self, conversation: list[Turn]) -> Slots:
+        """The stay so far; a correction ("no, not Friday, Saturday") replaces the earlier value."""
         state = Slots()
         for turn in conversation:
             if turn.role == "user":
-                state = state.merged(extract_slots(turn.text, self.facts, self.today()))
+                state = state.merged(extract_slots(affirmed(turn.text), self.facts, self.today()))
         return state
 
     def room(self, code: str | None) -> RoomType | None:
@@ -291,7 +302,7 @@ class HotelPolicy:
         slots = self.slots(conversation)
         task = self._task(conversation)
         said_yes = re.search(_YES, fold(last_user.text)) is not None
-        new_slots = extract_slots(last_user.text, self.facts, self.today())
+        new_slots = extract_slots(affirmed(last_user.text), self.facts, self.today())
 
         if intent == Intent.SPEAK_TO_HUMAN:
             if "transfer_to_front_desk" in tools:
@@ -461,6 +472,9 @@ class HotelPolicy:
         if failed:
             error = re.sub(r"^(Could not \w+|Not recorded):\s*", "", output.text).rstrip(".")
             return Decision(intent, confidence, language, text=say("tool_error", language, error=error))
+        if output.tool == "check_availability" and PMS_SOURCE in output.text.lower():
+            # a PMS line: its totals (or its outage) are the answer, never the facts' from-rates
+            return Decision(intent, confidence, language, text=output.text)
         if output.tool == "check_availability":
             slots = self.slots(conversation)
             slots = Slots(
