@@ -91,11 +91,16 @@ class provider_fakes:
         asr_final_delay: float = 0.100,
         llm_ttft: float = 0.200,
         tts_first_audio: float = 0.100,
+        language_tags: dict[str, str] | None = None,
+        voices: dict[str, str] | None = None,
+        asr_confidence: float = 0.95,
     ) -> None:
         self.transcriber = ScriptedTranscriber(transcripts)
-        self.riva = RivaFake(self.transcriber, final_delay=asr_final_delay)
+        self.riva = RivaFake(
+            self.transcriber, final_delay=asr_final_delay, language_tags=language_tags, confidence=asr_confidence
+        )
         self.azure = AzureOpenAIFake(responder, ttft=llm_ttft)
-        self.eleven = ElevenLabsFake(first_audio_delay=tts_first_audio)
+        self.eleven = ElevenLabsFake(first_audio_delay=tts_first_audio, **({"voices": voices} if voices else {}))
 
     async def __aenter__(self) -> ProviderFakes:
         await self.riva.start()
@@ -169,6 +174,7 @@ class running_call:
         bare: bool = False,
         turn_taking: TurnTakingOptions | None = DEFAULT_TURN_TAKING,
         models: Models | None = None,
+        llm_fallback: bool = True,
         vad: Any = None,
         greet: bool = True,
         watchdog: bool = False,
@@ -180,6 +186,7 @@ class running_call:
         self.bare = bare
         self.turn_taking = turn_taking
         self.models = models
+        self.llm_fallback = llm_fallback
         self.vad = vad
         self.greet = greet
         self.watchdog = watchdog
@@ -190,7 +197,7 @@ class running_call:
     async def __aenter__(self) -> Call:
         self._http = http_context.open()
         await self._http.__aenter__()
-        models = self.models or provider_models(self.spec, self.fakes.endpoints())
+        models = self.models or provider_models(self.spec, self.fakes.endpoints(), fallback=self.llm_fallback)
         stats = TurnStats()
         if self.bare:
             from livekit.plugins import silero

@@ -271,6 +271,11 @@ class TtsSpec(_Model):
     voice_id: str = _field(
         "ElevenLabs voice id.", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$"
     )
+    voices: dict[Annotated[str, Field(pattern=r"^[a-z]{2}$")], Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]] = _field(
+        "ElevenLabs voice per language (two-letter code, e.g. de); languages not listed use voiceId.",
+        default_factory=dict,
+        max_length=10,
+    )
     model_id: str = _field(
         "ElevenLabs model id; Flash models have the lowest latency.",
         default="eleven_flash_v2_5",
@@ -557,6 +562,11 @@ class VoiceSessionStatus(_Model):
         "Intents recognised during the call, in order of first appearance.", default_factory=list, max_length=64
     )
     latency: LatencySummary = _field("Voice-to-voice latency summary.", default_factory=LatencySummary)
+    language: str | None = _field(
+        "The language the call is in now (two-letter code); changes when the caller switches.",
+        default=None,
+        pattern=LANGUAGE_PATTERN,
+    )
     conditions: list[Condition] = _field(
         "Conditions of the call (e.g. WorkerBound).", default_factory=list, json_schema_extra=_CONDITION_LIST
     )

@@ -80,6 +80,9 @@ class CallRunner:
     _measured_ends: int = 0
 
     def attach(self) -> CallRunner:
+        if self.state is not None:
+            self.state.language = self.agent.language
+        self.agent.language_listeners.append(self._on_language)
         s = self.session
         s.on("conversation_item_added", self._on_item)
         s.on("agent_state_changed", self._on_agent_state)
@@ -99,13 +102,20 @@ class CallRunner:
         if getattr(item, "type", None) != "message" or getattr(item, "role", None) != "user":
             return
         text = (item.text_content or "").strip()
+        confidence, _tag = self.agent.take_turn_asr()
         if text and self.state is not None:
-            self._spawn(self._record_turn(text, self.agent.language))
+            self._spawn(self._record_turn(text, self.agent.language, confidence))
 
-    async def _record_turn(self, text: str, language: Any) -> None:
+    def _on_language(self, language: str) -> None:
+        """The caller switched language: the VoiceSession status shows the new one."""
+        if self.state is not None:
+            self.state.language = language
+            self._spawn(self.state.flush())
+
+    async def _record_turn(self, text: str, language: Any, confidence: float) -> None:
         assert self.state is not None
         try:
-            await self.state.caller_turn(text, str(language) if language else None, 1.0)
+            await self.state.caller_turn(text, str(language) if language else None, confidence)
         except Exception as err:  # error texts may quote what they failed on: log the type only
             log.warning("could not record a caller turn", extra={"call_ref": self.state.ref, "error": type(err).__name__})
 
@@ -160,6 +170,8 @@ class Warm:
     endpoints: Any
     voice: Any
     ready: bool = False
+    voices: dict[str, Any] = field(default_factory=dict)
+    """The fallback voice pre-rendered in each of the line's languages."""
 
 
 async def warm_up(line_file: Path | None) -> Warm:
@@ -177,8 +189,9 @@ async def warm_up(line_file: Path | None) -> Warm:
     privacy = Privacy.from_env()
     endpoints = ProviderEndpoints.from_env(spec)
     vad = await asyncio.to_thread(load_vad)  # ONNX load off the event loop (readiness stays responsive)
-    voice = await FallbackVoice.render(spec.languages[0])
-    return Warm(spec=spec, vad=vad, privacy=privacy, endpoints=endpoints, voice=voice, ready=True)
+    voices = await FallbackVoice.render_all(spec.languages)
+    voice = voices[spec.languages[0].split("-")[0].lower()]
+    return Warm(spec=spec, vad=vad, privacy=privacy, endpoints=endpoints, voice=voice, ready=True, voices=voices)
 
 
 @dataclass
@@ -321,7 +334,10 @@ async def run_pod(line_file: Path | None) -> int:
             actions = WorkerCallActions(state=state, livekit=livekit, room=room_name, sip_identity=sip_identity)
             agent = create_agent(warm.spec, actions, language=vs.spec.language, turn_taking=turn, turn_stats=stats)
             runner = CallRunner(session=session, agent=agent, state=state, turn_stats=stats)
-            runner.watchdog = Watchdog(session, warm.voice, on_give_up=lambda cause: _give_up(agent, runner))
+            runner.watchdog = Watchdog(
+                session, warm.voice, on_give_up=lambda cause: _give_up(agent, runner),
+                voices=warm.voices, language=lambda: agent.language,
+            )
             actions.hangup = runner.finish
             runner.attach()
 

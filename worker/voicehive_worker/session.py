@@ -45,6 +45,7 @@ ENV_NVIDIA_API_KEY = "NVIDIA_API_KEY"
 
 TTS_ENCODING: Final = "pcm_16000"  # raw PCM: no mp3 decode on the hot path
 LLM_TIMEOUT_S = 8.0
+LLM_FIRST_BYTE_TIMEOUT_S = 1.0
 TTS_TIMEOUT_S = 5.0
 
 
@@ -102,12 +103,19 @@ class Models:
     tts: lk_tts.TTS[Any]
 
 
-def provider_models(spec: HotelLineSpec, endpoints: ProviderEndpoints) -> Models:
-    """Riva ASR, Azure OpenAI and ElevenLabs, configured from the line's spec."""
-    import httpx
-    from livekit.plugins import elevenlabs, nvidia, openai
+def provider_models(spec: HotelLineSpec, endpoints: ProviderEndpoints, *, fallback: bool = True) -> Models:
+    """Riva ASR, Azure OpenAI and ElevenLabs, configured from the line's spec.
 
-    stt = nvidia.STT(
+    With ``fallback`` (the default) the LLM is Azure OpenAI backed by the line's rule policy
+    (:func:`with_policy_fallback`): when Azure errors, hangs or is gone, the policy answers
+    from the hotel's facts and takes messages; the watchdog's apology is for when nothing can.
+    """
+    import httpx
+    from livekit.plugins import elevenlabs, openai
+
+    from voicehive_worker.riva import RivaSTT
+
+    stt = RivaSTT(
         model=spec.asr.model,
         language_code=spec.asr_language,
         server=endpoints.riva_server,
@@ -122,7 +130,14 @@ def provider_models(spec: HotelLineSpec, endpoints: ProviderEndpoints) -> Models
         api_version=spec.llm.api_version,
         api_key=endpoints.llm_api_key,
         temperature=spec.llm.temperature,
-        timeout=httpx.Timeout(connect=2.0, read=LLM_TIMEOUT_S, write=2.0, pool=2.0),  # type: ignore[arg-type]
+        # with a fallback, a silent Azure is left after LLM_FIRST_BYTE_TIMEOUT_S (the read timeout
+        # covers the wait for the response headers), before the watchdog's deadline
+        timeout=httpx.Timeout(  # type: ignore[arg-type]
+            connect=LLM_FIRST_BYTE_TIMEOUT_S if fallback else 2.0,
+            read=LLM_FIRST_BYTE_TIMEOUT_S if fallback else LLM_TIMEOUT_S,
+            write=2.0,
+            pool=2.0,
+        ),
     )
     tts = elevenlabs.TTS(
         voice_id=spec.tts.voice_id,
@@ -133,7 +148,23 @@ def provider_models(spec: HotelLineSpec, endpoints: ProviderEndpoints) -> Models
         language=spec.languages[0].split("-")[0],
         auto_mode=True,
     )
-    return Models(stt=stt, llm=llm, tts=tts)
+    return Models(stt=stt, llm=with_policy_fallback(spec, llm) if fallback else llm, tts=tts)
+
+
+def with_policy_fallback(spec: HotelLineSpec, primary: lk_llm.LLM[Any]) -> lk_llm.LLM[Any]:
+    """``primary`` first, the deterministic hotel policy when it fails (livekit-agents' FallbackAdapter).
+
+    The adapter marks a failed primary unavailable, serves from the policy, and probes the
+    primary in the background; once a probe succeeds the primary serves again.
+    """
+    from voicehive_worker.engines.policy_llm import HotelPolicyLLM
+
+    return lk_llm.FallbackAdapter(
+        [primary, HotelPolicyLLM(spec)],
+        attempt_timeout=LLM_TIMEOUT_S,
+        max_retry_per_llm=0,
+        retry_on_chunk_sent=False,
+    )
 
 
 def load_vad(options: TurnTakingOptions | None = None) -> lk_vad.VAD:
