@@ -20,7 +20,7 @@ SENTENCES = {
     "en": ["Do you have a double room for two nights", "What time is check in", "Can I bring my dog"],
     "de": ["Ich möchte ein Zimmer für zwei Nächte buchen", "Wann ist der Check-in?", "Haben Sie einen Parkplatz"],
     "fr": ["Je voudrais réserver une chambre pour deux nuits", "À quelle heure est l'arrivée ?", "Avez-vous un parking"],
-    "es": ["Quisiera reservar una habitación doble para tres noches", "¿A qué hora es la entrada?", "¿Tienen aparcamiento?"],
+    "es": ["Quisiera reservar una habitación doble para tres noches", "¿A qué hora es la entrada?", "¿Tienen aparcamiento para el coche?"],
     "it": ["Vorrei prenotare una camera doppia per due notti", "A che ora è il check-in?", "Avete un parcheggio per la macchina?"],
 }
 
