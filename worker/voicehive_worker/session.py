@@ -130,14 +130,7 @@ def provider_models(spec: HotelLineSpec, endpoints: ProviderEndpoints, *, fallba
         api_version=spec.llm.api_version,
         api_key=endpoints.llm_api_key,
         temperature=spec.llm.temperature,
-        # with a fallback, a silent Azure is left after LLM_FIRST_BYTE_TIMEOUT_S (the read timeout
-        # covers the wait for the response headers), before the watchdog's deadline
-        timeout=httpx.Timeout(  # type: ignore[arg-type]
-            connect=LLM_FIRST_BYTE_TIMEOUT_S if fallback else 2.0,
-            read=LLM_FIRST_BYTE_TIMEOUT_S if fallback else LLM_TIMEOUT_S,
-            write=2.0,
-            pool=2.0,
-        ),
+        timeout=httpx.Timeout(connect=2.0, read=LLM_TIMEOUT_S, write=2.0, pool=2.0),  # type: ignore[arg-type]
     )
     tts = elevenlabs.TTS(
         voice_id=spec.tts.voice_id,
@@ -155,13 +148,18 @@ def with_policy_fallback(spec: HotelLineSpec, primary: lk_llm.LLM[Any]) -> lk_ll
     """``primary`` first, the deterministic hotel policy when it fails (livekit-agents' FallbackAdapter).
 
     The adapter marks a failed primary unavailable, serves from the policy, and probes the
-    primary in the background; once a probe succeeds the primary serves again.
+    primary in the background; once a probe succeeds the primary serves again. Its attempt
+    timeout becomes the request's httpx timeout (connect, and each read: the wait for the
+    response headers and between chunks), so a silent Azure is left after
+    ``LLM_FIRST_BYTE_TIMEOUT_S``, before the watchdog's reply deadline.
     """
     from voicehive_worker.engines.policy_llm import HotelPolicyLLM
 
+    policy = HotelPolicyLLM(spec)
+    policy.prewarm()
     return lk_llm.FallbackAdapter(
-        [primary, HotelPolicyLLM(spec)],
-        attempt_timeout=LLM_TIMEOUT_S,
+        [primary, policy],
+        attempt_timeout=LLM_FIRST_BYTE_TIMEOUT_S,
         max_retry_per_llm=0,
         retry_on_chunk_sent=False,
     )
