@@ -74,7 +74,7 @@ class ProviderFakes:
         return spec.model_copy(
             update={
                 "llm": spec.llm.model_copy(update={"deployment": self.azure.deployment}),
-                "tts": spec.tts.model_copy(update={"voice_id": self.eleven.voice_id}),
+                "tts": spec.tts.model_copy(update={"voice_id": self.eleven.voice_id}),  # the fake's first voice
                 "asr": spec.asr.model_copy(update={"model": self.riva.models[0].name}),
             }
         )
