@@ -197,7 +197,9 @@ class running_call:
     async def __aenter__(self) -> Call:
         self._http = http_context.open()
         await self._http.__aenter__()
-        models = self.models or provider_models(self.spec, self.fakes.endpoints(), fallback=self.llm_fallback)
+        # the bare baseline is a stock session: Azure alone, no policy fallback
+        fallback = self.llm_fallback and not self.bare
+        models = self.models or provider_models(self.spec, self.fakes.endpoints(), fallback=fallback)
         stats = TurnStats()
         if self.bare:
             from livekit.plugins import silero
