@@ -3,6 +3,7 @@ the model-text guard, the policy's message flow and caller-facing tool results."
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 
 import pytest
@@ -147,3 +148,23 @@ def test_tts_follows_the_language_with_the_lines_voice_for_it() -> None:
     espeak = EspeakTTS(language="en")
     switch_tts_language(espeak, spec, "it")
     assert espeak.options.language == "it"
+
+
+def test_the_watchdog_apologises_in_the_calls_current_language() -> None:
+    from voicehive_worker.watchdog import FallbackVoice, Watchdog
+
+    rendered: list[tuple[str, str]] = []
+
+    async def render(text: str, language: str) -> bytes:
+        rendered.append((language, text))
+        return text.encode()
+
+    voices = asyncio.run(FallbackVoice.render_all(["en-GB", "de-DE", "it"], render))
+    assert sorted(voices) == ["de", "en", "it"] and {lang for lang, _ in rendered} == {"en", "de", "it"}
+    current = ["en"]
+    dog = Watchdog(session=None, voice=voices["en"], voices=voices, language=lambda: current[0])
+    assert b"technical problem" in dog.current_voice().fallback
+    current[0] = "it-IT"
+    assert b"problema tecnico" in dog.current_voice().fallback
+    current[0] = "fr"  # not a line language: the line's first
+    assert dog.current_voice() is voices["en"]

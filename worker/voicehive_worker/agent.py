@@ -169,7 +169,7 @@ class HotelAgent(Agent):
         self.languages = LanguageTracker.for_line(spec.languages, language)
         self.language = self.languages.current
         self.language_listeners: list[Callable[[str], None]] = []
-        self._turn_asr: list[tuple[float, str | None]] = []
+        self._heard = False  # an ASR final arrived since the last committed turn
         self.turn_taking = turn_taking
         self.turn_stats = turn_stats or TurnStats()
         self._clock = clock or (lambda: dt.datetime.now(ZoneInfo(spec.time_zone)))
@@ -200,7 +200,7 @@ class HotelAgent(Agent):
     # -- language and ASR confidence -----------------------------------------------------
 
     def on_asr_final(self, ev: lk_stt.SpeechEvent) -> None:
-        """Each ASR final, before the reply to it starts: its confidence, and the caller's language.
+        """Each ASR final, before the reply to it starts: the caller's language.
 
         WHY here and not when the turn commits: the reply is generated (and synthesised)
         speculatively from the final, so the voice must already be the new language's. The
@@ -211,24 +211,15 @@ class HotelAgent(Agent):
             return
         alt = ev.alternatives[0]
         tag = phrases.base(str(alt.language)) if alt.language else None
-        self._turn_asr.append((float(alt.confidence), tag))
+        self._heard = True
         heard = tag if tag and tag != phrases.base(self.spec.asr_language) else None
         if self.languages.observe(alt.text, asr_language=heard):
             self._switch_language(self.languages.current)
 
-    def take_turn_asr(self) -> tuple[float, str | None]:
-        """(confidence, ASR language tag) of the caller turn just committed; (1.0, None) for typed text.
-
-        The lowest confidence of the turn's finals: one badly heard part makes the turn uncertain.
-        """
-        finals, self._turn_asr = self._turn_asr, []
-        if not finals:
-            return 1.0, None
-        return min(conf for conf, _ in finals), finals[-1][1]
-
     async def on_user_turn_completed(self, turn_ctx: Any, new_message: Any) -> None:
         """Typed turns (tests, text mode) have no ASR final: detect the language on the message."""
-        if self._turn_asr:
+        heard, self._heard = self._heard, False
+        if heard:
             return
         text = getattr(new_message, "text_content", None) or ""
         if text and self.languages.observe(text):

@@ -102,7 +102,9 @@ class CallRunner:
         if getattr(item, "type", None) != "message" or getattr(item, "role", None) != "user":
             return
         text = (item.text_content or "").strip()
-        confidence, _tag = self.agent.take_turn_asr()
+        # the framework's mean confidence of the turn's ASR finals; typed text has none
+        confidence = getattr(item, "transcript_confidence", None)
+        confidence = 1.0 if confidence is None else float(confidence)
         if text and self.state is not None:
             self._spawn(self._record_turn(text, self.agent.language, confidence))
 

@@ -147,6 +147,12 @@ class Watchdog:
         """The agent must be heard within ``within`` seconds (the greeting right after answering)."""
         self._arm("reply", within)
 
+    def current_voice(self) -> FallbackVoice:
+        """The apology in the call's current language (the line's first when not pre-rendered)."""
+        if self.language is None:
+            return self.voice
+        return self.voices.get(phrases.base(self.language()), self.voice)
+
     def close(self) -> None:
         self._closed = True
         for timer in (self._asr_timer, self._reply_timer):
@@ -238,7 +244,7 @@ class Watchdog:
                 self.session.interrupt(force=True)
             except RuntimeError:
                 log.debug("nothing to interrupt before the fallback")
-            voice = self.voices.get(phrases.base(self.language()), self.voice) if self.language else self.voice
+            voice = self.current_voice()
             pcm = voice.give_up if give_up else voice.fallback
             handle = self.session.say("", audio=frames_of(pcm), allow_interruptions=not give_up, add_to_chat_ctx=False)
             await handle.wait_for_playout()
