@@ -197,7 +197,7 @@ class HotelAgent(Agent):
             on_final=self.on_asr_final,
         )
 
-    # -- language and ASR confidence -----------------------------------------------------
+    # -- the caller's language -----------------------------------------------------------
 
     def on_asr_final(self, ev: lk_stt.SpeechEvent) -> None:
         """Each ASR final, before the reply to it starts: the caller's language.
@@ -239,6 +239,8 @@ class HotelAgent(Agent):
             listener(language)
 
     async def on_enter(self) -> None:
+        # the call may start in another of the line's languages (VoiceSession spec.language)
+        switch_tts_language(self.session.tts, self.spec, self.language)
         if self._greet:
             self.session.say(greeting(self.spec, self.language), allow_interruptions=True)
 
