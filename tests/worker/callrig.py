@@ -20,7 +20,7 @@ from livekit.agents.utils import http_context
 
 from tests.fakes.azure_openai import AzureOpenAIFake, Responder, ResponderResult
 from tests.fakes.elevenlabs import ElevenLabsFake
-from tests.fakes.riva import RivaFake, ScriptedTranscriber
+from tests.fakes.riva import RivaFake, RivaModel, ScriptedTranscriber
 from voicehive.api.models import HotelLineSpec
 from voicehive_worker.agent import CallActions, LocalCallActions
 from voicehive_worker.audio_io import AgentAudioSink, CallerAudioInput, Segment, Utterance
@@ -28,6 +28,7 @@ from voicehive_worker.session import (
     DEFAULT_TURN_TAKING,
     Models,
     ProviderEndpoints,
+    asr_switcher,
     create_agent,
     create_session,
     provider_models,
@@ -94,10 +95,12 @@ class provider_fakes:
         language_tags: dict[str, str] | None = None,
         voices: dict[str, str] | None = None,
         asr_confidence: float = 0.95,
+        riva_models: tuple[RivaModel, ...] = (RivaModel(),),
     ) -> None:
         self.transcriber = ScriptedTranscriber(transcripts)
         self.riva = RivaFake(
-            self.transcriber, final_delay=asr_final_delay, language_tags=language_tags, confidence=asr_confidence
+            self.transcriber, final_delay=asr_final_delay, language_tags=language_tags, confidence=asr_confidence,
+            models=riva_models,
         )
         self.azure = AzureOpenAIFake(responder, ttft=llm_ttft)
         self.eleven = ElevenLabsFake(first_audio_delay=tts_first_audio, **({"voices": voices} if voices else {}))
@@ -219,7 +222,8 @@ class running_call:
         else:
             session = create_session(self.spec, models, vad=self.vad, turn_taking=self.turn_taking)
             agent = create_agent(
-                self.spec, self.actions, turn_taking=self.turn_taking, turn_stats=stats, greet=self.greet
+                self.spec, self.actions, turn_taking=self.turn_taking, turn_stats=stats, greet=self.greet,
+                asr_for=None if self.models else asr_switcher(self.spec, self.fakes.endpoints()),
             )
         caller = CallerAudioInput()
         sink = AgentAudioSink()

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.fakes.azure_openai import JSON, message_text
+from tests.fakes.riva import RivaModel
 from tests.fixtures.kube import KubeAPI
 from tests.worker.callrig import Call, ProviderFakes, line_spec, provider_fakes, running_call
 from tests.worker.speech import espeak_available, speak
@@ -54,9 +55,15 @@ def answer_in_prompt_language(messages: list[JSON], tools: list[JSON]) -> str:
     return CANNED[match.group(1) if match else "English"]
 
 
+GERMAN_MODEL = "parakeet-ctc-1.1b-de-DE-asr-streaming"
+
+
 def five_language_line() -> HotelLineSpec:
     spec = line_spec(languages=FIVE)
-    return spec.model_copy(update={"tts": spec.tts.model_copy(update={"voices": VOICES})})
+    return spec.model_copy(update={
+        "tts": spec.tts.model_copy(update={"voices": VOICES}),
+        "asr": spec.asr.model_copy(update={"models": {"de": GERMAN_MODEL}}),
+    })
 
 
 def spoken_with(fakes: ProviderFakes, text: str) -> set[str]:
@@ -116,7 +123,8 @@ async def test_greeted_in_english_answered_in_german_continues_in_german(recorde
     async with (
         provider_fakes([GERMAN_1, GERMAN_2], answer_in_prompt_language, language_tags={GERMAN_1: "de-DE"},
                        voices={DEFAULT_VOICE: "Default", **{v: k for k, v in VOICES.items()}},
-                       asr_confidence=0.83) as fakes,
+                       asr_confidence=0.83,
+                       riva_models=(RivaModel(), RivaModel(name=GERMAN_MODEL, language_code="de-DE"))) as fakes,
         running_call(fakes, five_language_line()) as call,
     ):
         runner = CallRunner(session=call.session, agent=call.agent, state=recorded.state,  # type: ignore[arg-type]
@@ -129,6 +137,10 @@ async def test_greeted_in_english_answered_in_german_continues_in_german(recorde
         assert call.agent.language == "de"  # type: ignore[attr-defined]
         await _turn(call, GERMAN_2, "de")
         assert spoken_with(fakes, CANNED["German"]) == {VOICES["de"]}
+        # after the first German turn the ASR listens with the line's German model
+        german = [r for r in fakes.riva.streams if r.config is not None and r.config.config.language_code == "de-DE"]
+        assert german and german[0].config.config.model == GERMAN_MODEL
+        assert [u.text for u in german[0].finals] == [GERMAN_2]
         assert not spoken_with(fakes, CANNED["English"])
         prompts = [message_text(m) for r in fakes.azure.requests for m in r.messages if m.get("role") in ("system", "developer")]
         assert any("The caller speaks German" in p for p in prompts)

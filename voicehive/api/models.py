@@ -225,6 +225,12 @@ class AsrSpec(_Model):
         pattern=LANGUAGE_PATTERN,
         max_length=5,
     )
+    models: dict[Annotated[str, Field(pattern=r"^[a-z]{2}$")], Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]] = _field(
+        "Riva model per language (two-letter code) the call switches to when the caller does; a "
+        "multilingual model needs none.",
+        default_factory=dict,
+        max_length=10,
+    )
     gpus_per_replica: int = _field("nvidia.com/gpu per Riva replica.", default=1, ge=1, le=8)
     node_selector: dict[str, str] = _field(
         "Labels of the GPU node pool Riva runs on (added to the region affinity).", default_factory=dict

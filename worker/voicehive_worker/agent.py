@@ -162,6 +162,7 @@ class HotelAgent(Agent):
         turn_stats: TurnStats | None = None,
         clock: Any = None,
         greet: bool = True,
+        asr_for: Callable[[str], lk_stt.STT[Any] | None] | None = None,
     ) -> None:
         self.spec = spec
         self.actions = actions
@@ -170,6 +171,8 @@ class HotelAgent(Agent):
         self.language = self.languages.current
         self.language_listeners: list[Callable[[str], None]] = []
         self._heard = False  # an ASR final arrived since the last committed turn
+        self._asr_for = asr_for  # the ASR for another language (None: the line has no model for it)
+        self._asr_language = phrases.base(spec.asr_language)
         self.turn_taking = turn_taking
         self.turn_stats = turn_stats or TurnStats()
         self._clock = clock or (lambda: dt.datetime.now(ZoneInfo(spec.time_zone)))
@@ -185,10 +188,11 @@ class HotelAgent(Agent):
     # -- pipeline ------------------------------------------------------------------------
 
     def stt_node(self, audio: AsyncIterable[rtc.AudioFrame], model_settings: ModelSettings) -> Any:
-        if self.turn_taking is None or self.session.stt is None:
+        stt = self.stt if isinstance(self.stt, lk_stt.STT) else self.session.stt  # ours after a switch
+        if self.turn_taking is None or stt is None:
             return Agent.default.stt_node(self, audio, model_settings)
         return turn_taking_stt_node(
-            self.session.stt,
+            stt,
             audio,
             self.turn_taking,
             stats=self.turn_stats,
@@ -219,11 +223,25 @@ class HotelAgent(Agent):
     async def on_user_turn_completed(self, turn_ctx: Any, new_message: Any) -> None:
         """Typed turns (tests, text mode) have no ASR final: detect the language on the message."""
         heard, self._heard = self._heard, False
-        if heard:
-            return
         text = getattr(new_message, "text_content", None) or ""
-        if text and self.languages.observe(text):
+        if not heard and text and self.languages.observe(text):
             self._switch_language(self.languages.current)
+        self._switch_asr(self.language)
+
+    def _switch_asr(self, language: str) -> None:
+        """Opens the ASR in ``language`` if the line has a model for it (``asr.models``).
+
+        WHY at the commit and not at the final: the turn-taker of the running ASR stream still
+        holds the turn's end; a new stream (the framework restarts ``stt_node``) serves from the
+        caller's next words on.
+        """
+        if self._asr_for is None or language == self._asr_language:
+            return
+        stt = self._asr_for(language)
+        if stt is not None:
+            self._asr_language = language
+            self.update_options(stt=stt)
+            log.info("ASR switched", extra={"language": language})
 
     def _switch_language(self, language: str) -> None:
         """The call continues in ``language``: TTS voice, prompt, fixed phrases, listeners."""
@@ -241,6 +259,7 @@ class HotelAgent(Agent):
     async def on_enter(self) -> None:
         # the call may start in another of the line's languages (VoiceSession spec.language)
         switch_tts_language(self.session.tts, self.spec, self.language)
+        self._switch_asr(self.language)
         if self._greet:
             self.session.say(greeting(self.spec, self.language), allow_interruptions=True)
 

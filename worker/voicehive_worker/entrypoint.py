@@ -277,7 +277,7 @@ async def run_pod(line_file: Path | None) -> int:
 
     from voicehive.callmanager import CallManager
     from voicehive.callstore import CallStore
-    from voicehive_worker.session import create_agent, create_session, provider_models
+    from voicehive_worker.session import asr_switcher, create_agent, create_session, provider_models
     from voicehive_worker.state import VoiceSessionStatus, WorkerCallActions
     from voicehive_worker.turn_taking import TurnTakingOptions
 
@@ -334,7 +334,8 @@ async def run_pod(line_file: Path | None) -> int:
             models = provider_models(warm.spec, warm.endpoints)
             session = create_session(warm.spec, models, vad=warm.vad, turn_taking=turn)
             actions = WorkerCallActions(state=state, livekit=livekit, room=room_name, sip_identity=sip_identity)
-            agent = create_agent(warm.spec, actions, language=vs.spec.language, turn_taking=turn, turn_stats=stats)
+            agent = create_agent(warm.spec, actions, language=vs.spec.language, turn_taking=turn, turn_stats=stats,
+                                 asr_for=asr_switcher(warm.spec, warm.endpoints))
             runner = CallRunner(session=session, agent=agent, state=state, turn_stats=stats)
             runner.watchdog = Watchdog(
                 session, warm.voice, on_give_up=lambda cause: _give_up(agent, runner),

@@ -27,6 +27,8 @@ CLEAR_SCORE = 2.0
 CLEAR_MARGIN = 1.5
 """... and by how much it must beat the runner-up."""
 ASR_TAG_WEIGHT = 1.0
+RIVA_LANGUAGE_CODES = {"en": "en-US", "de": "de-DE", "fr": "fr-FR", "es": "es-US", "it": "it-IT"}
+"""Riva's code for a line language given without a region."""
 
 _FUNCTION_WORDS: dict[str, frozenset[str]] = {
     lang: frozenset(words.split())
@@ -130,6 +132,14 @@ class LanguageTracker:
             return True
         self._pending = best if evidence[self.current] == 0 else None
         return False
+
+
+def asr_language_code(languages: list[str], language: str) -> str:
+    """The BCP-47 code to open the ASR with: the line's own spelling if it has a region, else Riva's."""
+    for code in languages:
+        if base(code) == language and "-" in code:
+            return code
+    return RIVA_LANGUAGE_CODES.get(language, language)
 
 
 def replay(languages: list[str], utterances: list[str], start: str | None = None) -> str:

@@ -21,7 +21,7 @@ turn detector, adaptive interruption); a phone line must behave the same on ever
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -113,16 +113,7 @@ def provider_models(spec: HotelLineSpec, endpoints: ProviderEndpoints, *, fallba
     import httpx
     from livekit.plugins import elevenlabs, openai
 
-    from voicehive_worker.riva import RivaSTT
-
-    stt = RivaSTT(
-        model=spec.asr.model,
-        language_code=spec.asr_language,
-        server=endpoints.riva_server,
-        use_ssl=endpoints.riva_tls,
-        api_key=endpoints.nvidia_api_key or "",
-        punctuate=True,
-    )
+    stt = riva_stt(spec, endpoints)
     llm = openai.LLM.with_azure(
         model=spec.llm.deployment,
         azure_endpoint=endpoints.llm_endpoint,
@@ -142,6 +133,31 @@ def provider_models(spec: HotelLineSpec, endpoints: ProviderEndpoints, *, fallba
         auto_mode=True,
     )
     return Models(stt=stt, llm=with_policy_fallback(spec, llm) if fallback else llm, tts=tts)
+
+
+def riva_stt(spec: HotelLineSpec, endpoints: ProviderEndpoints, language: str | None = None) -> lk_stt.STT[Any]:
+    """Riva streaming ASR for the line, in ``language`` (base code) with its model from ``asr.models``."""
+    from voicehive_worker.language import asr_language_code
+    from voicehive_worker.riva import RivaSTT
+
+    code = spec.asr_language if language is None else asr_language_code(spec.languages, language)
+    return RivaSTT(
+        model=spec.asr.model if language is None else spec.asr.models[language],
+        language_code=code,
+        server=endpoints.riva_server,
+        use_ssl=endpoints.riva_tls,
+        api_key=endpoints.nvidia_api_key or "",
+        punctuate=True,
+    )
+
+
+def asr_switcher(spec: HotelLineSpec, endpoints: ProviderEndpoints) -> Callable[[str], lk_stt.STT[Any] | None]:
+    """For the agent: the ASR to switch to for a language, or None when the line has no model for it."""
+
+    def for_language(language: str) -> lk_stt.STT[Any] | None:
+        return riva_stt(spec, endpoints, language) if language in spec.asr.models else None
+
+    return for_language
 
 
 def with_policy_fallback(spec: HotelLineSpec, primary: lk_llm.LLM[Any]) -> lk_llm.LLM[Any]:
@@ -224,6 +240,7 @@ def create_agent(
     turn_stats: TurnStats | None = None,
     pms: PmsAdapter | None = None,
     greet: bool = True,
+    asr_for: Callable[[str], lk_stt.STT[Any] | None] | None = None,
 ) -> HotelAgent:
     """The HotelAgent for one call; pass the same ``turn_taking`` as to :func:`create_session`."""
     return HotelAgent(
@@ -234,6 +251,7 @@ def create_agent(
         turn_taking=turn_taking,
         turn_stats=turn_stats,
         greet=greet,
+        asr_for=asr_for,
     )
 
 
