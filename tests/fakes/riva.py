@@ -24,7 +24,7 @@ import math
 import re
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -326,7 +326,8 @@ class RivaFake(rasr_grpc.RivaSpeechRecognitionServicer):  # type: ignore[misc]
     Attributes after start: ``port``, ``address`` ("127.0.0.1:PORT", what
     ``riva.client.Auth(uri=...)`` and ``nvidia.STT(server=...)`` take), ``url``.
     Records: ``streams`` (RecordedStream per StreamingRecognize), ``recognize_requests``,
-    ``config_requests``, ``metadata_seen``.
+    ``config_requests``, ``metadata_seen``. ``language_tags`` (text -> BCP-47) makes finals of
+    those texts carry that language, as a multilingual model's language identification does.
     """
 
     def __init__(
@@ -344,8 +345,11 @@ class RivaFake(rasr_grpc.RivaSpeechRecognitionServicer):  # type: ignore[misc]
         api_key: str | None = None,
         tls: tuple[bytes, bytes] | None = None,
         port: int = 0,
+        language_tags: Mapping[str, str] | None = None,
     ) -> None:
         self.transcriber = as_transcriber(transcriber)
+        # transcript text -> the language a multilingual model would tag it with (else the stream's)
+        self.language_tags: dict[str, str] = dict(language_tags or {})
         self.models = list(models)
         self.final_delay = final_delay
         # Silence (audio time) that ends an utterance; defaults to final_delay so the final
@@ -690,7 +694,7 @@ class RivaFake(rasr_grpc.RivaSpeechRecognitionServicer):  # type: ignore[misc]
         utt.words = _word_timings(utt.text, utt.start_ms, utt.end_ms, self.confidence)
         if not utt.text:
             return None
-        resp = self._response(utt.text, utt.words, True, cfg, lang, rec, rate, 1.0)
+        resp = self._response(utt.text, utt.words, True, cfg, self.language_tags.get(utt.text, lang), rec, rate, 1.0)
 
         def send() -> None:
             if not self._stalled:

@@ -20,7 +20,7 @@ from livekit.agents.utils import http_context
 
 from tests.fakes.azure_openai import AzureOpenAIFake, Responder, ResponderResult
 from tests.fakes.elevenlabs import ElevenLabsFake
-from tests.fakes.riva import RivaFake, ScriptedTranscriber
+from tests.fakes.riva import RivaFake, RivaModel, ScriptedTranscriber
 from voicehive.api.models import HotelLineSpec
 from voicehive_worker.agent import CallActions, LocalCallActions
 from voicehive_worker.audio_io import AgentAudioSink, CallerAudioInput, Segment, Utterance
@@ -29,6 +29,7 @@ from voicehive_worker.session import (
     DEFAULT_TURN_TAKING,
     Models,
     ProviderEndpoints,
+    asr_switcher,
     create_agent,
     create_session,
     provider_models,
@@ -75,7 +76,7 @@ class ProviderFakes:
         return spec.model_copy(
             update={
                 "llm": spec.llm.model_copy(update={"deployment": self.azure.deployment}),
-                "tts": spec.tts.model_copy(update={"voice_id": self.eleven.voice_id}),
+                "tts": spec.tts.model_copy(update={"voice_id": self.eleven.voice_id}),  # the fake's first voice
                 "asr": spec.asr.model_copy(update={"model": self.riva.models[0].name}),
             }
         )
@@ -92,11 +93,18 @@ class provider_fakes:
         asr_final_delay: float = 0.100,
         llm_ttft: float = 0.200,
         tts_first_audio: float = 0.100,
+        language_tags: dict[str, str] | None = None,
+        voices: dict[str, str] | None = None,
+        asr_confidence: float = 0.95,
+        riva_models: tuple[RivaModel, ...] = (RivaModel(),),
     ) -> None:
         self.transcriber = ScriptedTranscriber(transcripts)
-        self.riva = RivaFake(self.transcriber, final_delay=asr_final_delay)
+        self.riva = RivaFake(
+            self.transcriber, final_delay=asr_final_delay, language_tags=language_tags, confidence=asr_confidence,
+            models=riva_models,
+        )
         self.azure = AzureOpenAIFake(responder, ttft=llm_ttft)
-        self.eleven = ElevenLabsFake(first_audio_delay=tts_first_audio)
+        self.eleven = ElevenLabsFake(first_audio_delay=tts_first_audio, **({"voices": voices} if voices else {}))
 
     async def __aenter__(self) -> ProviderFakes:
         await self.riva.start()
@@ -170,6 +178,7 @@ class running_call:
         bare: bool = False,
         turn_taking: TurnTakingOptions | None = DEFAULT_TURN_TAKING,
         models: Models | None = None,
+        llm_fallback: bool = True,
         vad: Any = None,
         greet: bool = True,
         pms: PmsAdapter | None = None,
@@ -182,6 +191,7 @@ class running_call:
         self.bare = bare
         self.turn_taking = turn_taking
         self.models = models
+        self.llm_fallback = llm_fallback
         self.vad = vad
         self.greet = greet
         self.pms = pms
@@ -193,7 +203,9 @@ class running_call:
     async def __aenter__(self) -> Call:
         self._http = http_context.open()
         await self._http.__aenter__()
-        models = self.models or provider_models(self.spec, self.fakes.endpoints())
+        # the bare baseline is a stock session: Azure alone, no policy fallback
+        fallback = self.llm_fallback and not self.bare
+        models = self.models or provider_models(self.spec, self.fakes.endpoints(), fallback=fallback)
         stats = TurnStats()
         if self.bare:
             from livekit.plugins import silero
@@ -213,7 +225,8 @@ class running_call:
         else:
             session = create_session(self.spec, models, vad=self.vad, turn_taking=self.turn_taking)
             agent = create_agent(
-                self.spec, self.actions, turn_taking=self.turn_taking, turn_stats=stats, greet=self.greet, pms=self.pms
+                self.spec, self.actions, turn_taking=self.turn_taking, turn_stats=stats, greet=self.greet,
+                pms=self.pms, asr_for=None if self.models else asr_switcher(self.spec, self.fakes.endpoints()),
             )
         caller = CallerAudioInput()
         sink = AgentAudioSink()

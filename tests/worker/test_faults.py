@@ -1,6 +1,8 @@
 """Never dead air: provider faults mid-call, the caller hears the local fallback within 2 s.
 
-Each test runs a real session on the fakes with the watchdog attached, injects one fault
+The LLM tests run without the hotel-policy fallback (``llm_fallback=False``): they are about
+the case where nothing can answer; ``test_llm_outage.py`` covers the fallback. Each test runs a
+real session on the fakes with the watchdog attached, injects one fault
 through the fake's own fault API, and checks from the caller's side (the sink's timeline)
 that audio reached the caller within 2 s of the end of their speech, that the watchdog
 named the cause, and that the call then carries on (the next turn gets a normal reply).
@@ -65,7 +67,8 @@ async def test_asr_server_killed_mid_call() -> None:
 async def test_llm_500_and_timeout_then_the_call_continues() -> None:
     async with (
         provider_fakes([FIRST, SECOND, THIRD, FOURTH], lambda m, t: REPLY) as fakes,
-        running_call(fakes, line_spec(), greet=False, watchdog=True) as call,
+        # no policy fallback: nothing else can answer, so the watchdog must (test_llm_outage.py: with it)
+        running_call(fakes, line_spec(), greet=False, watchdog=True, llm_fallback=False) as call,
     ):
         assert call.watchdog is not None
         await asyncio.sleep(0.3)
@@ -87,7 +90,7 @@ async def test_llm_down_for_good_hands_the_call_over() -> None:
     gave_up: list[str] = []
     async with (
         provider_fakes([FIRST, SECOND], lambda m, t: REPLY) as fakes,
-        running_call(fakes, line_spec(), greet=False, watchdog=True) as call,
+        running_call(fakes, line_spec(), greet=False, watchdog=True, llm_fallback=False) as call,
     ):
         assert call.watchdog is not None
 

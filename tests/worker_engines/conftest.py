@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.spoken_replies import spoken_replies
 from voicehive.api.models import HotelLineSpec
 from voicehive_worker.entrypoint import load_line_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_LINE = ROOT / "examples" / "hotelline.yaml"
+__all__ = ["spoken_replies"]  # autouse: every spoken reply is scanned for text meant for a model
 HELDOUT = ROOT / "tests" / "data" / "heldout_phrases.tsv"  # test set: never used for tuning
 DEV = ROOT / "tests" / "data" / "dev_phrases.tsv"  # used while tuning the ASR
 

@@ -32,8 +32,13 @@ def test_call_uses_provider_plugins_when_configured(monkeypatch: pytest.MonkeyPa
             return list(reports), models
 
     reports, models = asyncio.run(run())
-    assert type(models.stt).__module__.startswith("livekit.plugins.nvidia")  # type: ignore[attr-defined]
-    assert type(models.llm).__module__.startswith("livekit.plugins.openai")  # type: ignore[attr-defined]
+    from livekit.agents.llm import FallbackAdapter
+    from livekit.plugins import nvidia
+
+    assert isinstance(models.stt, nvidia.STT)  # type: ignore[attr-defined]  # RivaSTT: plus language tags
+    llm = models.llm  # type: ignore[attr-defined]
+    assert isinstance(llm, FallbackAdapter)  # Azure first, the hotel policy when it fails
+    assert type(llm._llm_instances[0]).__module__.startswith("livekit.plugins.openai")
     assert type(models.tts).__module__.startswith("livekit.plugins.elevenlabs")  # type: ignore[attr-defined]
     turn = reports[1]
     assert turn.recognised == "what time is check in"  # type: ignore[attr-defined]

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from voicehive_worker.phrases import is_model_instruction
+
 from .conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -55,6 +57,7 @@ def test_demo_call_follows_the_booking_conversation(demo_turns: list[dict[str, o
     assert by_turn[5]["ended"] is True
     for turn in demo_turns[1:]:
         assert turn["reply"], turn
+        assert not is_model_instruction(str(turn["reply"])), turn
         latency = turn["latency_ms"]
         assert isinstance(latency, dict) and latency["voice_to_voice"] is not None
         assert 0 < latency["voice_to_voice"] < 3000, turn

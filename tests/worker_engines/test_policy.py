@@ -110,6 +110,7 @@ def test_slots_from_asr_style_text(spec: HotelLineSpec, today: dt.date) -> None:
 def test_policy_answers_in_the_callers_language_from_the_facts(
     spec: HotelLineSpec, today: dt.date, utterance: str, language: str, expected: str
 ) -> None:
-    decision = HotelPolicy(spec, today=today).decide([Turn("user", utterance)], frozenset())
+    five = spec.model_copy(update={"languages": ["en", "de", "fr", "es", "it"]})
+    decision = HotelPolicy(five, today=today).decide([Turn("user", utterance)], frozenset())
     assert decision.language == language
     assert expected in decision.text

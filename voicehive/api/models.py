@@ -230,6 +230,12 @@ class AsrSpec(_Model):
         pattern=LANGUAGE_PATTERN,
         max_length=5,
     )
+    models: dict[Annotated[str, Field(pattern=r"^[a-z]{2}$")], Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]] = _field(
+        "Riva model per language (two-letter code) the call switches to when the caller does; a "
+        "multilingual model needs none.",
+        default_factory=dict,
+        max_length=10,
+    )
     gpus_per_replica: int = _field("nvidia.com/gpu per Riva replica.", default=1, ge=1, le=8)
     node_selector: dict[str, str] = _field(
         "Labels of the GPU node pool Riva runs on (added to the region affinity).", default_factory=dict
@@ -275,6 +281,11 @@ class TtsSpec(_Model):
 
     voice_id: str = _field(
         "ElevenLabs voice id.", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$"
+    )
+    voices: dict[Annotated[str, Field(pattern=r"^[a-z]{2}$")], Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]] = _field(
+        "ElevenLabs voice per language (two-letter code, e.g. de); languages not listed use voiceId.",
+        default_factory=dict,
+        max_length=10,
     )
     model_id: str = _field(
         "ElevenLabs model id; Flash models have the lowest latency.",
@@ -662,6 +673,11 @@ class VoiceSessionStatus(_Model):
         "Intents recognised during the call, in order of first appearance.", default_factory=list, max_length=64
     )
     latency: LatencySummary = _field("Voice-to-voice latency summary.", default_factory=LatencySummary)
+    language: str | None = _field(
+        "The language the call is in now (two-letter code); changes when the caller switches.",
+        default=None,
+        pattern=LANGUAGE_PATTERN,
+    )
     conditions: list[Condition] = _field(
         "Conditions of the call (e.g. WorkerBound).", default_factory=list, json_schema_extra=_CONDITION_LIST
     )

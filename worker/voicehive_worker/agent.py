@@ -8,9 +8,11 @@ with side effects (encrypted storage, SIP transfer, hang-up, call state) sits be
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import inspect
 import logging
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo
@@ -22,7 +24,9 @@ from livekit.agents.voice.agent import ModelSettings
 
 from voicehive.api.models import HotelLineSpec, OpeningHours
 from voicehive.lifecycle import EndReason
+from voicehive_worker import phrases
 from voicehive_worker.booking import booking_instructions, booking_tools, pms_unavailable_reply
+from voicehive_worker.language import LanguageTracker
 from voicehive_worker.pms import (
     PMS_SOURCE,
     FactsPms,
@@ -95,49 +99,12 @@ class LocalCallActions:
             self.intents.append(intent)
 
 
-_GREETINGS: dict[str, str] = {
-    "en": "Hello, thank you for calling {hotel}. I am the hotel's automated AI assistant. How can I help you?",
-    "de": "Guten Tag, danke für Ihren Anruf im {hotel}. Ich bin der automatische KI-Assistent des Hotels. Wie kann ich helfen?",
-    "fr": "Bonjour, merci d'avoir appelé {hotel}. Je suis l'assistant automatique à intelligence artificielle de l'hôtel. Comment puis-je vous aider ?",
-    "es": "Hola, gracias por llamar a {hotel}. Soy el asistente automático de inteligencia artificial del hotel. ¿En qué puedo ayudarle?",
-    "it": "Buongiorno, grazie per aver chiamato {hotel}. Sono l'assistente automatico di intelligenza artificiale dell'hotel. Come posso aiutarla?",
-    "nl": "Goedendag, bedankt voor uw telefoontje naar {hotel}. Ik ben de automatische AI-assistent van het hotel. Waarmee kan ik u helpen?",
-    "pt": "Olá, obrigado por ligar para {hotel}. Sou o assistente automático de inteligência artificial do hotel. Como posso ajudar?",
-    "pl": "Dzień dobry, dziękujemy za telefon do {hotel}. Jestem automatycznym asystentem AI hotelu. W czym mogę pomóc?",
-}
-_GOODBYES: dict[str, str] = {
-    "en": "Thank you for calling {hotel}. Goodbye!",
-    "de": "Vielen Dank für Ihren Anruf im {hotel}. Auf Wiederhören!",
-    "fr": "Merci d'avoir appelé {hotel}. Au revoir !",
-    "es": "Gracias por llamar a {hotel}. ¡Adiós!",
-    "it": "Grazie per aver chiamato {hotel}. Arrivederci!",
-    "nl": "Bedankt voor uw telefoontje naar {hotel}. Tot ziens!",
-    "pt": "Obrigado por ligar para {hotel}. Adeus!",
-    "pl": "Dziękujemy za telefon do {hotel}. Do widzenia!",
-}
-_TRANSFERRING: dict[str, str] = {
-    "en": "One moment please, I am connecting you to the front desk.",
-    "de": "Einen Moment bitte, ich verbinde Sie mit der Rezeption.",
-    "fr": "Un instant s'il vous plaît, je vous passe la réception.",
-    "es": "Un momento por favor, le paso con la recepción.",
-    "it": "Un attimo prego, la metto in contatto con la reception.",
-}
-_DESK_CLOSED: dict[str, str] = {
-    "en": "The front desk is not staffed right now. I can take a message and they will call you back.",
-    "de": "Die Rezeption ist gerade nicht besetzt. Ich kann gern eine Nachricht aufnehmen.",
-    "fr": "La réception n'est pas disponible pour le moment. Je peux prendre un message.",
-    "es": "La recepción no está disponible ahora. Puedo tomar un mensaje.",
-    "it": "La reception non è disponibile ora. Posso prendere un messaggio.",
-}
-
-
-def _lang(language: str) -> str:
-    return language.split("-")[0].lower()
-
-
-def phrase(table: dict[str, str], language: str, **values: str) -> str:
-    """A fixed phrase in the caller's language (English when we do not have it)."""
-    return table.get(_lang(language), table["en"]).format(**values)
+# The fixed phrases live in phrases.py (every one in en, de, fr, es, it); these names stay for callers.
+_GREETINGS = phrases.GREETING
+_GOODBYES = phrases.GOODBYE
+_TRANSFERRING = phrases.TRANSFERRING
+_DESK_CLOSED = phrases.DESK_CLOSED
+phrase = phrases.phrase
 
 
 def greeting(spec: HotelLineSpec, language: str | None = None) -> str:
@@ -166,11 +133,14 @@ def instructions_for(spec: HotelLineSpec, today: dt.date, language: str) -> str:
         for r in facts.room_types
     ) or "no room types listed"
     faq = "\n".join(f"- Q: {e.question} A: {e.answer}" for e in facts.faq[:50])
-    langs = ", ".join(spec.languages)
+    langs = ", ".join(phrases.LANGUAGE_NAMES.get(phrases.base(code), code) for code in spec.languages)
+    speak = phrases.LANGUAGE_NAMES.get(phrases.base(language), language)
     return (
         f"You are {spec.llm.persona}, answering the phone for {spec.display_name}. You are an AI assistant "
         f"and you already said so in the greeting. Today is {today.isoformat()} ({spec.time_zone}). "
-        f"Speak {language} unless the caller uses another of: {langs}. This is a phone call: answer in one "
+        f"The caller speaks {speak}: answer in {speak}. If the caller clearly changes to another of "
+        f"{langs}, answer in that language. Tool results may be in another language: say them in the "
+        "caller's language. This is a phone call: answer in one "
         "or two short sentences, no lists, no markdown, say prices and dates in words.\n"
         "Use the tools: check_availability and quote_stay for rooms and prices (dates as YYYY-MM-DD), "
         "capture_booking_request once you have name, arrival, nights, guests and room type (staff confirm "
@@ -201,16 +171,23 @@ class HotelAgent(Agent):
         turn_stats: TurnStats | None = None,
         clock: Any = None,
         greet: bool = True,
+        asr_for: Callable[[str], lk_stt.STT[Any] | None] | None = None,
     ) -> None:
         self.spec = spec
         self.actions = actions
         self.pms: PmsAdapter = pms or FactsPms(spec.facts)
-        self.language = language or spec.languages[0]
+        self.languages = LanguageTracker.for_line(spec.languages, language)
+        self.language = self.languages.current
+        self.language_listeners: list[Callable[[str], None]] = []
+        self._heard = False  # an ASR final arrived since the last committed turn
+        self._asr_for = asr_for  # the ASR for another language (None: the line has no model for it)
+        self._asr_language = phrases.base(spec.asr_language)
         self.turn_taking = turn_taking
         self.turn_stats = turn_stats or TurnStats()
         self._clock = clock or (lambda: dt.datetime.now(ZoneInfo(spec.time_zone)))
         self._greet = greet
         self._ending = False
+        self._tasks: set[asyncio.Future[Any]] = set()
         super().__init__(
             instructions=instructions_for(spec, self._now().date(), self.language) + booking_instructions(spec, self.pms),
             tools=booking_tools(self),
@@ -223,18 +200,80 @@ class HotelAgent(Agent):
     # -- pipeline ------------------------------------------------------------------------
 
     def stt_node(self, audio: AsyncIterable[rtc.AudioFrame], model_settings: ModelSettings) -> Any:
-        if self.turn_taking is None or self.session.stt is None:
+        stt = self.stt if isinstance(self.stt, lk_stt.STT) else self.session.stt  # ours after a switch
+        if self.turn_taking is None or stt is None:
             return Agent.default.stt_node(self, audio, model_settings)
         return turn_taking_stt_node(
-            self.session.stt,
+            stt,
             audio,
             self.turn_taking,
             stats=self.turn_stats,
             vad=self.session.vad,
             conn_options=self.session.conn_options.stt_conn_options,
+            on_final=self.on_asr_final,
         )
 
+    # -- the caller's language -----------------------------------------------------------
+
+    def on_asr_final(self, ev: lk_stt.SpeechEvent) -> None:
+        """Each ASR final, before the reply to it starts: the caller's language.
+
+        WHY here and not when the turn commits: the reply is generated (and synthesised)
+        speculatively from the final, so the voice must already be the new language's. The
+        ASR's language tag is evidence only when it differs from the language the ASR was asked
+        for: a monolingual model tags what it was told, a multilingual one what it heard.
+        """
+        if not ev.alternatives:
+            return
+        alt = ev.alternatives[0]
+        tag = phrases.base(str(alt.language)) if alt.language else None
+        self._heard = True
+        heard = tag if tag and tag != phrases.base(self.spec.asr_language) else None
+        if self.languages.observe(alt.text, asr_language=heard):
+            self._switch_language(self.languages.current)
+
+    async def on_user_turn_completed(self, turn_ctx: Any, new_message: Any) -> None:
+        """Typed turns (tests, text mode) have no ASR final: detect the language on the message."""
+        heard, self._heard = self._heard, False
+        text = getattr(new_message, "text_content", None) or ""
+        if not heard and text and self.languages.observe(text):
+            self._switch_language(self.languages.current)
+        self._switch_asr(self.language)
+
+    def _switch_asr(self, language: str) -> None:
+        """Opens the ASR in ``language`` if the line has a model for it (``asr.models``).
+
+        WHY at the commit and not at the final: the turn-taker of the running ASR stream still
+        holds the turn's end; a new stream (the framework restarts ``stt_node``) serves from the
+        caller's next words on.
+        """
+        if self._asr_for is None or language == self._asr_language:
+            return
+        stt = self._asr_for(language)
+        if stt is not None:
+            self._asr_language = language
+            self.update_options(stt=stt)
+            log.info("ASR switched", extra={"language": language})
+
+    def _switch_language(self, language: str) -> None:
+        """The call continues in ``language``: TTS voice, prompt, fixed phrases, listeners."""
+        self.language = language
+        log.info("caller language switched", extra={"language": language})
+        switch_tts_language(self.session.tts, self.spec, language)
+        task = asyncio.ensure_future(
+            self.update_instructions(
+                instructions_for(self.spec, self._now().date(), language) + booking_instructions(self.spec, self.pms)
+            )
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        for listener in list(self.language_listeners):
+            listener(language)
+
     async def on_enter(self) -> None:
+        # the call may start in another of the line's languages (VoiceSession spec.language)
+        switch_tts_language(self.session.tts, self.spec, self.language)
+        self._switch_asr(self.language)
         if self._greet:
             self.session.say(greeting(self.spec, self.language), allow_interruptions=True)
 
@@ -349,7 +388,8 @@ class HotelAgent(Agent):
         """
         self.actions.record_intent(INTENT_QUESTION)
         answer = answer_from_facts(self.spec.facts, question)
-        return answer or "The hotel facts do not answer this; offer the front desk or a message."
+        # caller-facing words (a model relays them; the rule policy speaks them as they are)
+        return answer or phrase(phrases.NO_ANSWER, self.language)
 
     @function_tool
     async def transfer_to_front_desk(self, context: RunContext[Any], reason: str = "") -> str | None:
@@ -367,7 +407,7 @@ class HotelAgent(Agent):
             if reason == "dtmf":
                 self.session.say(phrase(_DESK_CLOSED, self.language))
                 return None
-            return "The front desk is closed now: offer to take a message instead (take_message)."
+            return phrase(_DESK_CLOSED, self.language)
         handle = self.session.say(phrase(_TRANSFERRING, self.language), allow_interruptions=False)
         await handle.wait_for_playout()
         try:
@@ -375,7 +415,7 @@ class HotelAgent(Agent):
         except Exception:
             log.warning("front-desk transfer failed", extra={"reason": reason})
             self.actions.record_intent(INTENT_MESSAGE)
-            return "The transfer failed: apologise and offer to take a message (take_message)."
+            return phrase(phrases.TRANSFER_FAILED, self.language)
         await self.actions.end_call(EndReason.TRANSFERRED)
         return None
 
@@ -395,7 +435,7 @@ class HotelAgent(Agent):
             "message",
             {"name": name.strip(), "message": message.strip(), "callback_number": callback_number.strip()},
         )
-        return f"Message recorded with reference {reference}; staff will get back to the caller."
+        return phrase(phrases.MESSAGE_TAKEN, self.language, reference=reference)
 
     @function_tool
     async def end_call(self, context: RunContext[Any]) -> None:
@@ -410,6 +450,21 @@ class HotelAgent(Agent):
         handle = self.session.say(goodbye(self.spec, self.language), allow_interruptions=False)
         await handle.wait_for_playout()
         await self.actions.end_call(reason)
+
+
+def switch_tts_language(tts: Any, spec: HotelLineSpec, language: str) -> None:
+    """Points the TTS at ``language``: the line's voice for it (``tts.voices``) if the engine takes a voice id."""
+    update = getattr(tts, "update_options", None)
+    if update is None:
+        return
+    params = inspect.signature(update).parameters
+    options: dict[str, Any] = {}
+    if "language" in params:
+        options["language"] = language
+    if "voice_id" in params:
+        options["voice_id"] = spec.tts.voices.get(language, spec.tts.voice_id)
+    if options:
+        update(**options)
 
 
 def stt_event_text(ev: lk_stt.SpeechEvent) -> str:

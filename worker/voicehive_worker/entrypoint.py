@@ -78,6 +78,9 @@ class CallRunner:
     _measured_ends: int = 0
 
     def attach(self) -> CallRunner:
+        if self.state is not None:
+            self.state.language = self.agent.language
+        self.agent.language_listeners.append(self._on_language)
         s = self.session
         s.on("conversation_item_added", self._on_item)
         s.on("agent_state_changed", self._on_agent_state)
@@ -97,13 +100,22 @@ class CallRunner:
         if getattr(item, "type", None) != "message" or getattr(item, "role", None) != "user":
             return
         text = (item.text_content or "").strip()
+        # the framework's mean confidence of the turn's ASR finals; typed text has none
+        confidence = getattr(item, "transcript_confidence", None)
+        confidence = 1.0 if confidence is None else float(confidence)
         if text and self.state is not None:
-            self._spawn(self._record_turn(text, self.agent.language))
+            self._spawn(self._record_turn(text, self.agent.language, confidence))
 
-    async def _record_turn(self, text: str, language: Any) -> None:
+    def _on_language(self, language: str) -> None:
+        """The caller switched language: the VoiceSession status shows the new one."""
+        if self.state is not None:
+            self.state.language = language
+            self._spawn(self.state.flush())
+
+    async def _record_turn(self, text: str, language: Any, confidence: float) -> None:
         assert self.state is not None
         try:
-            await self.state.caller_turn(text, str(language) if language else None, 1.0)
+            await self.state.caller_turn(text, str(language) if language else None, confidence)
         except Exception as err:  # error texts may quote what they failed on: log the type only
             log.warning("could not record a caller turn", extra={"call_ref": self.state.ref, "error": type(err).__name__})
 
@@ -159,6 +171,8 @@ class Warm:
     voice: Any
     ready: bool = False
     pms: Any = None  # the line's PMS adapter (voicehive_worker.backoffice)
+    voices: dict[str, Any] = field(default_factory=dict)
+    """The fallback voice pre-rendered in each of the line's languages."""
 
 
 async def warm_up(line_file: Path | None) -> Warm:
@@ -177,9 +191,11 @@ async def warm_up(line_file: Path | None) -> Warm:
     privacy = Privacy.from_env()
     endpoints = ProviderEndpoints.from_env(spec)
     vad = await asyncio.to_thread(load_vad)  # ONNX load off the event loop (readiness stays responsive)
-    voice = await FallbackVoice.render(spec.languages[0])
+    voices = await FallbackVoice.render_all(spec.languages)
+    voice = voices[spec.languages[0].split("-")[0].lower()]
     pms = build_pms(spec, os.environ)  # a PMS line without its credentials exits 2 here, before any call
-    return Warm(spec=spec, vad=vad, privacy=privacy, endpoints=endpoints, voice=voice, ready=True, pms=pms)
+    return Warm(spec=spec, vad=vad, privacy=privacy, endpoints=endpoints, voice=voice, ready=True, pms=pms,
+                voices=voices)
 
 
 @dataclass
@@ -272,7 +288,7 @@ async def run_pod(line_file: Path | None) -> int:
 
     from voicehive.callmanager import CallManager
     from voicehive.callstore import CallStore
-    from voicehive_worker.session import create_agent, create_session, provider_models
+    from voicehive_worker.session import asr_switcher, create_agent, create_session, provider_models
     from voicehive_worker.staff import StaffDelivery, start_staff_delivery
     from voicehive_worker.state import VoiceSessionStatus, WorkerCallActions
     from voicehive_worker.turn_taking import TurnTakingOptions
@@ -336,10 +352,13 @@ async def run_pod(line_file: Path | None) -> int:
             actions = WorkerCallActions(state=state, livekit=livekit, room=room_name, sip_identity=sip_identity)
             agent = create_agent(
                 warm.spec, staff.wrap(actions) if staff else actions, language=vs.spec.language,
-                turn_taking=turn, turn_stats=stats, pms=warm.pms,
+                turn_taking=turn, turn_stats=stats, pms=warm.pms, asr_for=asr_switcher(warm.spec, warm.endpoints),
             )
             runner = CallRunner(session=session, agent=agent, state=state, turn_stats=stats)
-            runner.watchdog = Watchdog(session, warm.voice, on_give_up=lambda cause: _give_up(agent, runner))
+            runner.watchdog = Watchdog(
+                session, warm.voice, on_give_up=lambda cause: _give_up(agent, runner),
+                voices=warm.voices, language=lambda: agent.language,
+            )
             actions.hangup = runner.finish
             runner.attach()
 

@@ -21,7 +21,7 @@ turn detector, adaptive interruption); a phone line must behave the same on ever
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -45,6 +45,7 @@ ENV_NVIDIA_API_KEY = "NVIDIA_API_KEY"
 
 TTS_ENCODING: Final = "pcm_16000"  # raw PCM: no mp3 decode on the hot path
 LLM_TIMEOUT_S = 8.0
+LLM_FIRST_BYTE_TIMEOUT_S = 1.0
 TTS_TIMEOUT_S = 5.0
 
 
@@ -102,19 +103,17 @@ class Models:
     tts: lk_tts.TTS[Any]
 
 
-def provider_models(spec: HotelLineSpec, endpoints: ProviderEndpoints) -> Models:
-    """Riva ASR, Azure OpenAI and ElevenLabs, configured from the line's spec."""
-    import httpx
-    from livekit.plugins import elevenlabs, nvidia, openai
+def provider_models(spec: HotelLineSpec, endpoints: ProviderEndpoints, *, fallback: bool = True) -> Models:
+    """Riva ASR, Azure OpenAI and ElevenLabs, configured from the line's spec.
 
-    stt = nvidia.STT(
-        model=spec.asr.model,
-        language_code=spec.asr_language,
-        server=endpoints.riva_server,
-        use_ssl=endpoints.riva_tls,
-        api_key=endpoints.nvidia_api_key or "",
-        punctuate=True,
-    )
+    With ``fallback`` (the default) the LLM is Azure OpenAI backed by the line's rule policy
+    (:func:`with_policy_fallback`): when Azure errors, hangs or is gone, the policy answers
+    from the hotel's facts and takes messages; the watchdog's apology is for when nothing can.
+    """
+    import httpx
+    from livekit.plugins import elevenlabs, openai
+
+    stt = riva_stt(spec, endpoints)
     llm = openai.LLM.with_azure(
         model=spec.llm.deployment,
         azure_endpoint=endpoints.llm_endpoint,
@@ -133,7 +132,53 @@ def provider_models(spec: HotelLineSpec, endpoints: ProviderEndpoints) -> Models
         language=spec.languages[0].split("-")[0],
         auto_mode=True,
     )
-    return Models(stt=stt, llm=llm, tts=tts)
+    return Models(stt=stt, llm=with_policy_fallback(spec, llm) if fallback else llm, tts=tts)
+
+
+def riva_stt(spec: HotelLineSpec, endpoints: ProviderEndpoints, language: str | None = None) -> lk_stt.STT[Any]:
+    """Riva streaming ASR for the line, in ``language`` (base code) with its model from ``asr.models``."""
+    from voicehive_worker.language import asr_language_code
+    from voicehive_worker.riva import RivaSTT
+
+    code = spec.asr_language if language is None else asr_language_code(spec.languages, language)
+    return RivaSTT(
+        model=spec.asr.model if language is None else spec.asr.models[language],
+        language_code=code,
+        server=endpoints.riva_server,
+        use_ssl=endpoints.riva_tls,
+        api_key=endpoints.nvidia_api_key or "",
+        punctuate=True,
+    )
+
+
+def asr_switcher(spec: HotelLineSpec, endpoints: ProviderEndpoints) -> Callable[[str], lk_stt.STT[Any] | None]:
+    """For the agent: the ASR to switch to for a language, or None when the line has no model for it."""
+
+    def for_language(language: str) -> lk_stt.STT[Any] | None:
+        return riva_stt(spec, endpoints, language) if language in spec.asr.models else None
+
+    return for_language
+
+
+def with_policy_fallback(spec: HotelLineSpec, primary: lk_llm.LLM[Any]) -> lk_llm.LLM[Any]:
+    """``primary`` first, the deterministic hotel policy when it fails (livekit-agents' FallbackAdapter).
+
+    The adapter marks a failed primary unavailable, serves from the policy, and probes the
+    primary in the background; once a probe succeeds the primary serves again. Its attempt
+    timeout becomes the request's httpx timeout (connect, and each read: the wait for the
+    response headers and between chunks), so a silent Azure is left after
+    ``LLM_FIRST_BYTE_TIMEOUT_S``, before the watchdog's reply deadline.
+    """
+    from voicehive_worker.engines.policy_llm import HotelPolicyLLM
+
+    policy = HotelPolicyLLM(spec)
+    policy.prewarm()
+    return lk_llm.FallbackAdapter(
+        [primary, policy],
+        attempt_timeout=LLM_FIRST_BYTE_TIMEOUT_S,
+        max_retry_per_llm=0,
+        retry_on_chunk_sent=False,
+    )
 
 
 def load_vad(options: TurnTakingOptions | None = None) -> lk_vad.VAD:
@@ -195,6 +240,7 @@ def create_agent(
     turn_stats: TurnStats | None = None,
     pms: PmsAdapter | None = None,
     greet: bool = True,
+    asr_for: Callable[[str], lk_stt.STT[Any] | None] | None = None,
 ) -> HotelAgent:
     """The HotelAgent for one call; pass the same ``turn_taking`` as to :func:`create_session`."""
     return HotelAgent(
@@ -205,6 +251,7 @@ def create_agent(
         turn_taking=turn_taking,
         turn_stats=turn_stats,
         greet=greet,
+        asr_for=asr_for,
     )
 
 

@@ -246,7 +246,7 @@ async def _simulate_call(
             GREETING_TIMEOUT_S,
         )
         greeting_text = observer.replies[0][1] if observer.replies else ""
-        report = TurnReport(0, None, "", "greeting", 1.0, base_language(spec.languages[0]), greeting_text)
+        report = TurnReport(0, None, "", "greeting", 1.0, agent.language, greeting_text)
         report.reply_audio = _save(out_dir, 0, sink.segments[:1])
         _emit(reports, report, on_turn)
         for index, (said, pcm) in enumerate(utterances, start=1):
@@ -274,7 +274,7 @@ async def _simulate_call(
             await _wait(observer, lambda seen=seen: observer.closed.is_set() or len(sink.segments) > seen, 0.6)
             await _wait(observer, lambda n=n_segments: all(s.finished_at is not None for s in sink.segments[n:]), TURN_TIMEOUT_S)
             recognised = " ".join(text for _, text, _ in observer.finals[n_finals:])
-            language = next((lang for _, _, lang in observer.finals[n_finals:] if lang), "") or (guess_language(recognised) or base_language(spec.languages[0]))
+            language = agent.language  # the call's language after this turn (language.LanguageTracker)
             result = classify(recognised, language)
             replies = observer.replies[n_replies:]
             segments = sink.segments[n_segments:]

@@ -92,6 +92,8 @@ class CallState:
     intents: list[str] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
     turns: int = 0
+    language: str | None = None
+    """The call's current language (base code), shown in the VoiceSession status."""
     phase: CallPhase = CallPhase.STARTING
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -103,7 +105,10 @@ class CallState:
         await self.manager.agent_ready(self.call_sid, line=self.line, namespace=self.namespace)
         await self.manager.call_started(self.call_sid, line=self.line, namespace=self.namespace)
         self.phase = CallPhase.ACTIVE
-        await self._patch({"phase": CallPhase.ACTIVE.value, "workerPod": self.worker_pod, "answeredAt": _now_rfc3339()})
+        answered = {"phase": CallPhase.ACTIVE.value, "workerPod": self.worker_pod, "answeredAt": _now_rfc3339()}
+        if self.language:
+            answered["language"] = self.language
+        await self._patch(answered)
 
     async def caller_turn(self, text: str, language: str | None, confidence: float) -> str | None:
         """A final caller transcript: sealed into Redis by the CallManager, intent classified.
@@ -162,7 +167,10 @@ class CallState:
             )
 
     def _progress(self) -> dict[str, Any]:
-        return {"turns": self.turns, "intents": list(self.intents), "latency": latency_summary(self.latencies_ms)}
+        progress = {"turns": self.turns, "intents": list(self.intents), "latency": latency_summary(self.latencies_ms)}
+        if self.language:
+            progress["language"] = self.language
+        return progress
 
     async def _patch(self, status: dict[str, Any]) -> None:
         if self.status is None:

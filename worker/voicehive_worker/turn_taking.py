@@ -213,6 +213,7 @@ class TurnTaker:
         self._resumed_at: float | None = None  # audio position the caller went on speaking
         self._last_frame_at: float = self._now()
         self._timer: asyncio.TimerHandle | None = None
+        self.on_final: Callable[[lk_stt.SpeechEvent], None] | None = None
 
     # -- audio side ---------------------------------------------------------------------
 
@@ -320,6 +321,8 @@ class TurnTaker:
             return [ev]
         if not text:
             return [ev]
+        if self.on_final is not None:
+            self.on_final(ev)  # before the preflight: the listener may switch the reply's language
         self.stats.finals += 1
         if not self._speaking:
             out.append(self._start())
@@ -420,13 +423,16 @@ async def turn_taking_stt_node(
     stats: TurnStats | None = None,
     vad: Any = None,
     conn_options: Any = None,
+    on_final: Callable[[lk_stt.SpeechEvent], None] | None = None,
 ) -> AsyncIterator[lk_stt.SpeechEvent]:
     """An ``Agent.stt_node`` body: the STT stream with the TurnTaker around it.
 
     Mirrors the framework's default node (stream per run, frames forwarded as they come) but
     keeps the stream's ``start_time_offset`` at 0 so word times stay on our audio clock.
+    ``on_final`` sees every non-empty ASR final before the framework does (language, confidence).
     """
     taker = TurnTaker(options, stats)
+    taker.on_final = on_final
     adapter: lk_stt.StreamAdapter | None = None
     engine = stt
     if not stt.capabilities.streaming:

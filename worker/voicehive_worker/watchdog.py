@@ -19,30 +19,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from livekit import rtc
 
+from voicehive_worker import phrases
+
 log = logging.getLogger("voicehive.worker.watchdog")
 
 SAMPLE_RATE = 16000
 
-FALLBACK_TEXT: dict[str, str] = {
-    "en": "Sorry, I am having a technical problem. You can press zero at any time to reach the front desk.",
-    "de": "Entschuldigung, ich habe ein technisches Problem. Mit der Taste null erreichen Sie jederzeit die Rezeption.",
-    "fr": "Désolé, j'ai un problème technique. Appuyez sur zéro pour joindre la réception.",
-    "es": "Lo siento, tengo un problema técnico. Pulse cero para hablar con la recepción.",
-    "it": "Mi scusi, ho un problema tecnico. Prema zero per parlare con la reception.",
-}
-GIVE_UP_TEXT: dict[str, str] = {
-    "en": "I am sorry, I cannot help right now.",
-    "de": "Es tut mir leid, ich kann gerade nicht helfen.",
-    "fr": "Je suis désolé, je ne peux pas vous aider pour le moment.",
-    "es": "Lo siento, ahora no puedo ayudarle.",
-    "it": "Mi dispiace, ora non posso aiutarla.",
-}
+FALLBACK_TEXT = phrases.FALLBACK
+GIVE_UP_TEXT = phrases.GIVE_UP
 
 
 async def local_voice_pcm(text: str, language: str) -> bytes:
@@ -94,6 +84,18 @@ class FallbackVoice:
         voice_lang = lang if lang in FALLBACK_TEXT else "en"
         return cls(language=language, fallback=await render(fb, voice_lang), give_up=await render(gu, voice_lang))
 
+    @classmethod
+    async def render_all(
+        cls, languages: list[str], render: Callable[[str, str], Awaitable[bytes]] = local_voice_pcm
+    ) -> dict[str, FallbackVoice]:
+        """One pre-rendered voice per language of the line (keyed by base code)."""
+        voices: dict[str, FallbackVoice] = {}
+        for language in languages:
+            key = phrases.base(language)
+            if key not in voices:
+                voices[key] = await cls.render(language, render)
+        return voices
+
 
 @dataclass
 class WatchdogReport:
@@ -113,9 +115,13 @@ class Watchdog:
         *,
         options: WatchdogOptions | None = None,
         on_give_up: Callable[[str], Awaitable[None]] | None = None,
+        voices: Mapping[str, FallbackVoice] | None = None,
+        language: Callable[[], str] | None = None,
     ) -> None:
         self.session = session
         self.voice = voice
+        self.voices = dict(voices or {})
+        self.language = language  # the call's current language, to apologise in it
         self.options = options or WatchdogOptions()
         self.on_give_up = on_give_up
         self.report = WatchdogReport()
@@ -140,6 +146,12 @@ class Watchdog:
     def expect_speech(self, within: float = 1.5) -> None:
         """The agent must be heard within ``within`` seconds (the greeting right after answering)."""
         self._arm("reply", within)
+
+    def current_voice(self) -> FallbackVoice:
+        """The apology in the call's current language (the line's first when not pre-rendered)."""
+        if self.language is None:
+            return self.voice
+        return self.voices.get(phrases.base(self.language()), self.voice)
 
     def close(self) -> None:
         self._closed = True
@@ -232,7 +244,8 @@ class Watchdog:
                 self.session.interrupt(force=True)
             except RuntimeError:
                 log.debug("nothing to interrupt before the fallback")
-            pcm = self.voice.give_up if give_up else self.voice.fallback
+            voice = self.current_voice()
+            pcm = voice.give_up if give_up else voice.fallback
             handle = self.session.say("", audio=frames_of(pcm), allow_interruptions=not give_up, add_to_chat_ctx=False)
             await handle.wait_for_playout()
         except RuntimeError:

@@ -16,12 +16,16 @@ from typing import Any
 from voicehive.api.models import HotelFacts, HotelLineSpec, RoomType
 from voicehive.intents import Intent, classify, guess_language
 from voicehive.negation import split_negation
+from voicehive_worker import phrases
+from voicehive_worker.language import replay
+from voicehive_worker.phrases import is_model_instruction
 from voicehive_worker.pms import PMS_SOURCE
 
 from .slots import MONTHS, WEEKDAYS, Slots, extract_slots, fold
 from .text import base_language, clock_time
 
 TASK_INTENTS = (Intent.BOOK_ROOM, Intent.CHECK_AVAILABILITY, Intent.MODIFY_BOOKING, Intent.CANCEL_BOOKING)
+_MESSAGE = re.compile(r"\b(leave|take|pass on) (a |my )?message\b|\bmessage for\b|\bnachricht\b|\blaisser un message\b|\bmensaje\b|\brecado\b|\bmessaggio\b")
 _YES = r"\b(yes|yeah|yep|sure|okay|ok|please do|go ahead|ja|gerne|gern|oui|volontiers|si|claro|certo|va bene|d accordo)\b"
 
 PHRASES: dict[str, dict[str, str]] = {
@@ -130,13 +134,7 @@ PHRASES: dict[str, dict[str, str]] = {
         "es": "El hotel está en {address}.",
         "it": "L'hotel si trova in {address}.",
     },
-    "no_answer": {
-        "en": "I am sorry, I do not have that information. I can connect you to the front desk if you like.",
-        "de": "Das weiß ich leider nicht. Ich kann Sie gern mit der Rezeption verbinden.",
-        "fr": "Je n'ai malheureusement pas cette information. Je peux vous passer la réception si vous voulez.",
-        "es": "Lo siento, no tengo esa información. Puedo pasarle con recepción si lo desea.",
-        "it": "Mi dispiace, non ho questa informazione. Posso passarla alla reception, se vuole.",
-    },
+    "no_answer": phrases.NO_ANSWER,
     "complaint": {
         "en": "I am very sorry to hear that. Let me connect you to the front desk so someone can help right away.",
         "de": "Das tut mir sehr leid. Ich verbinde Sie mit der Rezeption, damit Ihnen sofort geholfen wird.",
@@ -164,6 +162,20 @@ PHRASES: dict[str, dict[str, str]] = {
         "fr": "Pardon, je n'ai pas compris. Je peux vérifier les chambres et les prix, prendre une demande de réservation ou répondre à vos questions sur l'hôtel.",
         "es": "Perdone, no le he entendido. Puedo consultar habitaciones y precios, tomar una solicitud de reserva o responder preguntas sobre el hotel.",
         "it": "Mi scusi, non ho capito. Posso verificare camere e prezzi, registrare una richiesta di prenotazione o rispondere a domande sull'hotel.",
+    },
+    "ask_message": {
+        "en": "Of course. Please tell me your name and your message, and I will pass it on to our staff.",
+        "de": "Gern. Sagen Sie mir bitte Ihren Namen und Ihre Nachricht, ich gebe sie an unser Team weiter.",
+        "fr": "Bien sûr. Dites-moi votre nom et votre message, je le transmettrai à notre équipe.",
+        "es": "Por supuesto. Dígame su nombre y su mensaje y se lo paso a nuestro equipo.",
+        "it": "Certo. Mi dica il suo nome e il messaggio, lo passerò al nostro staff.",
+    },
+    "message_noted": {
+        "en": "Thank you, I have noted your message for our staff.",
+        "de": "Danke, ich habe Ihre Nachricht für unser Team notiert.",
+        "fr": "Merci, j'ai noté votre message pour notre équipe.",
+        "es": "Gracias, he anotado su mensaje para nuestro equipo.",
+        "it": "Grazie, ho annotato il suo messaggio per il nostro staff.",
     },
     "tool_error": {
         "en": "I am sorry, {error}. Could you tell me again?",
@@ -259,13 +271,8 @@ class HotelPolicy:
         return dt.datetime.now(ZoneInfo(self.spec.time_zone)).date()
 
     def caller_language(self, conversation: list[Turn]) -> str:
-        """The language the caller speaks (last utterance with clear function words wins)."""
-        for turn in reversed(conversation):
-            if turn.role == "user":
-                guessed = guess_language(turn.text)
-                if guessed and (guessed in {base_language(lang) for lang in self.spec.languages} or True):
-                    return guessed
-        return base_language(self.spec.languages[0])
+        """The language the caller speaks among the line's, with the worker's hysteresis (``language.replay``)."""
+        return replay(self.spec.languages, [t.text for t in conversation if t.role == "user"])
 
     def slots(self, conversation: list[Turn]) -> Slots:
         """The stay so far; a correction ("no, not Friday, Saturday") replaces the earlier value."""
@@ -304,6 +311,9 @@ class HotelPolicy:
         said_yes = re.search(_YES, fold(last_user.text)) is not None
         new_slots = extract_slots(affirmed(last_user.text), self.facts, self.today())
 
+        message = self._message(conversation, last_user, language, tools)
+        if message is not None:
+            return message
         if intent == Intent.SPEAK_TO_HUMAN:
             if "transfer_to_front_desk" in tools:
                 return Decision(intent, confidence, language, tool=ToolCall("transfer_to_front_desk", {"reason": "caller asked"}))
@@ -329,6 +339,38 @@ class HotelPolicy:
         if intent == Intent.REQUEST_INFO:
             return self._answer(last_user.text, intent, confidence, language, tools)
         return Decision(intent, confidence, language, text=say("not_understood", language))
+
+    # -- messages for the staff --------------------------------------------------------------
+
+    def _message(self, conversation: list[Turn], last_user: Turn, language: str, tools: frozenset[str]) -> Decision | None:
+        """Leaving a message: asked for it, gave it after we asked, or said yes to our offer of one."""
+        asked = self._last_assistant(conversation)
+        folded = fold(last_user.text)
+        request = _MESSAGE.search(folded)
+        said_yes = re.search(_YES, folded) is not None
+        wants = request is not None
+        given = request is not None and len(folded[request.end():].split()) >= 5  # the message came with it
+        if asked == "ask_message" or given:
+            name = self.slots(conversation).name or ""
+            if "take_message" in tools:
+                call = ToolCall("take_message", {"name": name, "message": last_user.text})
+                return Decision(Intent.UNKNOWN, 1.0, language, tool=call)
+            return Decision(Intent.UNKNOWN, 1.0, language, text=say("message_noted", language))
+        if wants or (said_yes and asked == "offered_message"):
+            return Decision(Intent.UNKNOWN, 1.0, language, text=say("ask_message", language))
+        return None
+
+    def _last_assistant(self, conversation: list[Turn]) -> str | None:
+        """What our last spoken turn did: 'ask_message', 'offered_message' or None."""
+        offers = (*phrases.DESK_CLOSED.values(), *phrases.TRANSFER_FAILED.values(), *phrases.NO_ANSWER.values())
+        for turn in reversed(conversation[:-1]):
+            if turn.role == "user":
+                return None
+            if turn.role == "assistant" and turn.text:
+                if turn.text in PHRASES["ask_message"].values():
+                    return "ask_message"
+                return "offered_message" if any(o in turn.text for o in offers) else None
+        return None
 
     # -- booking ---------------------------------------------------------------------------
 
@@ -490,5 +532,12 @@ class HotelPolicy:
             match = re.search(r"reference ([A-Za-z0-9-]+)", output.text)
             return Decision(intent, confidence, language, text=self._recorded_text(args, match.group(1) if match else "-", language))
         if output.tool in ("answer_question", "quote_stay", "take_message", "transfer_to_front_desk"):
-            return Decision(intent, confidence, language, text=output.text)
-        return Decision(intent, confidence, language, text=output.text or say("not_understood", language))
+            return Decision(intent, confidence, language, text=caller_facing(output.text, language))
+        return Decision(intent, confidence, language, text=caller_facing(output.text, language) or say("not_understood", language))
+
+
+def caller_facing(tool_output: str, language: str) -> str:
+    """A tool's output as the caller may hear it: text written for a model is never spoken."""
+    if is_model_instruction(tool_output):
+        return say("no_answer", language)
+    return tool_output
