@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import ipaddress
 import logging
+import os
 import random
 import threading
 import time
@@ -133,6 +134,8 @@ class Agent:
         self.prefix = "vh" + hashlib.sha256(str(state.resolve()).encode()).hexdigest()[:6]
         self.node_net = f"{self.prefix}-node"
         self.images: dict[str, ImageConfig] = load_dockerfile(repo / "Dockerfile")
+        # The interpreter the image's /opt/venv links to (the "python:3.11" base layer).
+        self.python_prefix = Path(os.path.realpath(repo / ".venv" / "bin" / "python")).parents[1]
         self.sources = ApiSources(kube)
         self.proxy = Proxy()
         api = urlparse(kube.server)

@@ -58,6 +58,28 @@ def _mountpoint(source: str, target: str) -> None:
         path.touch()
 
 
+def hidden_ancestor(path: Path) -> Path | None:
+    """The top-most ancestor another user cannot traverse (e.g. /root, mode 0700), if any."""
+    for parent in reversed(path.parents):
+        if parent != Path("/") and not os.stat(parent).st_mode & 0o001:
+            return parent
+    return None
+
+
+def expose(libc: Any, path: Path, staging: Path) -> None:
+    """Make ``path`` reachable for the container user although an ancestor is private: the
+    image's own interpreter lives there (a pyenv Python under /root). The private ancestor is
+    covered by an empty tmpfs holding only ``path``, which also hides the rest of it."""
+    top = hidden_ancestor(path)
+    if top is None:
+        return
+    staging.mkdir(parents=True, exist_ok=True)
+    _mount(libc, str(path), str(staging), None, MS_BIND | MS_REC)
+    _mount(libc, "tmpfs", str(top), "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
+    path.mkdir(parents=True, exist_ok=True)
+    _mount(libc, str(staging), str(path), None, MS_BIND | MS_REC)
+
+
 def enter(spec: dict[str, Any]) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     fd = os.open(spec["netns"], os.O_RDONLY)
@@ -67,6 +89,8 @@ def enter(spec: dict[str, Any]) -> None:
     _mount(libc, None, "/", None, MS_REC | MS_PRIVATE)
     hostname = spec["hostname"].encode()
     _check(libc.sethostname(hostname, len(hostname)), "sethostname")
+    for index, path in enumerate(spec.get("expose", [])):
+        expose(libc, Path(path), Path(spec["staging"]) / str(index))
     for mount in spec["mounts"]:
         target = mount["target"]
         if mount.get("tmpfs"):

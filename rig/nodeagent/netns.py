@@ -208,11 +208,20 @@ class Proxy:
             self.remove(key)
 
     @staticmethod
+    async def _cancel_all() -> None:
+        """Open connections end with the agent."""
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    @staticmethod
     async def _close(server: asyncio.AbstractServer) -> None:
         server.close()
 
     def close(self) -> None:
         for key in list(self._listeners):
             self.remove(key)
+        self._call(self._cancel_all())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=5)

@@ -361,6 +361,8 @@ class PodWorker(threading.Thread):
             "netns": f"/run/netns/{self.netns}",
             "hostname": self.pod["spec"].get("hostname") or self.pod["metadata"]["name"],
             "mounts": mounts,
+            "expose": [str(self.agent.python_prefix)],
+            "staging": str(self.dir / ".expose"),
             "uid": uid,
             "gid": gid,
             "groups": groups,
