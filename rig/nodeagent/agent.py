@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import calendar
 import contextlib
-import hashlib
 import ipaddress
 import logging
 import os
@@ -20,7 +19,7 @@ from urllib.parse import urlparse
 from rig.nodeagent.dockerfile import ImageConfig, load_dockerfile
 from rig.nodeagent.env import service_links
 from rig.nodeagent.kube import STRATEGIC, Kube, KubeError
-from rig.nodeagent.netns import Key, Proxy, Target, create_node_network, delete_netns, owned_netns
+from rig.nodeagent.netns import Key, Proxy, Target, create_node_network, delete_netns, netns_prefix, owned_netns
 from rig.nodeagent.nodes import LEASE_NAMESPACE, NodeSpec, build_lease, build_node, build_node_status, now_micro
 from rig.nodeagent.pod import PodWorker
 from rig.nodeagent.volumes import decode_data
@@ -131,7 +130,7 @@ class Agent:
         self.gateway = str(network.network_address + 1)
         self.prefix_len = network.prefixlen
         self.host_ip = "127.0.0.1"
-        self.prefix = "vh" + hashlib.sha256(str(state.resolve()).encode()).hexdigest()[:6]
+        self.prefix = netns_prefix(state)
         self.node_net = f"{self.prefix}-node"
         self.images: dict[str, ImageConfig] = load_dockerfile(repo / "Dockerfile")
         # The interpreter the image's /opt/venv links to (the "python:3.11" base layer).

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import hashlib
 import os
 import socket
 import subprocess
@@ -114,6 +115,12 @@ def create_pod_network(name: str, node_net: str, veth: str, pod_ip: str, prefix_
 def delete_netns(name: str) -> None:
     if (NETNS_DIR / name).exists():
         subprocess.run(["ip", "netns", "delete", name], capture_output=True, timeout=30, check=False)
+
+
+def netns_prefix(state: Path) -> str:
+    """Names of one agent's netns (``<prefix>-node``, ``<prefix>-<pod uid>``), unique per --state,
+    so agents of two work trees on one machine never touch each other's."""
+    return "vh" + hashlib.sha256(str(state.resolve()).encode()).hexdigest()[:6]
 
 
 def owned_netns(prefix: str) -> list[str]:
