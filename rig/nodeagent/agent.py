@@ -166,7 +166,13 @@ class Agent:
             threading.Thread(target=target, name=f"nodeagent-{name}", daemon=True).start()
 
     def _pod_informer(self, node: str) -> Callable[[], None]:
-        return lambda: self.informer("/api/v1/pods", {"fieldSelector": f"spec.nodeName={node}"}, self.on_pod)
+        def handler(kind: str, obj: dict[str, Any]) -> None:
+            if kind == "SYNCED":
+                self.on_relisted(node, {item["metadata"]["uid"] for item in obj["items"]})
+            else:
+                self.on_pod(kind, obj)
+
+        return lambda: self.informer("/api/v1/pods", {"fieldSelector": f"spec.nodeName={node}"}, handler)
 
     def shutdown(self) -> None:
         """Stop every Pod we run (SIGTERM, grace, SIGKILL), then the network."""
@@ -223,6 +229,7 @@ class Agent:
                 listing = self.kube.get(path, params)
                 for item in listing.get("items", []):
                     handler("ADDED", item)
+                handler("SYNCED", {"items": listing.get("items", [])})
                 version = listing["metadata"]["resourceVersion"]
                 while not self.stopping.is_set():
                     for event in self.kube.watch(path, {**params, "resourceVersion": version}):
@@ -235,6 +242,13 @@ class Agent:
                 if not self.stopping.is_set():
                     log.info("watch %s: %s; relisting", path, exc)
                     self.stopping.wait(1.0)
+
+    def on_relisted(self, node: str, listed: set[str]) -> None:
+        """After a relist: Pods deleted while the watch was down are gone."""
+        with self.lock:
+            stale = [w for w in self.workers.values() if w.uid not in listed and w.node.name == node]
+        for worker in stale:
+            worker.vanished()
 
     def on_pod(self, kind: str, pod: dict[str, Any]) -> None:
         uid = pod["metadata"]["uid"]
@@ -269,6 +283,8 @@ class Agent:
                 del self.workers[worker.uid]
 
     def on_service(self, kind: str, svc: dict[str, Any]) -> None:
+        if kind == "SYNCED":
+            return
         key = f"{svc['metadata']['namespace']}/{svc['metadata']['name']}"
         with self.lock:
             if kind == "DELETED":
@@ -278,6 +294,8 @@ class Agent:
         self.reconcile_services()
 
     def on_slice(self, kind: str, eps: dict[str, Any]) -> None:
+        if kind == "SYNCED":
+            return
         key = f"{eps['metadata']['namespace']}/{eps['metadata']['name']}"
         with self.lock:
             if kind == "DELETED":

@@ -200,10 +200,17 @@ class PodWorker(threading.Thread):
     def _make_sandbox(self) -> None:
         agent = self.agent
         if not self.pod_ip:
-            self.pod_ip = agent.allocate_ip(self.uid)
-            create_pod_network(self.netns, agent.node_net, self.veth, self.pod_ip, agent.prefix_len, agent.gateway)
-            for port in agent.host_ports:
-                agent.proxy.add(self.netns, "127.0.0.1", port, host_target(port))
+            address = agent.allocate_ip(self.uid)
+            try:
+                create_pod_network(self.netns, agent.node_net, self.veth, address, agent.prefix_len, agent.gateway)
+                for port in agent.host_ports:
+                    agent.proxy.add(self.netns, "127.0.0.1", port, host_target(port))
+            except (OSError, subprocess.CalledProcessError):
+                agent.proxy.remove_netns(self.netns)
+                delete_netns(self.netns)
+                agent.release_ip(self.uid)
+                raise
+            self.pod_ip = address
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o755)
         (self.dir / "hostname").write_text(self.pod["metadata"]["name"] + "\n")

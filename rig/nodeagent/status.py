@@ -180,7 +180,6 @@ def build_pod_status(
         "startTime": start_time,
         "initContainerStatuses": [build_container_status(r) for r in init],
         "containerStatuses": [build_container_status(r) for r in main],
-        "qosClass": "BestEffort",
     }
     if pod_ip:
         status["podIP"] = pod_ip
