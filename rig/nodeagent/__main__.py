@@ -1,7 +1,7 @@
 """Run the rig's node agent (test infrastructure standing in for the kubelet) until SIGTERM.
 
     python -m rig.nodeagent --kubeconfig .rig/kubeconfig --state .rig/nodeagent --repo . \\
-        --node rig-a:europe-west4:a --node rig-gpu:europe-west4:b:gpu=1 --host-port 7880
+        --node rig-a:europe-west4:a --node rig-gpu:europe-west4:b:gpu=1 --host-port 7880 --host-udp-port 7882
 
 Needs root (network namespaces, mounts, setuid). On SIGTERM/SIGINT every Pod it runs is
 stopped (preStop, SIGTERM, grace period, SIGKILL) and its namespaces removed.
@@ -33,6 +33,8 @@ def parser() -> argparse.ArgumentParser:
                    help=f"a Node to register (repeatable; default {' '.join(DEFAULT_NODES)})")
     p.add_argument("--host-port", action="append", type=int, default=[], metavar="PORT",
                    help="forward 127.0.0.1:PORT inside every Pod to the host's 127.0.0.1:PORT (repeatable)")
+    p.add_argument("--host-udp-port", action="append", type=int, default=[], metavar="PORT",
+                   help="the same for UDP, one host socket per flow (livekit-server's RTC port)")
     p.add_argument("--pod-cidr", default="10.244.0.0/16")
     p.add_argument("--service-cidr", default="10.0.0.0/24", help="the apiserver's --service-cluster-ip-range")
     p.add_argument("--backoff-base", type=float, default=10.0,
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     kube = Kube(args.kubeconfig)
     agent = Agent(kube, nodes, args.state.resolve(), repo, args.host_port, args.pod_cidr, args.service_cidr,
-                  args.backoff_base)
+                  args.backoff_base, args.host_udp_ports)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

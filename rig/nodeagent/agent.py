@@ -117,12 +117,14 @@ class Agent:
         pod_cidr: str = "10.244.0.0/16",
         service_cidr: str = "10.0.0.0/24",
         backoff_base: float = 10.0,
+        host_udp_ports: list[int] | None = None,
     ) -> None:
         self.kube = kube
         self.nodes = {n.name: n for n in nodes}
         self.state = state
         self.repo = repo
         self.host_ports = host_ports
+        self.host_udp_ports = host_udp_ports or []
         self.backoff_base = backoff_base
         self.service_cidr = service_cidr
         network = ipaddress.ip_network(pod_cidr)

@@ -154,12 +154,55 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
                 writer.write_eof()
 
 
+class _UdpFlow(asyncio.DatagramProtocol):
+    def __init__(self, relay: _UdpRelay, client: tuple[str, int]) -> None:
+        self.relay, self.client = relay, client
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        if self.relay.transport is not None:
+            self.relay.transport.sendto(data, self.client)
+
+
+class _UdpRelay(asyncio.DatagramProtocol):
+    def __init__(self, loop: asyncio.AbstractEventLoop, target: tuple[str, int]) -> None:
+        self.loop, self.target = loop, target
+        self.transport: asyncio.DatagramTransport | None = None
+        self.flows: dict[tuple[str, int], asyncio.DatagramTransport | None] = {}
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        client = (str(addr[0]), int(addr[1]))
+        flow = self.flows.get(client)
+        if flow is not None:
+            flow.sendto(data)
+        elif client not in self.flows:
+            self.flows[client] = None
+            self.loop.create_task(self._open(client, data))
+
+    async def _open(self, client: tuple[str, int], first: bytes) -> None:
+        transport, _ = await self.loop.create_datagram_endpoint(
+            lambda: _UdpFlow(self, client), remote_addr=self.target
+        )
+        self.flows[client] = transport
+        transport.sendto(first)
+
+    def close(self) -> None:
+        for flow in self.flows.values():
+            if flow is not None:
+                flow.close()
+        if self.transport is not None:
+            self.transport.close()
+
+
 class Proxy:
     """All userspace forwarding of the agent, on one asyncio loop in its own thread."""
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         self._listeners: dict[Key, _Listener] = {}
+        self._udp: dict[str, list[_UdpRelay]] = {}
         self._thread = threading.Thread(target=self.loop.run_forever, name="nodeagent-proxy", daemon=True)
         self._thread.start()
 
@@ -205,6 +248,19 @@ class Proxy:
             with contextlib.suppress(OSError):
                 w.close()
 
+    def add_udp(self, netns: str, host: str, port: int, target: tuple[str, int]) -> None:
+        """UDP ``host:port`` in ``netns`` relayed to ``target`` on the host, one host socket per
+        client flow so replies find their way back (LiveKit's RTC port from inside a Pod)."""
+        sock = listen_socket(netns, host, port, socket.SOCK_DGRAM)
+        relay = self._call(self._add_udp(sock, target))
+        self._udp.setdefault(netns, []).append(relay)
+
+    async def _add_udp(self, sock: socket.socket, target: tuple[str, int]) -> _UdpRelay:
+        loop = asyncio.get_running_loop()
+        relay = _UdpRelay(loop, target)
+        await loop.create_datagram_endpoint(lambda: relay, sock=sock)
+        return relay
+
     def remove(self, key: Key) -> None:
         listener = self._listeners.pop(key, None)
         if listener is not None:
@@ -213,6 +269,8 @@ class Proxy:
     def remove_netns(self, netns: str) -> None:
         for key in [k for k in self._listeners if k[0] == netns]:
             self.remove(key)
+        for relay in self._udp.pop(netns, []):
+            self.loop.call_soon_threadsafe(relay.close)
 
     @staticmethod
     async def _cancel_all() -> None:
@@ -229,6 +287,8 @@ class Proxy:
     def close(self) -> None:
         for key in list(self._listeners):
             self.remove(key)
+        for netns in list(self._udp):
+            self.remove_netns(netns)
         self._call(self._cancel_all())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=5)

@@ -205,6 +205,8 @@ class PodWorker(threading.Thread):
                 create_pod_network(self.netns, agent.node_net, self.veth, address, agent.prefix_len, agent.gateway)
                 for port in agent.host_ports:
                     agent.proxy.add(self.netns, "127.0.0.1", port, host_target(port))
+                for port in agent.host_udp_ports:
+                    agent.proxy.add_udp(self.netns, "127.0.0.1", port, ("127.0.0.1", port))
             except (OSError, subprocess.CalledProcessError):
                 agent.proxy.remove_netns(self.netns)
                 delete_netns(self.netns)
