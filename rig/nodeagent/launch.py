@@ -91,14 +91,18 @@ def enter(spec: dict[str, Any]) -> None:
     _check(libc.sethostname(hostname, len(hostname)), "sethostname")
     for index, path in enumerate(spec.get("expose", [])):
         expose(libc, Path(path), Path(spec["staging"]) / str(index))
-    for mount in spec["mounts"]:
+    # Sources are opened before anything is mounted: the Pod's files may live under /tmp, which
+    # the container gets as its own tmpfs; /proc/self/fd/N still names them afterwards.
+    sources = {i: os.open(m["source"], os.O_PATH) for i, m in enumerate(spec["mounts"]) if not m.get("tmpfs")}
+    for index, mount in enumerate(spec["mounts"]):
         target = mount["target"]
         if mount.get("tmpfs"):
             Path(target).mkdir(parents=True, exist_ok=True)
             _mount(libc, "tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
             continue
-        _mountpoint(mount["source"], target)
-        _mount(libc, mount["source"], target, None, MS_BIND | MS_REC)
+        source = f"/proc/self/fd/{sources[index]}"
+        _mountpoint(source, target)
+        _mount(libc, source, target, None, MS_BIND | MS_REC)
         if mount.get("readonly"):
             _mount(libc, None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
 

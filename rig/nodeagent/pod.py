@@ -384,8 +384,8 @@ class PodWorker(threading.Thread):
     def _mounts(self, spec: dict[str, Any], home: str, uid: int) -> list[dict[str, Any]]:
         repo = self.agent.repo
         mounts: list[dict[str, Any]] = [
+            {"tmpfs": True, "target": "/tmp"},  # first: volumes may be mounted below /tmp
             {"source": str(repo / ".venv"), "target": "/opt/venv", "readonly": True},
-            {"tmpfs": True, "target": "/tmp"},
             {"source": str(self.dir / "hosts"), "target": "/etc/hosts", "readonly": True},
             {"source": str(self.dir / "resolv.conf"), "target": "/etc/resolv.conf", "readonly": True},
             {"source": str(self.dir / "hostname"), "target": "/etc/hostname", "readonly": True},
