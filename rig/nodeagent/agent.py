@@ -19,7 +19,16 @@ from urllib.parse import urlparse
 from rig.nodeagent.dockerfile import ImageConfig, load_dockerfile
 from rig.nodeagent.env import service_links
 from rig.nodeagent.kube import STRATEGIC, Kube, KubeError
-from rig.nodeagent.netns import Key, Proxy, Target, create_node_network, delete_netns, netns_prefix, owned_netns
+from rig.nodeagent.netns import (
+    Key,
+    Proxy,
+    Target,
+    create_node_network,
+    delete_netns,
+    kill_netns_processes,
+    netns_prefix,
+    owned_netns,
+)
 from rig.nodeagent.nodes import LEASE_NAMESPACE, NodeSpec, build_lease, build_node, build_node_status, now_micro
 from rig.nodeagent.pod import PodWorker
 from rig.nodeagent.volumes import decode_data
@@ -154,8 +163,9 @@ class Agent:
 
     def start(self) -> None:
         (self.state / "logs").mkdir(parents=True, exist_ok=True)
-        for name in owned_netns(self.prefix):
-            delete_netns(name)  # left over by a previous run of this agent (same --state)
+        for name in owned_netns(self.prefix):  # left over by a killed run of this agent (same --state)
+            kill_netns_processes(name)
+            delete_netns(name)
         create_node_network(self.node_net, self.gateway, self.prefix_len, self.service_cidr)
         for node in self.nodes.values():
             self.register(node)

@@ -123,6 +123,14 @@ def netns_prefix(state: Path) -> str:
     return "vh" + hashlib.sha256(str(state.resolve()).encode()).hexdigest()[:6]
 
 
+def kill_netns_processes(name: str) -> None:
+    """SIGKILL what still runs in a netns a killed agent left behind (its containers)."""
+    result = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True, timeout=30, check=False)
+    for pid in result.stdout.split():
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid), 9)
+
+
 def owned_netns(prefix: str) -> list[str]:
     """Netns names this agent made (left over from a crash), by its unique prefix."""
     if not NETNS_DIR.is_dir():
