@@ -87,7 +87,7 @@ def test_host_ports_tcp_and_udp_reach_the_host_loopback(network: dict[str, Any])
     a = next(iter(network["pods"]))
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:
             self.send_response(200)
             self.end_headers()
             self.wfile.write(b"host")
