@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     kube = Kube(args.kubeconfig)
     agent = Agent(kube, nodes, args.state.resolve(), repo, args.host_port, args.pod_cidr, args.service_cidr,
-                  args.backoff_base, args.host_udp_ports)
+                  args.backoff_base, args.host_udp_port)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -35,6 +35,7 @@ from rig.nodeagent.volumes import decode_data
 
 log = logging.getLogger("rig.nodeagent")
 HEARTBEAT_SECONDS = 10.0
+NOT_READY_TAINT = "node.kubernetes.io/not-ready"
 
 
 class ApiSources:
@@ -70,12 +71,13 @@ class ApiSources:
         body: dict[str, Any] = {
             "apiVersion": "authentication.k8s.io/v1",
             "kind": "TokenRequest",
-            "spec": {
-                "audiences": [audience] if audience else [],
-                "expirationSeconds": seconds,
-                "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": meta["name"], "uid": meta["uid"]},
-            },
+            "spec": {"audiences": [audience] if audience else [], "expirationSeconds": seconds},
         }
+        if spec.get("serviceAccountName"):
+            # Without ServiceAccount admission (the rig's apiserver) a Pod that names no
+            # ServiceAccount keeps it empty, and the apiserver refuses to bind a "default"
+            # token to it: such a Pod gets an unbound token of "default".
+            body["spec"]["boundObjectRef"] = {"apiVersion": "v1", "kind": "Pod", "name": meta["name"], "uid": meta["uid"]}
         result = self.kube.post(f"/api/v1/namespaces/{meta['namespace']}/serviceaccounts/{sa}/token", body)
         expires = calendar.timegm(time.strptime(result["status"]["expirationTimestamp"], "%Y-%m-%dT%H:%M:%SZ"))
         return str(result["status"]["token"]), expires
@@ -211,7 +213,19 @@ class Agent:
                                                                       "spec": body["spec"]}, STRATEGIC)
         self.node_uids[node.name] = created["metadata"]["uid"]
         self.heartbeat(node)
+        self.clear_not_ready(node.name)
         log.info("registered node %s (%s/%s, %d GPUs)", node.name, node.region, node.zone, node.gpus)
+
+    def clear_not_ready(self, name: str) -> None:
+        """Admission taints a new Node ``node.kubernetes.io/not-ready:NoSchedule``; the node
+        lifecycle controller lifts it once the Node is Ready. The rig may not run that
+        controller, so the agent lifts it after posting Ready (the scheduler would skip the Node)."""
+        current = self.kube.get(f"/api/v1/nodes/{name}")
+        taints = current["spec"].get("taints") or []
+        kept = [t for t in taints if t.get("key") != NOT_READY_TAINT]
+        if kept != taints:
+            self.kube.patch(f"/api/v1/nodes/{name}", {"metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
+                                                      "spec": {"taints": kept or None}})
 
     def heartbeat(self, node: NodeSpec) -> None:
         self.kube.patch(f"/api/v1/nodes/{node.name}/status", build_node_status(node, self.host_ip), STRATEGIC)
