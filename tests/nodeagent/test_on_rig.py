@@ -309,16 +309,20 @@ def test_riva_runs_as_the_fake_only_with_a_gpu(agent: RunningAgent, namespace: s
 
 def test_token_is_refused_once_its_pod_is_gone(agent: RunningAgent, namespace: str) -> None:
     """The mounted token is bound to the Pod (TokenRequest boundObjectRef), as the kubelet's."""
-    create(agent, namespace, web_pod("bound", agent.cpu_node, agent.host_port))
+    create(agent, namespace, web_pod("bound", agent.cpu_node, agent.host_port, serviceAccountName="default"))
     pod = wait_ready(agent, namespace, "bound")
     token = pod_exec(pod, "print(open('/var/run/secrets/kubernetes.io/serviceaccount/token').read())").strip()
     claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=" * (-len(token.split(".")[1]) % 4)))
     assert claims["kubernetes.io"]["pod"]["uid"] == pod["metadata"]["uid"]
     agent.kube.delete(f"/api/v1/namespaces/{namespace}/pods/bound", {"gracePeriodSeconds": 1})
     eventually(lambda: agent.pod(namespace, "bound") is None, 60, what="the Pod is deleted")
-    review = agent.kube.post("/apis/authentication.k8s.io/v1/tokenreviews",
-                             {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}})
-    assert review["status"].get("authenticated") is not True
+    review = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}}
+
+    def refused() -> bool:
+        result = agent.kube.post("/apis/authentication.k8s.io/v1/tokenreviews", review)
+        return result["status"].get("authenticated") is not True
+
+    eventually(refused, 60, interval=1.0, what="the apiserver refuses the token of a deleted Pod")
 
 
 def test_kube_errors_name_the_request(agent: RunningAgent) -> None:
