@@ -24,7 +24,7 @@ class ImageConfig:
     entrypoint: tuple[str, ...] = ()
     cmd: tuple[str, ...] = ()
     exposed: tuple[str, ...] = ()
-    users: tuple[tuple[str, str], ...] = field(default=())  # (uid, home) from `useradd --uid`
+    users: tuple[tuple[str, str, str], ...] = field(default=())  # (uid, name, home) of `useradd --uid`
 
     def env_dict(self) -> dict[str, str]:
         return dict(self.env)
@@ -85,8 +85,8 @@ def _env_pairs(value: str, env: dict[str, str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def _useradd(value: str) -> tuple[str, str] | None:
-    """(uid, home) of ``RUN useradd --uid N [--create-home] NAME``: the image's /etc/passwd."""
+def _useradd(value: str) -> tuple[str, str, str] | None:
+    """(uid, name, home) of ``RUN useradd --uid N [--create-home] NAME``: the image's /etc/passwd."""
     match = re.search(r"useradd\s+(.*?)(?:&&|;|$)", value)
     if not match:
         return None
@@ -100,7 +100,7 @@ def _useradd(value: str) -> tuple[str, str] | None:
         if not tokens[i].startswith("-"):
             name = tokens[i]
         i += 1
-    return (uid, f"/home/{name}") if uid and name else None
+    return (uid, name, f"/home/{name}") if uid and name else None
 
 
 BASE = ImageConfig(env=(("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),))
@@ -203,4 +203,18 @@ def expand_references(value: str, env: dict[str, str]) -> str:
 
 def home_of(image: ImageConfig, uid: int) -> str:
     """HOME as a runtime sets it: the image user's home, else ``/``."""
-    return dict(image.users).get(str(uid), "/")
+    return next((home for u, _, home in image.users if u == str(uid)), "/")
+
+
+def passwd_lines(image: ImageConfig, known_uids: set[int]) -> tuple[str, str]:
+    """/etc/passwd and /etc/group lines for the image's own users (useradd makes a group of
+    the same id), so getpwuid() works in the container as in the image."""
+    users = [(int(u), name, home) for u, name, home in image.users if int(u) not in known_uids]
+    passwd = "".join(f"{name}:x:{uid}:{uid}::{home}:/bin/sh\n" for uid, name, home in users)
+    group = "".join(f"{name}:x:{uid}:\n" for uid, name, _ in users)
+    return passwd, group
+
+
+def primary_gid(image: ImageConfig, uid: int) -> int:
+    """The image user's group (useradd's user group), else 0 as a runtime uses without one."""
+    return uid if any(u == str(uid) for u, _, _ in image.users) else 0

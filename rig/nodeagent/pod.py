@@ -16,9 +16,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rig.nodeagent.dockerfile import expand_references, home_of
+from rig.nodeagent.dockerfile import ImageConfig, expand_references, home_of, passwd_lines, primary_gid
 from rig.nodeagent.env import ConfigError, PodFacts, build_env
 from rig.nodeagent.images import ImageError, Process, RunError, resolve_process
 from rig.nodeagent.kube import KubeError
@@ -68,8 +69,11 @@ def exit_code(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
-def user_of(pod: dict[str, Any], container: dict[str, Any], image_user: str) -> tuple[int, int, list[int]]:
-    """(uid, gid, groups): securityContext over the image USER (numeric or root only)."""
+def user_of(
+    pod: dict[str, Any], container: dict[str, Any], image_user: str, image: ImageConfig | None = None
+) -> tuple[int, int, list[int]]:
+    """(uid, gid, groups): securityContext over the image USER (numeric or root only); the
+    group is runAsGroup, else the image user's own group."""
     pod_sc = pod["spec"].get("securityContext", {}) or {}
     sc = container.get("securityContext", {}) or {}
     uid_value = sc.get("runAsUser", pod_sc.get("runAsUser"))
@@ -80,7 +84,8 @@ def user_of(pod: dict[str, Any], container: dict[str, Any], image_user: str) -> 
         if not user.isdigit():
             raise ConfigError(f"image user {image_user!r} is not numeric (the rig node agent has no /etc/passwd)")
         uid_value = int(user)
-    gid = sc.get("runAsGroup", pod_sc.get("runAsGroup", 0))
+    default_gid = primary_gid(image, int(uid_value)) if image is not None else 0
+    gid = sc.get("runAsGroup", pod_sc.get("runAsGroup", default_gid))
     if (sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is True) and int(uid_value) == 0:
         raise ConfigError("container has runAsNonRoot and image will run as root")
     groups = [int(g) for g in pod_sc.get("supplementalGroups", []) or []]
@@ -355,7 +360,7 @@ class PodWorker(threading.Thread):
         log.info("pod %s: started container %s (pid %d): %s", self.key, rec.name, proc.pid, launch["argv"])
 
     def _launch_spec(self, spec: dict[str, Any], process: Process) -> tuple[dict[str, Any], int, int, dict[str, str]]:
-        uid, gid, groups = user_of(self.pod, spec, process.image.user)
+        uid, gid, groups = user_of(self.pod, spec, process.image.user, process.image)
         ns = self.pod["metadata"]["namespace"]
         facts = PodFacts(self.pod_ip, self.agent.host_ip, self.node.name)
         service_env = self.agent.service_env(ns) if self.pod["spec"].get("enableServiceLinks", True) else \
@@ -366,6 +371,7 @@ class PodWorker(threading.Thread):
         env.setdefault("HOME", home)
         argv = [expand_references(a, env) for a in process.argv]
         mounts = self._mounts(spec, home, uid)
+        mounts.extend(self._passwd(spec["name"], process.image))
         launch = {
             "netns": f"/run/netns/{self.netns}",
             "hostname": self.pod["spec"].get("hostname") or self.pod["metadata"]["name"],
@@ -405,6 +411,19 @@ class PodWorker(threading.Thread):
         sa_volume = self.volumes.paths.get("kube-api-access-rig")
         if sa_volume is not None:
             mounts.append({"source": str(sa_volume), "target": SA_PATH, "readonly": True})
+        return mounts
+
+    def _passwd(self, name: str, image: ImageConfig) -> list[dict[str, Any]]:
+        """The host's /etc/passwd and /etc/group plus the image's own users."""
+        host_passwd, host_group = Path("/etc/passwd").read_text(), Path("/etc/group").read_text()
+        known = {int(line.split(":")[2]) for line in host_passwd.splitlines() if line.count(":") >= 6}
+        extra_passwd, extra_group = passwd_lines(image, known)
+        mounts = []
+        for kind, text in (("passwd", host_passwd + extra_passwd), ("group", host_group + extra_group)):
+            path = self.dir / f"{kind}-{name}"
+            path.write_text(text)
+            os.chmod(path, 0o644)
+            mounts.append({"source": str(path), "target": f"/etc/{kind}", "readonly": True})
         return mounts
 
     def _spawn(self, name: str, launch: dict[str, Any]) -> subprocess.Popen[bytes]:

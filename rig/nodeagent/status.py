@@ -130,7 +130,7 @@ def pod_phase(init: list[ContainerRecord], main: list[ContainerRecord], restart_
             return "Succeeded"
         if restart_policy == "Never":
             return "Failed"
-    if any(r.state in {"running", "terminated"} or r.restart_count for r in main):
+    if any(r.state in {"running", "terminated"} or r.restart_count or r.last_terminated for r in main):
         return "Running"
     return "Pending"
 

@@ -122,6 +122,9 @@ def test_phase() -> None:
     assert pod_phase([], [rec("c", "terminated", 1)], "Never", False) == "Failed"
     assert pod_phase([], [rec("c", "terminated", 1)], "OnFailure", False) == "Running"
     assert pod_phase([], [rec("c", "waiting")], "Always", True) == "Failed"
+    crashed = rec("c", "waiting")
+    crashed.last_terminated = {"exitCode": 1}
+    assert pod_phase([], [crashed], "Always", False) == "Running"  # first crash, before its restart
 
 
 def test_status_conditions_keep_transition_times() -> None:
@@ -174,6 +177,10 @@ def test_users() -> None:
     pod = {"spec": {"securityContext": {"fsGroup": 2000}}}
     assert user_of(pod, {}, "10001") == (10001, 0, [2000])
     assert user_of(pod, {"securityContext": {"runAsUser": 5, "runAsGroup": 6}}, "10001") == (5, 6, [2000])
+    from rig.nodeagent.dockerfile import load_dockerfile
+
+    worker = load_dockerfile(ROOT / "Dockerfile")["worker"]
+    assert user_of({"spec": {}}, {}, worker.user, worker) == (10001, 10001, [])  # useradd's own group
     with pytest.raises(ConfigError, match="runAsNonRoot"):
         user_of({"spec": {"securityContext": {"runAsNonRoot": True}}}, {}, "0")
 

@@ -15,6 +15,7 @@ from rig.nodeagent.dockerfile import (
     is_riva_image,
     load_dockerfile,
     parse_dockerfile,
+    passwd_lines,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,6 +61,8 @@ def test_stages_inherit_env_user_and_workdir_from_the_stage_they_start_from() ->
     assert svc.cmd == ("--port", "80")
     assert home_of(svc, 10001) == "/home/app"
     assert home_of(svc, 0) == "/"
+    assert passwd_lines(svc, {0}) == ("app:x:10001:10001::/home/app:/bin/sh\n", "app:x:10001:\n")
+    assert passwd_lines(svc, {10001}) == ("", "")
     assert stages["build"].workdir == "/src"
 
 
