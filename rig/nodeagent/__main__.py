@@ -39,6 +39,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--service-cidr", default="10.0.0.0/24", help="the apiserver's --service-cluster-ip-range")
     p.add_argument("--backoff-base", type=float, default=10.0,
                    help="first restart back-off in seconds, doubling to 300 (the kubelet's 10; tests use less)")
+    p.add_argument("--delete-nodes-on-exit", action="store_true",
+                   help="delete the Nodes on SIGTERM (a kubelet keeps them; without a node lifecycle "
+                        "controller a stopped agent's Nodes would stay Ready and keep getting Pods)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -68,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     agent.start()
     logging.getLogger("rig.nodeagent").info("node agent running: %s", ", ".join(n.name for n in nodes))
     stop.wait()
-    agent.shutdown()
+    agent.shutdown(delete_nodes=args.delete_nodes_on_exit)
     kube.close()
     return 0
 

@@ -188,8 +188,8 @@ class Agent:
 
         return lambda: self.informer("/api/v1/pods", {"fieldSelector": f"spec.nodeName={node}"}, handler)
 
-    def shutdown(self) -> None:
-        """Stop every Pod we run (SIGTERM, grace, SIGKILL), then the network."""
+    def shutdown(self, delete_nodes: bool = False) -> None:
+        """Stop every Pod we run (SIGTERM, grace, SIGKILL), then the network (and the Nodes)."""
         self.stopping.set()
         with self.lock:
             workers = list(self.workers.values())
@@ -199,6 +199,11 @@ class Agent:
             worker.join(timeout=60)
         self.proxy.close()
         delete_netns(self.node_net)
+        for name in self.nodes if delete_nodes else []:
+            try:
+                self.kube.delete(f"/api/v1/nodes/{name}")
+            except (KubeError, OSError) as exc:
+                log.warning("deleting node %s: %s", name, exc)
 
     # ------------------------------------------------------------------ nodes
 

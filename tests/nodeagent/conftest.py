@@ -88,7 +88,7 @@ def agent(rig: Rig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runnin
     proc = subprocess.Popen(
         [sys.executable, "-m", "rig.nodeagent", "--kubeconfig", str(rig.kubeconfig), "--state", str(state),
          "--repo", str(ROOT), "--node", f"{cpu}:europe-west4:a", "--node", f"{gpu}:europe-west4:b:gpu=1",
-         "--host-port", str(host.server_address[1]), "--backoff-base", "1"],
+         "--host-port", str(host.server_address[1]), "--backoff-base", "1", "--delete-nodes-on-exit"],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
     )
     kube = Kube(rig.kubeconfig)
@@ -111,8 +111,7 @@ def agent(rig: Rig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runnin
         log.close()
         host.shutdown()
         for node in (cpu, gpu):
-            with contextlib.suppress(KubeError):
-                kube.delete(f"/api/v1/nodes/{node}")
+            assert kube.get_or_none(f"/api/v1/nodes/{node}") is None, f"{node} left behind"
         kube.close()
 
 
