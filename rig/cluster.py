@@ -144,7 +144,8 @@ def start_node_agent(kubeconfig: Path, host_ports: list[int], udp_ports: list[in
     if alive("nodeagent"):
         return
     argv = [str(REPO / ".venv/bin/python"), "-m", "rig.nodeagent", "--kubeconfig", str(kubeconfig),
-            "--state", str(STATE / "nodeagent"), "--repo", str(REPO), "--ca-bundle", str(ca_bundle)]
+            "--state", str(STATE / "nodeagent"), "--repo", str(REPO), "--ca-bundle", str(ca_bundle),
+            "--delete-nodes-on-exit"]
     argv += [arg for node in NODES for arg in ("--node", node)]
     argv += [arg for port in host_ports for arg in ("--host-port", str(port))]
     argv += [arg for port in udp_ports for arg in ("--host-udp-port", str(port))]

@@ -35,6 +35,8 @@ def parser() -> argparse.ArgumentParser:
                    help="forward 127.0.0.1:PORT inside every Pod to the host's 127.0.0.1:PORT (repeatable)")
     p.add_argument("--host-udp-port", action="append", type=int, default=[], metavar="PORT",
                    help="the same for UDP, one host socket per flow (livekit-server's RTC port)")
+    p.add_argument("--ca-bundle", type=Path, help="a CA bundle every container trusts (bound over the image's "
+                   "/etc/ssl/certs/ca-certificates.crt and certifi's cacert.pem), as if the image were built with it")
     p.add_argument("--pod-cidr", default="10.244.0.0/16")
     p.add_argument("--service-cidr", default="10.0.0.0/24", help="the apiserver's --service-cluster-ip-range")
     p.add_argument("--backoff-base", type=float, default=10.0,
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     kube = Kube(args.kubeconfig)
     agent = Agent(kube, nodes, args.state.resolve(), repo, args.host_port, args.pod_cidr, args.service_cidr,
-                  args.backoff_base, args.host_udp_port)
+                  args.backoff_base, args.host_udp_port, args.ca_bundle.resolve() if args.ca_bundle else None)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

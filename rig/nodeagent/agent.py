@@ -129,8 +129,10 @@ class Agent:
         service_cidr: str = "10.0.0.0/24",
         backoff_base: float = 10.0,
         host_udp_ports: list[int] | None = None,
+        ca_bundle: Path | None = None,
     ) -> None:
         self.kube = kube
+        self.ca_bundle = ca_bundle
         self.nodes = {n.name: n for n in nodes}
         self.state = state
         self.repo = repo

@@ -411,6 +411,9 @@ class PodWorker(threading.Thread):
         sa_volume = self.volumes.paths.get("kube-api-access-rig")
         if sa_volume is not None:
             mounts.append({"source": str(sa_volume), "target": SA_PATH, "readonly": True})
+        if self.agent.ca_bundle is not None:  # the image's trust store, as if built with the rig's CA in it
+            mounts += [{"source": str(self.agent.ca_bundle), "target": target, "readonly": True}
+                       for target in trust_stores(self.agent.python_prefix, repo)]
         return mounts
 
     def _passwd(self, name: str, image: ImageConfig) -> list[dict[str, Any]]:
@@ -574,3 +577,10 @@ class PodWorker(threading.Thread):
         except KubeError as exc:
             if exc.status not in (404, 409):
                 log.warning("pod %s: final delete: %s", self.key, exc)
+
+
+def trust_stores(python_prefix: Path, repo: Path) -> list[str]:
+    """The CA bundles an image's clients read: OpenSSL's default file and certifi's in the venv."""
+    stores = ["/etc/ssl/certs/ca-certificates.crt"]
+    stores += [str(p) for p in sorted((repo / ".venv").glob("lib/python3*/site-packages/certifi/cacert.pem"))]
+    return stores
