@@ -176,6 +176,11 @@ class Kubectl:
     def json(self, *args: str) -> Any:
         return json.loads(self(*args, "-o", "json"))
 
+    def maybe(self, *args: str) -> dict[str, Any]:
+        """The object as JSON, or {} when it does not exist (yet)."""
+        out = self(*args, "-o", "json", "--ignore-not-found", check=False)
+        return dict(json.loads(out)) if out.strip() else {}
+
 
 def secret(name: str, namespace: str, data: dict[str, str], kind: str = "Opaque") -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Secret", "type": kind, "metadata": {"name": name, "namespace": namespace},
@@ -309,14 +314,14 @@ def up(timeout: float) -> None:
     host_ports = [int(rig_ports["LIVEKIT_PORT"]), cluster_ports()["redis"], *fakes["ports"]]
     start_node_agent(kubeconfig, host_ports, [int(rig_ports["LIVEKIT_RTC_UDP_PORT"])], ca_bundle(CLUSTER / "tls" / "ca.pem"))
     names = [n.split(":")[0] for n in NODES]
-    wait_for(lambda: all(condition(kubectl.json("get", "node", n), "Ready") == "True" for n in names), 120, "nodes Ready")
+    wait_for(lambda: all(condition(kubectl.maybe("get", "node", n), "Ready") == "True" for n in names), 120, "nodes Ready")
     kubectl("label", "node", "vh-gpu-1", "--overwrite", "=".join(GPU_POOL_LABEL))
     install_prerequisites(kubectl, rig_env, redis_url, CLUSTER / "tls")
     helm_install(rig_env["HELM"], kubeconfig, chart_values(rig_env["LIVEKIT_URL"]))
     log(f"chart installed ({time.monotonic() - t0:.0f}s); applying the example HotelLine")
     kubectl.apply(*example_line(fakes))
     line = "lindenhof-main"
-    wait_for(lambda: condition(kubectl.json("get", "hotelline", line, "-n", HOTEL_NS), "Ready") == "True", timeout,
+    wait_for(lambda: condition(kubectl.maybe("get", "hotelline", line, "-n", HOTEL_NS), "Ready") == "True", timeout,
              f"HotelLine {HOTEL_NS}/{line} Ready")
     for ns in (RELEASE_NS, HOTEL_NS):
         wait_for(lambda ns=ns: pods_ready(kubectl, ns), timeout, f"every Pod in {ns} Ready")

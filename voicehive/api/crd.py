@@ -50,7 +50,12 @@ def _inline(schema: Any, defs: dict[str, Any]) -> Any:
             continue
         if key == "additionalProperties" and value is False:
             continue
-        if key == "properties":
+        if key == "patternProperties":  # not structural: the values' schema, the keys by CEL
+            (pattern, sub), = value.items()
+            out["additionalProperties"] = _inline(sub, defs)
+            out.setdefault("x-kubernetes-validations", []).append(
+                {"rule": f"self.all(k, k.matches('{pattern}'))", "message": f"every key must match {pattern}"})
+        elif key == "properties":
             out[key] = {name: _inline(sub, defs) for name, sub in value.items()}
         elif key in {"items", "additionalProperties"}:
             out[key] = _inline(value, defs)
@@ -59,7 +64,7 @@ def _inline(schema: Any, defs: dict[str, Any]) -> Any:
     rules = node.get("x-voicehive-cel")
     if rules:
         out.pop("x-voicehive-cel", None)
-        out["x-kubernetes-validations"] = [
+        out["x-kubernetes-validations"] = out.get("x-kubernetes-validations", []) + [
             {"rule": rule[0], "message": rule[1], **({"fieldPath": rule[2]} if len(rule) > 2 else {})}
             for rule in rules
         ]
