@@ -240,7 +240,7 @@ def worker_spec_hash(namespace: str, name: str, spec: HotelLineSpec, settings: O
     relevant = {
         "spec": spec.to_wire(),
         "riva": asr_address(namespace, spec, settings),
-        "livekit": settings.worker_livekit_url,
+        "livekit": settings.url_workers_dial,
         "redis": settings.redis_url,
         "sa": settings.worker_service_account,
         "secrets": [settings.livekit_secret, repr(settings.pii_key_ref), repr(settings.transcript_key_ref),
@@ -274,7 +274,7 @@ def worker_env(namespace: str, name: str, spec: HotelLineSpec, settings: Operato
         {"name": contract.ENV_POD_NAME, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": contract.ENV_LINE_SPEC, "value": json.dumps(spec.to_wire(), separators=(",", ":"), sort_keys=True)},
         {"name": contract.ENV_RIVA_SERVER, "value": asr_address(namespace, spec, settings)},
-        {"name": contract.ENV_LIVEKIT_URL, "value": settings.worker_livekit_url},
+        {"name": contract.ENV_LIVEKIT_URL, "value": settings.url_workers_dial},
         _secret_env(contract.ENV_LIVEKIT_API_KEY, SecretRef(settings.livekit_secret, "api-key")),
         _secret_env(contract.ENV_LIVEKIT_API_SECRET, SecretRef(settings.livekit_secret, "api-secret")),
         _secret_env(contract.ENV_PII_KEY, settings.pii_key_ref),

@@ -232,7 +232,7 @@ class HotelAgent(Agent):
         """Keypad input from the SIP leg: 0 reaches the front desk at any point."""
         if digit == "0":
             self.session.interrupt()
-            await self._to_front_desk(reason="dtmf")
+            await self.to_front_desk(reason="dtmf")
 
     # -- tools ---------------------------------------------------------------------------
 
@@ -342,9 +342,14 @@ class HotelAgent(Agent):
         Args:
             reason: Short reason for the transfer.
         """
-        return await self._to_front_desk(reason="caller")
+        return await self.to_front_desk(reason="caller")
 
-    async def _to_front_desk(self, *, reason: str) -> str | None:
+    async def to_front_desk(self, *, reason: str) -> str | None:
+        """Transfer the caller if the desk is open (the call then ends); otherwise, or when the
+        transfer fails, return what the LLM should say instead (None: already said or ended).
+
+        ``reason`` (caller, dtmf, watchdog) is logged; on ``dtmf`` the closed-desk notice is spoken here.
+        """
         self.actions.record_intent(Intent.SPEAK_TO_HUMAN)
         if not desk_is_open(self.spec.front_desk.hours, self._now()):
             if reason == "dtmf":

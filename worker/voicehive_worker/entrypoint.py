@@ -359,7 +359,7 @@ async def run_pod(line_file: Path | None) -> int:
 
 async def _give_up(agent: HotelAgent, runner: CallRunner) -> None:
     """The pipeline failed repeatedly: a person if the desk is open, otherwise a polite end."""
-    result = await agent._to_front_desk(reason="watchdog")
+    result = await agent.to_front_desk(reason="watchdog")
     if result is not None:  # desk closed or transfer failed
         await runner.finish(EndReason.PIPELINE_ERROR)
 
