@@ -18,7 +18,7 @@ from google.protobuf.duration_pb2 import Duration
 from livekit.protocol import sip as lk_sip
 
 from voicehive import contract
-from voicehive.api.models import HotelLineSpec, MediaEncryption, Toleration
+from voicehive.api.models import HotelLineSpec, MediaEncryption
 from voicehive.contract import API_VERSION, GROUP, HOTELLINE_KIND, VOICESESSION_KIND, VOICESESSIONS
 from voicehive_operator.settings import OperatorSettings, SecretRef
 
@@ -456,7 +456,3 @@ def dispatch_rule(namespace: str, name: str, trunk_id: str) -> lk_sip.SIPDispatc
 def mask_number(number: str) -> str:
     """``+4930123456`` -> ``+49…``: enough for a person to recognise which line, no more."""
     return number[:3] + "…"
-
-
-def tolerations_wire(tolerations: list[Toleration]) -> list[dict[str, Any]]:
-    return [t.to_wire() for t in tolerations]

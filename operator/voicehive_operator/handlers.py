@@ -55,7 +55,7 @@ def _line(line_specs: Mapping[Any, Iterable[LineEntry]], namespace: str, name: s
     return None
 
 
-def _post(body: Any, outcome_changes: list[str], warnings: list[str], events: list[dict[str, Any]]) -> None:
+def _post(body: Any, outcome_changes: list[str], events: list[dict[str, Any]]) -> None:
     """One Kubernetes Event per change and per condition that flipped (plain words only)."""
     for change in outcome_changes:
         kopf.info(body, reason="Reconciled", message=change[:1000])
@@ -135,7 +135,7 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
             line_sessions=None if by_line is None else list(by_line.get((namespace, name), ())),
         )
         patch.status.update(outcome.status)
-        _post(body, outcome.changes, [], outcome.events)
+        _post(body, outcome.changes, outcome.events)
 
     @kopf.on.resume(*HL, registry=registry, id="reconcile_line")
     @kopf.on.create(*HL, registry=registry, id="reconcile_line")

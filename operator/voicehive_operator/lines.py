@@ -35,7 +35,6 @@ class LineResult:
 
     status: dict[str, Any]
     changes: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)  # changed conditions
 
 
@@ -90,7 +89,6 @@ def _refusal(outcome_obs: Observation, existing: Iterable[Mapping[str, Any]] | N
     new = conditions.merge(existing, obs, generation=generation, now=runtime.settings.clock.now())
     return LineResult(
         status={"conditions": new, "observedGeneration": generation},
-        warnings=[outcome_obs.message],
         events=conditions.changed_types(existing, new),
     )
 
@@ -126,7 +124,6 @@ async def reconcile(
     settings = runtime.settings
     observed: dict[str, Observation] = {}
     changes: list[str] = []
-    warnings: list[str] = []
     patch: dict[str, Any] = {"observedGeneration": generation, "roomPrefix": contract.room_prefix(namespace, name)}
 
     # 1. LiveKit SIP trunk + dispatch rule -------------------------------------------------
@@ -163,10 +160,7 @@ async def reconcile(
     observed[conditions.READY] = conditions.ready(observed)
     new = conditions.merge(existing, observed.values(), generation=generation, now=settings.clock.now())
     patch["conditions"] = new
-    for obs in observed.values():
-        if obs.ok is False and obs.type != conditions.READY:
-            warnings.append(f"{obs.type}: {obs.message}")
-    return LineResult(status=patch, changes=changes, warnings=warnings, events=conditions.changed_types(existing, new))
+    return LineResult(status=patch, changes=changes, events=conditions.changed_types(existing, new))
 
 
 async def _ensure_sip(
