@@ -39,7 +39,7 @@ def _short_hash(*parts: str, length: int = 16) -> str:
 
 def common_labels(component: str) -> dict[str, str]:
     return {
-        contract.LABEL_PART_OF: "voicehive",
+        contract.LABEL_PART_OF: contract.PART_OF,
         contract.LABEL_COMPONENT: component,
         contract.LABEL_MANAGED_BY: contract.MANAGER,
     }
