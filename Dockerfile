@@ -15,6 +15,7 @@ COPY voicehive ./voicehive
 COPY operator ./operator
 COPY orchestrator ./orchestrator
 COPY worker ./worker
+COPY cli ./cli
 RUN python -m venv /opt/venv && /opt/venv/bin/pip install . && \
     find /opt/venv -name "__pycache__" -type d -prune -exec rm -rf {} +
 

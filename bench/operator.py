@@ -206,7 +206,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         }
         log = (tmp / "operator.log").open("w")
         proc = subprocess.Popen(  # noqa: ASYNC220 (started once, before the measured part)
-            [sys.executable, "-c", "from voicehive.cli import app; app()", "operator", "--all-namespaces"],
+            [sys.executable, "-c", "from voicehive_cli.main import app; app()", "operator", "--all-namespaces"],
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )
         try:

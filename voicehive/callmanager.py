@@ -22,6 +22,7 @@ Rules:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -278,12 +279,16 @@ class CallManager:
 
     async def handle(self, event: CallEvent) -> EventResult:
         """Apply one event. Raises ``StoreUnavailable`` (nothing written) if Redis is down."""
+        facts = self._facts(event)
+        ttl = retention_seconds(self._retention_days(event.namespace, event.line))
+        result = await self.store.apply(facts.ref, functools.partial(decide_event, event, facts),
+                                        dedupe_id=self.privacy.hasher.event_id(event.dedupe_source()), retention_s=ttl)
+        await self._after(event.call_sid, facts.ref, event.kind, event.actor, result)
+        return _event_result(facts.ref, result)
+
+    def _facts(self, event: CallEvent) -> EventFacts:
+        """Hash and seal what the event carries, once, before the (possibly repeated) decision."""
         hasher = self.privacy.hasher
-        ref = hasher.call_ref(event.call_sid)
-        dedupe_id = hasher.event_id(event.dedupe_source())
-        now = self.clock()
-        caller_hash = hasher.phone(event.caller_number) if event.caller_number else None
-        participant_hash = hasher.identity(event.participant_identity) if event.participant_identity else None
         target = TARGET_PHASE.get(event.kind)
         reason = event.reason
         if target is CallPhase.ENDED and reason in FAILURE_REASONS:
@@ -293,78 +298,20 @@ class CallManager:
                 EventKind.ROOM_FINISHED: EndReason.ROOM_FINISHED,
                 EventKind.CALLER_LEFT: EndReason.CALLER_HANGUP,
             }.get(event.kind, EndReason.UNKNOWN)
-        sealed_call_ref = (
-            self.privacy.seal_call_ref(event.call_sid, event.participant_identity or "")
-            if event.kind is EventKind.SIP_JOINED
-            else None
+        joined = event.kind is EventKind.SIP_JOINED
+        return EventFacts(
+            ref=hasher.call_ref(event.call_sid),
+            now=self.clock(),
+            caller_hash=hasher.phone(event.caller_number) if event.caller_number else None,
+            participant_hash=hasher.identity(event.participant_identity) if event.participant_identity else None,
+            target=target,
+            reason=reason,
+            sealed_call_ref=(
+                self.privacy.seal_call_ref(event.call_sid, event.participant_identity or "") if joined else None
+            ),
+            room_hash=hasher.room(event.call_sid) if joined else None,
+            language=normalise_language(event.language) or (event.language or None),
         )
-        language = normalise_language(event.language) or (event.language or None)
-
-        def decide(current: CallRecord | None, seen: bool) -> Plan:
-            entry = {
-                "type": event.kind.value,
-                "actor": event.actor,
-                "at": f"{now:.6f}",
-                "from": current.phase.value if current else "",
-            }
-            if event.detail:
-                entry["detail"] = event.detail[:64]
-            if seen:
-                return Plan(Outcome.DUPLICATE, entry)
-            if current is None and event.kind not in CREATING_KINDS:
-                return Plan(Outcome.NOT_FOUND, entry)
-            set_once = {
-                "line": event.line or "",
-                "namespace": event.namespace or "",
-                "hotel_id": event.hotel_id or "",
-                "caller_hash": caller_hash or "",
-                "participant_hash": participant_hash or "",
-                "language": language or "",
-            }
-            plan = Plan(Outcome.RECORDED, entry, set_once=set_once, caller_hash=caller_hash)
-            if target is not None:
-                if can_transition(current.phase if current else None, target):
-                    plan.outcome = Outcome.APPLIED
-                    plan.phase = target
-                    entry["to"] = target.value
-                    if target is CallPhase.ACTIVE and not (current and current.answered_at):
-                        plan.fields["answered_at"] = f"{now:.6f}"
-                    if is_terminal(target):
-                        plan.fields["ended_at"] = f"{now:.6f}"
-                        plan.fields["reason"] = (reason or EndReason.UNKNOWN).value
-                        entry["reason"] = (reason or EndReason.UNKNOWN).value
-                        plan.active = False
-                    else:
-                        plan.active = True
-                else:
-                    plan.outcome = Outcome.STALE
-                    entry["to"] = target.value
-            line = event.line or (current.line if current else None)
-            phase_after = plan.phase or (current.phase if current else None)
-            if (
-                sealed_call_ref is not None
-                and line
-                and caller_hash
-                and phase_after is not None
-                and not is_terminal(phase_after)
-                and not (current and current.session)
-            ):
-                plan.pending_session = SessionRequest(
-                    call_ref=ref,
-                    room_hash=hasher.room(event.call_sid),
-                    line=line,
-                    namespace=event.namespace or (current.namespace if current else None),
-                    caller_hash=caller_hash,
-                    sealed_call_ref=sealed_call_ref,
-                    language=language or (current.language if current else None),
-                ).to_json()
-                plan.fields["session"] = "pending"
-            return plan
-
-        ttl = retention_seconds(self._retention_days(event.namespace, event.line))
-        result = await self.store.apply(ref, decide, dedupe_id=dedupe_id, retention_s=ttl)
-        await self._after(event.call_sid, ref, event.kind, event.actor, result)
-        return _event_result(ref, result)
 
     async def record_transcript(self, segment: Transcript) -> TranscriptResult:
         """Store one ASR segment (sealed) and classify its intent. Unknown call -> NOT_FOUND."""
@@ -493,6 +440,102 @@ class CallManager:
                 await hook.on_change(change)
             except Exception:  # hooks retry on their own; the event is already durable
                 log.warning("call hook %s failed", type(hook).__name__, exc_info=True, extra={"call_ref": ref})
+
+
+@dataclass(frozen=True)
+class EventFacts:
+    """What :meth:`CallManager.handle` derived from an event: hashes, sealed values, the target
+    phase and end reason. No personal data in clear."""
+
+    ref: str
+    now: float
+    caller_hash: str | None
+    participant_hash: str | None
+    target: CallPhase | None
+    reason: EndReason | None
+    sealed_call_ref: str | None
+    room_hash: str | None
+    language: str | None
+
+
+def decide_event(event: CallEvent, facts: EventFacts, current: CallRecord | None, seen: bool) -> Plan:
+    """Pure: the writes one event makes to the call as it is now (run again on a conflict)."""
+    entry = {
+        "type": event.kind.value,
+        "actor": event.actor,
+        "at": f"{facts.now:.6f}",
+        "from": current.phase.value if current else "",
+    }
+    if event.detail:
+        entry["detail"] = event.detail[:64]
+    if seen:
+        return Plan(Outcome.DUPLICATE, entry)
+    if current is None and event.kind not in CREATING_KINDS:
+        return Plan(Outcome.NOT_FOUND, entry)
+    set_once = {
+        "line": event.line or "",
+        "namespace": event.namespace or "",
+        "hotel_id": event.hotel_id or "",
+        "caller_hash": facts.caller_hash or "",
+        "participant_hash": facts.participant_hash or "",
+        "language": facts.language or "",
+    }
+    plan = Plan(Outcome.RECORDED, entry, set_once=set_once, caller_hash=facts.caller_hash)
+    if facts.target is not None:
+        _transition(plan, facts, current)
+    session = _session_request(event, facts, current, plan)
+    if session is not None:
+        plan.pending_session = session.to_json()
+        plan.fields["session"] = "pending"
+    return plan
+
+
+def _transition(plan: Plan, facts: EventFacts, current: CallRecord | None) -> None:
+    """Move the plan to the event's target phase if the lifecycle allows it, else mark it stale."""
+    target, now, entry = facts.target, facts.now, plan.event
+    assert target is not None
+    entry["to"] = target.value
+    if not can_transition(current.phase if current else None, target):
+        plan.outcome = Outcome.STALE
+        return
+    plan.outcome = Outcome.APPLIED
+    plan.phase = target
+    if target is CallPhase.ACTIVE and not (current and current.answered_at):
+        plan.fields["answered_at"] = f"{now:.6f}"
+    if is_terminal(target):
+        reason = (facts.reason or EndReason.UNKNOWN).value
+        plan.fields["ended_at"] = f"{now:.6f}"
+        plan.fields["reason"] = reason
+        entry["reason"] = reason
+        plan.active = False
+    else:
+        plan.active = True
+
+
+def _session_request(event: CallEvent, facts: EventFacts, current: CallRecord | None,
+                     plan: Plan) -> SessionRequest | None:
+    """The VoiceSession to queue: once per call, when the SIP leg joined a live call of a line."""
+    line = event.line or (current.line if current else None)
+    phase_after = plan.phase or (current.phase if current else None)
+    if (
+        facts.sealed_call_ref is None
+        or facts.room_hash is None
+        or not line
+        or not facts.caller_hash
+        or phase_after is None
+        or is_terminal(phase_after)
+        or (current and current.session)
+    ):
+        return None
+    return SessionRequest(
+        call_ref=facts.ref,
+        room_hash=facts.room_hash,
+        line=line,
+        namespace=event.namespace or (current.namespace if current else None),
+        caller_hash=facts.caller_hash,
+        sealed_call_ref=facts.sealed_call_ref,
+        language=facts.language or (current.language if current else None),
+    )
 
 
 def _event_result(ref: str, result: ApplyResult) -> EventResult:

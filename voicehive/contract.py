@@ -31,6 +31,7 @@ LABEL_SPEC_HASH: Final = f"{GROUP}/spec-hash"  # hash of the line spec a warm po
 LABEL_CALLER_HASH: Final = f"{GROUP}/caller"  # first 63 hex chars of the caller hash (erasure)
 LABEL_ASR_POOL: Final = f"{GROUP}/asr-pool"  # shared Riva deployment key (region + model)
 
+PART_OF: Final = "voicehive"  # value of LABEL_PART_OF on everything VoiceHive creates
 WORKER_IDLE: Final = "idle"
 WORKER_CLAIMED: Final = "claimed"
 

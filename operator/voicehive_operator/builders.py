@@ -18,7 +18,7 @@ from google.protobuf.duration_pb2 import Duration
 from livekit.protocol import sip as lk_sip
 
 from voicehive import contract, rbac
-from voicehive.api.models import HotelLineSpec, MediaEncryption, Toleration
+from voicehive.api.models import HotelLineSpec, MediaEncryption
 from voicehive.contract import API_VERSION, GROUP, HOTELLINE_KIND, VOICESESSION_KIND
 from voicehive_operator.settings import OperatorSettings, SecretRef
 
@@ -39,7 +39,7 @@ def _short_hash(*parts: str, length: int = 16) -> str:
 
 def common_labels(component: str) -> dict[str, str]:
     return {
-        contract.LABEL_PART_OF: "voicehive",
+        contract.LABEL_PART_OF: contract.PART_OF,
         contract.LABEL_COMPONENT: component,
         contract.LABEL_MANAGED_BY: contract.MANAGER,
     }
@@ -258,7 +258,7 @@ def worker_spec_hash(namespace: str, name: str, spec: HotelLineSpec, settings: O
     relevant = {
         "spec": spec.to_wire(),
         "riva": asr_address(namespace, spec, settings),
-        "livekit": settings.worker_livekit_url,
+        "livekit": settings.url_workers_dial,
         "redis": settings.redis_url,
         "sa": settings.worker_service_account,
         "secrets": [settings.livekit_secret, repr(settings.pii_key_ref), repr(settings.transcript_key_ref),
@@ -310,7 +310,7 @@ def worker_env(namespace: str, name: str, spec: HotelLineSpec, settings: Operato
         {"name": contract.ENV_LINE_SPEC, "value": json.dumps(spec.to_wire(), separators=(",", ":"), sort_keys=True)},
         {"name": contract.ENV_READY_PORT, "value": str(contract.WORKER_PROBE_PORT)},
         {"name": contract.ENV_RIVA_SERVER, "value": asr_address(namespace, spec, settings)},
-        {"name": contract.ENV_LIVEKIT_URL, "value": settings.worker_livekit_url},
+        {"name": contract.ENV_LIVEKIT_URL, "value": settings.url_workers_dial},
         _secret_env(contract.ENV_LIVEKIT_API_KEY, SecretRef(settings.livekit_secret, "api-key")),
         _secret_env(contract.ENV_LIVEKIT_API_SECRET, SecretRef(settings.livekit_secret, "api-secret")),
         _secret_env(contract.ENV_PII_KEY, settings.pii_key_ref),
@@ -495,7 +495,3 @@ def dispatch_rule(namespace: str, name: str, trunk_id: str) -> lk_sip.SIPDispatc
 def mask_number(number: str) -> str:
     """``+4930123456`` -> ``+49…``: enough for a person to recognise which line, no more."""
     return number[:3] + "…"
-
-
-def tolerations_wire(tolerations: list[Toleration]) -> list[dict[str, Any]]:
-    return [t.to_wire() for t in tolerations]

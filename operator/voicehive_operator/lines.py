@@ -29,10 +29,12 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class Outcome:
+class LineResult:
+    """What one reconcile of a HotelLine produced: its status patch, the changes it made, and
+    the conditions that flipped (each becomes a Kubernetes Event)."""
+
     status: dict[str, Any]
     changes: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)  # changed conditions
 
 
@@ -81,13 +83,12 @@ def pool_user(namespace: str, name: str, uid: str, raw_spec: Mapping[str, Any], 
 
 
 def _refusal(outcome_obs: Observation, existing: Iterable[Mapping[str, Any]] | None, generation: int | None,
-             runtime: Runtime) -> Outcome:
+             runtime: Runtime) -> LineResult:
     obs = [Observation(t, False, outcome_obs.reason, outcome_obs.message) for t in conditions.COMPONENTS]
     obs.append(outcome_obs)
     new = conditions.merge(existing, obs, generation=generation, now=runtime.settings.clock.now())
-    return Outcome(
+    return LineResult(
         status={"conditions": new, "observedGeneration": generation},
-        warnings=[outcome_obs.message],
         events=conditions.changed_types(existing, new),
     )
 
@@ -108,7 +109,7 @@ async def reconcile(
     status: Mapping[str, Any],
     asr_users: Mapping[str, Iterable[PoolUser]],
     line_sessions: Iterable[Mapping[str, Any]] | None = None,
-) -> Outcome:
+) -> LineResult:
     """One pass over SIP, Riva, the warm pool and the providers.
 
     ``line_sessions`` (the watch-fed index of this line's VoiceSessions) gives ``activeCalls``
@@ -123,14 +124,13 @@ async def reconcile(
     settings = runtime.settings
     observed: dict[str, Observation] = {}
     changes: list[str] = []
-    warnings: list[str] = []
     patch: dict[str, Any] = {"observedGeneration": generation, "roomPrefix": contract.room_prefix(namespace, name)}
 
     # 1. LiveKit SIP trunk + dispatch rule -------------------------------------------------
     generation_changed = status.get("observedGeneration") != generation
     async with runtime.lock(f"sip:{namespace}/{name}"):
         if uid in runtime.deleted_lines:  # a resync that raced the deletion handler
-            return Outcome(status={})
+            return LineResult(status={})
         observed[conditions.SIP] = await _ensure_sip(runtime, namespace, name, spec, status, patch, changes,
                                                      force=generation_changed)
 
@@ -160,10 +160,7 @@ async def reconcile(
     observed[conditions.READY] = conditions.ready(observed)
     new = conditions.merge(existing, observed.values(), generation=generation, now=settings.clock.now())
     patch["conditions"] = new
-    for obs in observed.values():
-        if obs.ok is False and obs.type != conditions.READY:
-            warnings.append(f"{obs.type}: {obs.message}")
-    return Outcome(status=patch, changes=changes, warnings=warnings, events=conditions.changed_types(existing, new))
+    return LineResult(status=patch, changes=changes, events=conditions.changed_types(existing, new))
 
 
 async def _ensure_sip(

@@ -174,11 +174,6 @@ async def remove_idle(runtime: Runtime, namespace: str, line: str) -> int:
     """Delete every idle pod of a line (line deletion); claimed pods belong to their calls."""
     async with runtime.lock(f"pool:{namespace}/{line}"):
         pods = await list_line_pods(runtime, namespace, line, contract.WORKER_IDLE)
-        idle = [
-            p["metadata"]["name"]
-            for p in pods
-            if p["metadata"].get("labels", {}).get(contract.LABEL_WORKER_STATE) == contract.WORKER_IDLE
-            and p["metadata"]["name"] not in runtime.reserved
-        ]
+        idle = [p["metadata"]["name"] for p in pods if p["metadata"]["name"] not in runtime.reserved]
         await asyncio.gather(*(runtime.kube.delete_pod(namespace, name) for name in idle))
         return len(idle)

@@ -91,7 +91,8 @@ class OperatorSettings:
     clock: Clock = field(default_factory=Clock)
 
     @property
-    def worker_livekit_url(self) -> str:
+    def url_workers_dial(self) -> str:
+        """The LiveKit URL written into worker pods: LIVEKIT_WORKER_URL, else LIVEKIT_URL."""
         return self.livekit_worker_url or self.livekit_url
 
     def replace(self, **changes: object) -> OperatorSettings:

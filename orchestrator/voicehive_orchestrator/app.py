@@ -7,15 +7,16 @@ Redis being down is a 503 with ``Retry-After`` and nothing written (see CallStor
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from typing import Any, Literal
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
@@ -48,7 +49,9 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 WEBHOOK_CONTENT_TYPE = "application/webhook+json"
-_AGENT_EVENT = TypeAdapter(AgentEvent)
+_AGENT_EVENT: TypeAdapter[AgentEvent] = TypeAdapter(AgentEvent)
+_TRANSCRIPTION = TypeAdapter(TranscriptionRequest)
+_ERASURE = TypeAdapter(ErasureRequest)
 _ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (400, 401, 404, 413, 422, 503)}
 
 
@@ -159,23 +162,33 @@ def create_app(
     sink: SessionSink | None = None,
     run_background: bool = True,
 ) -> FastAPI:
-    """Build the ASGI app. ``store``/``sink`` override what ``settings`` would create (tests)."""
+    """Build the ASGI app. ``store``/``sink`` override what ``settings`` would create (tests).
+
+    Handlers are module-level functions that find the :class:`Orchestrator` on ``app.state``
+    (dependency :func:`orch_of`), so each can be read and tested alone.
+    """
+    app = FastAPI(
+        title="VoiceHive orchestrator",
+        version="0.1.0",
+        description="The seed's LiveKit webhook contract, call state and intents. No personal data in clear.",
+        lifespan=_lifespan(settings, store, sink, run_background),
+    )
+    for error_type, handler in _EXCEPTION_HANDLERS:
+        app.add_exception_handler(error_type, handler)
+    app.include_router(build_router())
+    app.openapi = functools.partial(_openapi_schema, app)  # type: ignore[method-assign]
+    return app
+
+
+def _lifespan(settings: Settings, store: CallStore | None, sink: SessionSink | None,
+              run_background: bool) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Start-up and shut-down: open Redis and Kubernetes, run the VoiceSession retry loop."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_store = store is None
         the_store = store or CallStore.from_url(settings.redis_url)
-        the_sink = sink
-        list_lines = None
-        if the_sink is None and settings.kube_configured:
-            try:
-                kube = KubeSessions.from_settings(settings.kubeconfig, settings.in_cluster)
-                the_sink, list_lines = kube, kube.list_lines
-            except Exception as exc:  # bad kubeconfig: serve from Redis, say so in /readyz
-                log.warning("Kubernetes API not usable; VoiceSessions stay queued",
-                            extra={"error_type": type(exc).__name__})
-        elif isinstance(the_sink, KubeSessions):
-            list_lines = the_sink.list_lines
+        the_sink, list_lines = _session_sink(settings, sink)
         orch = Orchestrator(settings, the_store, the_sink, list_lines)
         app.state.orch = orch
         if run_background:
@@ -187,279 +200,319 @@ def create_app(
             if own_store:
                 await the_store.close()
 
-    app = FastAPI(
-        title="VoiceHive orchestrator",
-        version="0.1.0",
-        description="The seed's LiveKit webhook contract, call state and intents. No personal data in clear.",
-        lifespan=lifespan,
+    return lifespan
+
+
+def _session_sink(settings: Settings, sink: SessionSink | None) -> tuple[
+    SessionSink | None, Callable[[], Awaitable[list[dict[str, Any]]]] | None
+]:
+    """Where VoiceSessions go and where HotelLines are listed from (None: Redis only)."""
+    if sink is None and settings.kube_configured:
+        try:
+            kube = KubeSessions.from_settings(settings.kubeconfig, settings.in_cluster)
+            return kube, kube.list_lines
+        except Exception as exc:  # bad kubeconfig: serve from Redis, say so in /readyz
+            log.warning("Kubernetes API not usable; VoiceSessions stay queued",
+                        extra={"error_type": type(exc).__name__})
+            return None, None
+    if isinstance(sink, KubeSessions):
+        return sink, sink.list_lines
+    return sink, None
+
+
+def orch_of(request: Request) -> Orchestrator:
+    """Dependency: the app's :class:`Orchestrator` (set by the lifespan)."""
+    orch: Orchestrator = request.app.state.orch
+    return orch
+
+
+Orch = Annotated[Orchestrator, Depends(orch_of)]
+T = TypeVar("T")
+
+
+async def read_valid(request: Request, orch: Orchestrator, schema: TypeAdapter[T], *, error: str, detail: str,
+                     metric: str | None = None) -> T:
+    """Read a bounded JSON object and validate it; a mismatch is a 422 naming every field.
+
+    ``metric``: the event label counted as ``rejected`` when the body does not validate.
+    """
+    data = _parse_json_object(await _read_body(request, orch.settings.max_body_bytes))
+    try:
+        return schema.validate_python(data)
+    except ValidationError as exc:
+        if metric is not None:
+            orch.metrics.events.labels(metric, "rejected").inc()
+        raise ApiError(422, error, detail, _validation_errors(exc)) from None
+
+
+# ---------------------------------------------------------------------- error handlers
+
+
+async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return _error(exc.status, exc.error, exc.detail, exc.errors, exc.headers)
+
+
+async def _store_down(_request: Request, _exc: Exception) -> JSONResponse:
+    retry = str(StoreUnavailable.retry_after_seconds)
+    return _error(503, "state_store_unavailable", "Redis is unreachable; nothing was stored, retry later",
+                  headers={"Retry-After": retry})
+
+
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    names = {404: "not_found", 405: "method_not_allowed"}
+    return _error(exc.status_code, names.get(exc.status_code, "http_error"), str(exc.detail),
+                  headers=getattr(exc, "headers", None))
+
+
+async def _request_invalid(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [{"field": ".".join(str(p) for p in e.get("loc", ())), "problem": str(e.get("msg"))}
+              for e in exc.errors()]
+    return _error(422, "invalid_request", "request parameters are invalid", errors)
+
+
+async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    log.error("unexpected error", extra={"error_type": type(exc).__name__})
+    return _error(500, "internal_error", "unexpected error; it has been logged")
+
+
+_EXCEPTION_HANDLERS: tuple[tuple[type[Exception], Callable[[Request, Exception], Awaitable[JSONResponse]]], ...] = (
+    (ApiError, _api_error),
+    (StoreUnavailable, _store_down),
+    (StarletteHTTPException, _http_error),
+    (RequestValidationError, _request_invalid),
+    (Exception, _unexpected),
+)
+
+
+# ---------------------------------------------------------------------- webhooks
+
+
+# (Route handlers carry comments, not docstrings: FastAPI would publish a docstring in the OpenAPI.)
+
+
+async def webhook(request: Request, orch: Orch) -> JSONResponse:
+    # Agent events (JSON, bearer token) and LiveKit server webhooks (signed JWT), by content type.
+    started = time.perf_counter()
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == WEBHOOK_CONTENT_TYPE:
+        result = await _livekit_webhook(orch, request)
+    else:
+        result = await _agent_event(orch, request)
+    orch.metrics.latency.labels("webhook").observe(time.perf_counter() - started)
+    return result
+
+
+async def _agent_event(orch: Orchestrator, request: Request) -> JSONResponse:
+    orch.check_agent(request)
+    event = await read_valid(request, orch, _AGENT_EVENT, error="invalid_event",
+                             detail="the event does not match the webhook contract", metric="invalid")
+    result = await orch.manager.handle(_agent_call_event(event))
+    orch.metrics.events.labels(event.event_type, result.outcome.value).inc()
+    return JSONResponse(
+        WebhookResponse(
+            status="duplicate" if result.outcome is Outcome.DUPLICATE else "processed",
+            call_sid=event.call_sid,
+            call_ref=result.call_ref,
+            outcome=result.outcome.value,
+            phase=result.phase.value if result.phase else None,
+        ).model_dump()
     )
 
-    def orch_of(request: Request) -> Orchestrator:
-        orch: Orchestrator = request.app.state.orch
-        return orch
 
-    @app.exception_handler(ApiError)
-    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return _error(exc.status, exc.error, exc.detail, exc.errors, exc.headers)
+async def _livekit_webhook(orch: Orchestrator, request: Request) -> JSONResponse:
+    if orch.verifier is None:
+        raise ApiError(401, "unauthorized", "LiveKit webhook verification is not configured "
+                       "(set LIVEKIT_API_KEY and LIVEKIT_API_SECRET)")
+    body = await _read_body(request, orch.settings.max_body_bytes)
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(400, "malformed_body", "webhook body is not UTF-8") from None
+    try:
+        lk_event = orch.verifier.verify(text, request.headers.get("authorization"))
+    except WebhookAuthError as exc:
+        orch.metrics.events.labels("livekit", "unauthorized").inc()
+        raise ApiError(401, "unauthorized", f"LiveKit webhook rejected: {exc}") from None
+    except WebhookFormatError as exc:
+        raise ApiError(400, "malformed_webhook", str(exc)) from None
+    translation = translate(lk_event, orch.coordinator.directory.line_for_room)
+    event_name = (lk_event.event or "unknown")[:64]
+    if translation.event is None:
+        orch.metrics.events.labels(f"livekit.{event_name}", "ignored").inc()
+        return JSONResponse(WebhookResponse(status="ignored", outcome="ignored").model_dump())
+    result = await orch.manager.handle(translation.event)
+    orch.metrics.events.labels(f"livekit.{event_name}", result.outcome.value).inc()
+    status: Literal["processed", "duplicate", "ignored"] = (
+        "ignored" if result.outcome is Outcome.NOT_FOUND
+        else "duplicate" if result.outcome is Outcome.DUPLICATE
+        else "processed"
+    )
+    return JSONResponse(
+        WebhookResponse(status=status, call_ref=result.call_ref, outcome=result.outcome.value,
+                        phase=result.phase.value if result.phase else None).model_dump()
+    )
 
-    @app.exception_handler(StoreUnavailable)
-    async def _store_down(_request: Request, exc: StoreUnavailable) -> JSONResponse:
-        retry = str(StoreUnavailable.retry_after_seconds)
-        return _error(503, "state_store_unavailable", "Redis is unreachable; nothing was stored, retry later",
-                      headers={"Retry-After": retry})
 
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        names = {404: "not_found", 405: "method_not_allowed"}
-        return _error(exc.status_code, names.get(exc.status_code, "http_error"), str(exc.detail),
-                      headers=getattr(exc, "headers", None))
+async def transcription(request: Request, orch: Orch) -> JSONResponse:
+    # One ASR segment from the agent: sealed into the call, answered with the detected intent.
+    started = time.perf_counter()
+    orch.check_agent(request)
+    segment = await read_valid(request, orch, _TRANSCRIPTION, error="invalid_transcription",
+                               detail="the transcription does not match the contract", metric="transcription")
+    result = await orch.manager.record_transcript(
+        Transcript(segment.call_sid, segment.text, segment.language, segment.confidence, segment.is_final,
+                   actor="agent", event_id=segment.event_id)
+    )
+    orch.metrics.events.labels("transcription", result.event.outcome.value).inc()
+    orch.metrics.latency.labels("transcription").observe(time.perf_counter() - started)
+    if result.event.outcome is Outcome.NOT_FOUND:
+        raise ApiError(404, "unknown_call", "no call with this call_sid; send agent_ready first",
+                       [{"field": "call_sid", "problem": "unknown call"}])
+    orch.metrics.intents.labels(result.intent.intent.value).inc()
+    return JSONResponse(
+        TranscriptionResponse(call_sid=segment.call_sid, intent_detected=result.intent.intent.value,
+                              intent_confidence=result.intent.confidence).model_dump()
+    )
 
-    @app.exception_handler(RequestValidationError)
-    async def _request_invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"field": ".".join(str(p) for p in e.get("loc", ())), "problem": str(e.get("msg"))}
-                  for e in exc.errors()]
-        return _error(422, "invalid_request", "request parameters are invalid", errors)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
-        log.error("unexpected error", extra={"error_type": type(exc).__name__})
-        return _error(500, "internal_error", "unexpected error; it has been logged")
+# ---------------------------------------------------------------------- reads and erasure
 
-    # ------------------------------------------------------------------ webhooks
 
-    @app.post(
-        "/v1/livekit/webhook",
-        response_model=WebhookResponse,
-        responses=_ERRORS,
+async def get_call(call_sid: str, request: Request, orch: Orch) -> JSONResponse:
+    orch.check_agent(request)
+    if not call_sid or len(call_sid) > 256:
+        raise ApiError(422, "invalid_call_sid", "call_sid must be 1-256 characters",
+                       [{"field": "call_sid", "problem": "length"}])
+    return _call_view(await orch.manager.get(call_sid), "call_sid")
+
+
+async def get_call_by_ref(call_ref: str, request: Request, orch: Orch) -> JSONResponse:
+    orch.check_agent(request)
+    if not is_call_ref(call_ref):
+        raise ApiError(422, "invalid_call_ref", "call_ref must look like c-<20 hex characters>",
+                       [{"field": "call_ref", "problem": "not a call reference"}])
+    return _call_view(await orch.store.get(call_ref), "call_ref")
+
+
+async def erasure(request: Request, orch: Orch) -> JSONResponse:
+    orch.check_agent(request)
+    req = await read_valid(request, orch, _ERASURE, error="invalid_erasure", detail="give caller_hash or phone_number")
+    if req.caller_hash is not None and not is_hash(req.caller_hash):
+        raise ApiError(422, "invalid_erasure", "caller_hash must be 64 lowercase hex characters",
+                       [{"field": "caller_hash", "problem": "not a caller hash"}])
+    refs = await orch.manager.erase_caller(caller_number=req.phone_number, caller_hash=req.caller_hash)
+    return JSONResponse(ErasureResponse(erased_calls=len(refs), call_refs=refs).model_dump())
+
+
+# ---------------------------------------------------------------------- operations
+
+
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+async def readyz(orch: Orch) -> JSONResponse:
+    redis_ok = await orch.store.ping()
+    degraded: list[str] = []
+    pending: int | None = None
+    if redis_ok:
+        try:
+            pending = await orch.store.session_pending_count()
+        except StoreUnavailable:
+            redis_ok = False
+    kube = orch.coordinator.kube_state
+    if kube != "ok":
+        degraded.append(f"kubernetes: {kube}; VoiceSessions are queued in Redis and retried")
+    if orch.verifier is None:
+        degraded.append("livekit webhooks: not configured (LIVEKIT_API_KEY/LIVEKIT_API_SECRET)")
+    body = {
+        "status": "ready" if redis_ok else "unavailable",
+        "redis": "ok" if redis_ok else "unreachable",
+        "kubernetes": kube,
+        "pending_voicesessions": pending,
+        "degraded": degraded,
+    }
+    return JSONResponse(body, status_code=200 if redis_ok else 503,
+                        headers=None if redis_ok else {"Retry-After": "2"})
+
+
+async def metrics(orch: Orch) -> Response:
+    try:
+        orch.metrics.active_calls.set(await orch.store.active_count())
+        orch.metrics.pending_sessions.set(await orch.store.session_pending_count())
+    except StoreUnavailable:
+        pass  # serve the counters we have; readiness reports Redis
+    return Response(generate_latest(orch.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _body_schema(name: str, **more: Any) -> dict[str, Any]:
+    """OpenAPI extra of a route whose JSON body is the named component (read by hand, bounded)."""
+    content = {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}, **more}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+_AGENT_ONLY: dict[str, Any] = {"security": [{"AgentToken": []}]}
+
+
+def build_router() -> APIRouter:
+    """Every route of the API (paths, summaries and OpenAPI extras; the handlers are above)."""
+    router = APIRouter()
+    router.add_api_route(
+        "/v1/livekit/webhook", webhook, methods=["POST"], response_model=WebhookResponse, responses=_ERRORS,
         summary="Agent events (bearer token) and LiveKit server webhooks (signed JWT)",
         openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {"schema": {"$ref": "#/components/schemas/AgentEvent"}},
-                    WEBHOOK_CONTENT_TYPE: {"schema": {"type": "object", "description": "livekit.WebhookEvent"}},
-                },
-            },
+            **_body_schema("AgentEvent", **{WEBHOOK_CONTENT_TYPE: {
+                "schema": {"type": "object", "description": "livekit.WebhookEvent"}}}),
             "security": [{"AgentToken": []}, {"LiveKitWebhook": []}],
         },
     )
-    async def webhook(request: Request) -> JSONResponse:
-        orch = orch_of(request)
-        started = time.perf_counter()
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type == WEBHOOK_CONTENT_TYPE:
-            result = await _livekit_webhook(orch, request)
-        else:
-            result = await _agent_event(orch, request)
-        orch.metrics.latency.labels("webhook").observe(time.perf_counter() - started)
-        return result
-
-    async def _agent_event(orch: Orchestrator, request: Request) -> JSONResponse:
-        orch.check_agent(request)
-        body = await _read_body(request, orch.settings.max_body_bytes)
-        data = _parse_json_object(body)
-        try:
-            event = _AGENT_EVENT.validate_python(data)
-        except ValidationError as exc:
-            orch.metrics.events.labels("invalid", "rejected").inc()
-            raise ApiError(422, "invalid_event", "the event does not match the webhook contract",
-                           _validation_errors(exc)) from None
-        call_event = _agent_call_event(event)
-        result = await orch.manager.handle(call_event)
-        orch.metrics.events.labels(event.event_type, result.outcome.value).inc()
-        return JSONResponse(
-            WebhookResponse(
-                status="duplicate" if result.outcome is Outcome.DUPLICATE else "processed",
-                call_sid=event.call_sid,
-                call_ref=result.call_ref,
-                outcome=result.outcome.value,
-                phase=result.phase.value if result.phase else None,
-            ).model_dump()
-        )
-
-    async def _livekit_webhook(orch: Orchestrator, request: Request) -> JSONResponse:
-        if orch.verifier is None:
-            raise ApiError(401, "unauthorized", "LiveKit webhook verification is not configured "
-                           "(set LIVEKIT_API_KEY and LIVEKIT_API_SECRET)")
-        body = await _read_body(request, orch.settings.max_body_bytes)
-        try:
-            text = body.decode("utf-8")
-        except UnicodeDecodeError:
-            raise ApiError(400, "malformed_body", "webhook body is not UTF-8") from None
-        try:
-            lk_event = orch.verifier.verify(text, request.headers.get("authorization"))
-        except WebhookAuthError as exc:
-            orch.metrics.events.labels("livekit", "unauthorized").inc()
-            raise ApiError(401, "unauthorized", f"LiveKit webhook rejected: {exc}") from None
-        except WebhookFormatError as exc:
-            raise ApiError(400, "malformed_webhook", str(exc)) from None
-        translation = translate(lk_event, orch.coordinator.directory.line_for_room)
-        event_name = (lk_event.event or "unknown")[:64]
-        if translation.event is None:
-            orch.metrics.events.labels(f"livekit.{event_name}", "ignored").inc()
-            return JSONResponse(WebhookResponse(status="ignored", outcome="ignored").model_dump())
-        result = await orch.manager.handle(translation.event)
-        orch.metrics.events.labels(f"livekit.{event_name}", result.outcome.value).inc()
-        status: Literal["processed", "duplicate", "ignored"] = (
-            "ignored" if result.outcome is Outcome.NOT_FOUND
-            else "duplicate" if result.outcome is Outcome.DUPLICATE
-            else "processed"
-        )
-        return JSONResponse(
-            WebhookResponse(status=status, call_ref=result.call_ref, outcome=result.outcome.value,
-                            phase=result.phase.value if result.phase else None).model_dump()
-        )
-
-    @app.post(
-        "/v1/livekit/transcription",
-        response_model=TranscriptionResponse,
-        responses=_ERRORS,
-        summary="One ASR segment from the agent; answers with the detected intent",
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TranscriptionRequest"}}},
-            },
-            "security": [{"AgentToken": []}],
-        },
+    router.add_api_route(
+        "/v1/livekit/transcription", transcription, methods=["POST"], response_model=TranscriptionResponse,
+        responses=_ERRORS, summary="One ASR segment from the agent; answers with the detected intent",
+        openapi_extra={**_body_schema("TranscriptionRequest"), **_AGENT_ONLY},
     )
-    async def transcription(request: Request) -> JSONResponse:
-        orch = orch_of(request)
-        started = time.perf_counter()
-        orch.check_agent(request)
-        body = await _read_body(request, orch.settings.max_body_bytes)
-        data = _parse_json_object(body)
-        try:
-            segment = TranscriptionRequest.model_validate(data)
-        except ValidationError as exc:
-            orch.metrics.events.labels("transcription", "rejected").inc()
-            raise ApiError(422, "invalid_transcription", "the transcription does not match the contract",
-                           _validation_errors(exc)) from None
-        result = await orch.manager.record_transcript(
-            Transcript(segment.call_sid, segment.text, segment.language, segment.confidence, segment.is_final,
-                       actor="agent", event_id=segment.event_id)
-        )
-        orch.metrics.events.labels("transcription", result.event.outcome.value).inc()
-        orch.metrics.latency.labels("transcription").observe(time.perf_counter() - started)
-        if result.event.outcome is Outcome.NOT_FOUND:
-            raise ApiError(404, "unknown_call", "no call with this call_sid; send agent_ready first",
-                           [{"field": "call_sid", "problem": "unknown call"}])
-        orch.metrics.intents.labels(result.intent.intent.value).inc()
-        return JSONResponse(
-            TranscriptionResponse(call_sid=segment.call_sid, intent_detected=result.intent.intent.value,
-                                  intent_confidence=result.intent.confidence).model_dump()
-        )
+    router.add_api_route("/v1/calls/{call_sid}", get_call, methods=["GET"], response_model=CallView,
+                         responses=_ERRORS, summary="State of one call, without personal data",
+                         openapi_extra=_AGENT_ONLY)
+    router.add_api_route("/v1/calls/by-ref/{call_ref}", get_call_by_ref, methods=["GET"], response_model=CallView,
+                         responses=_ERRORS,
+                         summary="State of one call by its reference (c-...), as audit logs and metrics name it",
+                         openapi_extra=_AGENT_ONLY)
+    router.add_api_route("/v1/erasure", erasure, methods=["POST"], response_model=ErasureResponse, responses=_ERRORS,
+                         summary="Erase every call of one caller (GDPR), by number or by caller hash",
+                         openapi_extra={**_body_schema("ErasureRequest"), **_AGENT_ONLY})
+    router.add_api_route("/healthz", healthz, methods=["GET"], summary="Liveness: the process serves requests")
+    router.add_api_route("/readyz", readyz, methods=["GET"],
+                         summary="Readiness: Redis reachable; lists what is degraded")
+    router.add_api_route("/metrics", metrics, methods=["GET"], summary="Prometheus metrics", response_class=Response)
+    return router
 
-    # ------------------------------------------------------------------ reads and erasure
 
-    @app.get("/v1/calls/{call_sid}", response_model=CallView, responses=_ERRORS,
-             summary="State of one call, without personal data", openapi_extra={"security": [{"AgentToken": []}]})
-    async def get_call(call_sid: str, request: Request) -> JSONResponse:
-        orch = orch_of(request)
-        orch.check_agent(request)
-        if not call_sid or len(call_sid) > 256:
-            raise ApiError(422, "invalid_call_sid", "call_sid must be 1-256 characters",
-                           [{"field": "call_sid", "problem": "length"}])
-        return _call_view(await orch.manager.get(call_sid), "call_sid")
-
-    @app.get("/v1/calls/by-ref/{call_ref}", response_model=CallView, responses=_ERRORS,
-             summary="State of one call by its reference (c-...), as audit logs and metrics name it",
-             openapi_extra={"security": [{"AgentToken": []}]})
-    async def get_call_by_ref(call_ref: str, request: Request) -> JSONResponse:
-        orch = orch_of(request)
-        orch.check_agent(request)
-        if not is_call_ref(call_ref):
-            raise ApiError(422, "invalid_call_ref", "call_ref must look like c-<20 hex characters>",
-                           [{"field": "call_ref", "problem": "not a call reference"}])
-        return _call_view(await orch.store.get(call_ref), "call_ref")
-
-    @app.post("/v1/erasure", response_model=ErasureResponse, responses=_ERRORS,
-              summary="Erase every call of one caller (GDPR), by number or by caller hash",
-              openapi_extra={
-                  "requestBody": {"required": True, "content": {
-                      "application/json": {"schema": {"$ref": "#/components/schemas/ErasureRequest"}}}},
-                  "security": [{"AgentToken": []}]})
-    async def erasure(request: Request) -> JSONResponse:
-        orch = orch_of(request)
-        orch.check_agent(request)
-        data = _parse_json_object(await _read_body(request, orch.settings.max_body_bytes))
-        try:
-            req = ErasureRequest.model_validate(data)
-        except ValidationError as exc:
-            raise ApiError(422, "invalid_erasure", "give caller_hash or phone_number",
-                           _validation_errors(exc)) from None
-        if req.caller_hash is not None and not is_hash(req.caller_hash):
-            raise ApiError(422, "invalid_erasure", "caller_hash must be 64 lowercase hex characters",
-                           [{"field": "caller_hash", "problem": "not a caller hash"}])
-        refs = await orch.manager.erase_caller(caller_number=req.phone_number, caller_hash=req.caller_hash)
-        return JSONResponse(ErasureResponse(erased_calls=len(refs), call_refs=refs).model_dump())
-
-    # ------------------------------------------------------------------ operations
-
-    @app.get("/healthz", summary="Liveness: the process serves requests")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/readyz", summary="Readiness: Redis reachable; lists what is degraded")
-    async def readyz(request: Request) -> JSONResponse:
-        orch = orch_of(request)
-        redis_ok = await orch.store.ping()
-        degraded: list[str] = []
-        pending: int | None = None
-        if redis_ok:
-            try:
-                pending = await orch.store.session_pending_count()
-            except StoreUnavailable:
-                redis_ok = False
-        kube = orch.coordinator.kube_state
-        if kube != "ok":
-            degraded.append(f"kubernetes: {kube}; VoiceSessions are queued in Redis and retried")
-        if orch.verifier is None:
-            degraded.append("livekit webhooks: not configured (LIVEKIT_API_KEY/LIVEKIT_API_SECRET)")
-        body = {
-            "status": "ready" if redis_ok else "unavailable",
-            "redis": "ok" if redis_ok else "unreachable",
-            "kubernetes": kube,
-            "pending_voicesessions": pending,
-            "degraded": degraded,
-        }
-        return JSONResponse(body, status_code=200 if redis_ok else 503,
-                            headers=None if redis_ok else {"Retry-After": "2"})
-
-    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
-    async def metrics(request: Request) -> Response:
-        orch = orch_of(request)
-        try:
-            orch.metrics.active_calls.set(await orch.store.active_count())
-            orch.metrics.pending_sessions.set(await orch.store.session_pending_count())
-        except StoreUnavailable:
-            pass  # serve the counters we have; readiness reports Redis
-        return Response(generate_latest(orch.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    def custom_openapi() -> dict[str, Any]:
-        if app.openapi_schema:
-            return app.openapi_schema
-        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-        components = schema.setdefault("components", {})
-        schemas = components.setdefault("schemas", {})
-        ref = "#/components/schemas/{model}"
-        agent = TypeAdapter(AgentEvent).json_schema(ref_template=ref)
-        schemas.update(agent.pop("$defs", {}))
-        schemas["AgentEvent"] = agent
-        for model in (TranscriptionRequest, ErasureRequest):
-            js = model.model_json_schema(ref_template=ref)
-            schemas.update(js.pop("$defs", {}))
-            schemas[model.__name__] = js
-        components["securitySchemes"] = {
-            "AgentToken": {"type": "http", "scheme": "bearer", "description": "VOICEHIVE_AGENT_TOKEN"},
-            "LiveKitWebhook": {"type": "apiKey", "in": "header", "name": "Authorization",
-                               "description": "LiveKit webhook JWT (HS256, sha256 claim = body hash)"},
-        }
-        app.openapi_schema = schema
-        return schema
-
-    app.openapi = custom_openapi  # type: ignore[method-assign]
-    return app
+def _openapi_schema(app: FastAPI) -> dict[str, Any]:
+    """The generated schema plus the bodies the handlers read by hand and the two auth schemes."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    components = schema.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    ref = "#/components/schemas/{model}"
+    agent = _AGENT_EVENT.json_schema(ref_template=ref)
+    schemas.update(agent.pop("$defs", {}))
+    schemas["AgentEvent"] = agent
+    for model in (TranscriptionRequest, ErasureRequest):
+        js = model.model_json_schema(ref_template=ref)
+        schemas.update(js.pop("$defs", {}))
+        schemas[model.__name__] = js
+    components["securitySchemes"] = {
+        "AgentToken": {"type": "http", "scheme": "bearer", "description": "VOICEHIVE_AGENT_TOKEN"},
+        "LiveKitWebhook": {"type": "apiKey", "in": "header", "name": "Authorization",
+                           "description": "LiveKit webhook JWT (HS256, sha256 claim = body hash)"},
+    }
+    app.openapi_schema = schema
+    return schema
 
 
 def _call_view(record: CallRecord | None, field: str) -> JSONResponse:

@@ -20,7 +20,7 @@ import uvicorn
 from voicehive.audit import configure_json_logging
 
 from .app import create_app
-from .settings import ConfigError, Settings, load_settings
+from .settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger(__name__)
 CERT_POLL_SECONDS = 5.0
@@ -98,7 +98,7 @@ def serve(
     configure_json_logging()
     try:
         settings = load_settings(redis_url=redis_url, tls_cert=tls_cert, tls_key=tls_key, namespace=namespace)
-    except ConfigError as exc:
+    except SettingsError as exc:
         print(str(exc), file=sys.stderr)
         raise SystemExit(2) from None
     if settings.tls_cert is None and not plain_http:

@@ -81,7 +81,7 @@ def build_voice_session(request: SessionRequest, namespace: str, owner_uid: str 
         "labels": {
             contract.LABEL_LINE: request.line,
             contract.LABEL_CALLER_HASH: contract.caller_label(request.caller_hash),
-            contract.LABEL_PART_OF: "voicehive",
+            contract.LABEL_PART_OF: contract.PART_OF,
             contract.LABEL_MANAGED_BY: "voicehive-orchestrator",
         },
     }

@@ -24,7 +24,7 @@ ENV_MAX_BODY = "VOICEHIVE_MAX_BODY_BYTES"
 ENV_SESSION_RETRY = "VOICEHIVE_SESSION_RETRY_SECONDS"
 
 
-class ConfigError(ValueError):
+class SettingsError(ValueError):
     """Start-up configuration is unusable; the message names every variable at fault."""
 
     def __init__(self, problems: list[str]) -> None:
@@ -64,7 +64,7 @@ def load_settings(
     tls_key: str | None = None,
     namespace: str | None = None,
 ) -> Settings:
-    """Build :class:`Settings`; raises :class:`ConfigError` listing every problem."""
+    """Build :class:`Settings`; raises :class:`SettingsError` listing every problem."""
     env = os.environ if environ is None else environ
     problems: list[str] = []
     privacy: Privacy | None = None
@@ -94,7 +94,7 @@ def load_settings(
     kubeconfig = env.get(ENV_KUBECONFIG) or env.get("KUBECONFIG") or None
     in_cluster = bool(env.get("KUBERNETES_SERVICE_HOST")) and not kubeconfig
     if problems or privacy is None:
-        raise ConfigError(problems)
+        raise SettingsError(problems)
     return Settings(
         privacy=privacy,
         agent_token=token,

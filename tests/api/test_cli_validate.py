@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from voicehive.cli import app
+from voicehive_cli.main import app
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()

@@ -78,7 +78,7 @@ async def test_keypad_zero_after_hours_offers_a_message(redis_url: str, livekit_
         rig.runner.on_dtmf("0")
         await rig.call.wait_for(lambda: len(rig.call.sink.segments) >= 2, 10, "the after-hours answer")
         assert livekit_fake.transfers == []
-        assert "message" in rig.state.intents and not rig.runner.ended.is_set()
+        assert "speak_to_human" in rig.state.intents and not rig.runner.ended.is_set()
 
 
 async def test_caller_hang_up_ends_the_call(redis_url: str, livekit_fake: LiveKitFake) -> None:

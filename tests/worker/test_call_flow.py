@@ -161,7 +161,7 @@ async def test_booking_question_transfer_recorded_without_personal_data(
     assert status["phase"] == CallPhase.ENDED.value
     assert status["endReason"] == "transferred"
     assert status["turns"] == 3
-    assert {"booking", "question", "transfer"} <= set(status["intents"])
+    assert {"book_room", "request_info", "speak_to_human"} <= set(status["intents"])
     assert status["latency"]["turns"] >= 2 and status["latency"]["p50Ms"] > 0
 
     # Redis: the call ended, the booking sealed, nothing personal in clear anywhere

@@ -16,7 +16,7 @@ from voicehive.api.models import OpeningHours, Weekday
 from voicehive_worker.agent import desk_is_open, goodbye, greeting, instructions_for
 from voicehive_worker.entrypoint import Warm, load_line_spec, serve_readiness
 from voicehive_worker.pms import FactsPms, PmsError, answer_from_facts, make_request
-from voicehive_worker.session import ConfigError, ProviderEndpoints
+from voicehive_worker.session import ProviderConfigError, ProviderEndpoints
 from voicehive_worker.state import latency_summary
 
 TODAY = dt.date(2026, 11, 25)
@@ -99,13 +99,13 @@ def test_line_spec_from_file_or_environment(tmp_path: Path) -> None:
 
 def test_provider_endpoints_name_what_is_missing() -> None:
     spec = line_spec()
-    with pytest.raises(ConfigError, match=contract.ENV_RIVA_SERVER):
+    with pytest.raises(ProviderConfigError, match=contract.ENV_RIVA_SERVER):
         ProviderEndpoints.from_env(spec, {})
     env = {contract.ENV_RIVA_SERVER: "127.0.0.1:50051"}
-    with pytest.raises(ConfigError, match=contract.ENV_AZURE_OPENAI_API_KEY):
+    with pytest.raises(ProviderConfigError, match=contract.ENV_AZURE_OPENAI_API_KEY):
         ProviderEndpoints.from_env(spec, env)
     env[contract.ENV_AZURE_OPENAI_API_KEY] = "k"
-    with pytest.raises(ConfigError, match=contract.ENV_ELEVEN_API_KEY):
+    with pytest.raises(ProviderConfigError, match=contract.ENV_ELEVEN_API_KEY):
         ProviderEndpoints.from_env(spec, env)
     env[contract.ENV_ELEVEN_API_KEY] = "e"
     endpoints = ProviderEndpoints.from_env(spec, env)

@@ -16,6 +16,7 @@ from typing import Any, cast
 import yaml
 from pydantic import BaseModel
 
+from voicehive import contract
 from voicehive.api import models
 
 CATEGORY = "voicehive"
@@ -170,7 +171,7 @@ def _crd(
         "kind": "CustomResourceDefinition",
         "metadata": {
             "name": f"{plural}.{models.GROUP}",
-            "labels": {"app.kubernetes.io/part-of": "voicehive"},
+            "labels": {contract.LABEL_PART_OF: contract.PART_OF},
             # CRDs must exist before anything that uses them (Argo CD sync wave).
             "annotations": {"argocd.argoproj.io/sync-wave": "-10"},
         },

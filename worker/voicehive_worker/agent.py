@@ -23,6 +23,7 @@ from livekit.agents import stt as lk_stt
 from livekit.agents.voice.agent import ModelSettings
 
 from voicehive.api.models import HotelLineSpec, OpeningHours
+from voicehive.intents import Intent
 from voicehive.lifecycle import EndReason
 from voicehive_worker import phrases
 from voicehive_worker.booking import booking_instructions, booking_tools, pms_unavailable_reply
@@ -40,15 +41,14 @@ from voicehive_worker.turn_taking import TurnStats, TurnTakingOptions, turn_taki
 
 log = logging.getLogger("voicehive.worker.agent")
 
-# Intent names recorded in the VoiceSession status and Redis (one vocabulary).
-INTENT_AVAILABILITY = "availability"
-INTENT_QUOTE = "quote"
-INTENT_BOOKING = "booking"
-INTENT_CHANGE = "change_request"
-INTENT_QUESTION = "question"
-INTENT_TRANSFER = "transfer"
-INTENT_MESSAGE = "message"
-INTENT_GOODBYE = "goodbye"
+# What each tool records in status.intents: the caller's intent, in the classifier's vocabulary
+# (voicehive.intents.Intent), so the status and the per-turn classification speak one language.
+# A message for the staff is what a caller who wanted a person gets when nobody is at the desk.
+_BOOKING_INTENTS: dict[str, Intent] = {
+    "new_booking": Intent.BOOK_ROOM,
+    "change": Intent.MODIFY_BOOKING,
+    "cancellation": Intent.CANCEL_BOOKING,
+}
 
 
 class CallActions(Protocol):
@@ -66,7 +66,7 @@ class CallActions(Protocol):
         """Hangs up and ends the call (after the goodbye has played)."""
         ...
 
-    def record_intent(self, intent: str) -> None:
+    def record_intent(self, intent: Intent) -> None:
         """Adds an intent to the call's status (never the words said)."""
         ...
 
@@ -94,9 +94,9 @@ class LocalCallActions:
     async def end_call(self, reason: EndReason) -> None:
         self.ended = reason
 
-    def record_intent(self, intent: str) -> None:
-        if intent not in self.intents:
-            self.intents.append(intent)
+    def record_intent(self, intent: Intent) -> None:
+        if intent.value not in self.intents:
+            self.intents.append(intent.value)
 
 
 # The fixed phrases live in phrases.py (every one in en, de, fr, es, it); these names stay for callers.
@@ -283,7 +283,7 @@ class HotelAgent(Agent):
         """Keypad input from the SIP leg: 0 reaches the front desk at any point."""
         if digit == "0":
             self.session.interrupt()
-            await self._to_front_desk(reason="dtmf")
+            await self.to_front_desk(reason="dtmf")
 
     # -- tools ---------------------------------------------------------------------------
 
@@ -299,7 +299,7 @@ class HotelAgent(Agent):
             guests: Number of guests.
             room_type: Optional room type name or code the caller asked for.
         """
-        self.actions.record_intent(INTENT_AVAILABILITY)
+        self.actions.record_intent(Intent.CHECK_AVAILABILITY)
         try:
             request = make_request(check_in, nights, guests, today=self._now().date(), room_code=room_type)
             offers = await self.pms.availability(request)
@@ -325,7 +325,7 @@ class HotelAgent(Agent):
             nights: Number of nights.
             guests: Number of guests.
         """
-        self.actions.record_intent(INTENT_QUOTE)
+        self.actions.record_intent(Intent.CHECK_AVAILABILITY)
         try:
             request = make_request(check_in, nights, guests, today=self._now().date(), room_code=room_type)
             offer = await self.pms.quote(request)
@@ -358,7 +358,7 @@ class HotelAgent(Agent):
             room_type: Room type name or code, if known.
             notes: Anything else the caller asked for (existing booking reference for changes).
         """
-        self.actions.record_intent(INTENT_BOOKING if kind == "new_booking" else INTENT_CHANGE)
+        self.actions.record_intent(_BOOKING_INTENTS[kind])
         try:
             request = make_request(check_in, nights, guests, today=self._now().date())
         except PmsError as err:
@@ -386,7 +386,7 @@ class HotelAgent(Agent):
         Args:
             question: The caller's question.
         """
-        self.actions.record_intent(INTENT_QUESTION)
+        self.actions.record_intent(Intent.REQUEST_INFO)
         answer = answer_from_facts(self.spec.facts, question)
         # caller-facing words (a model relays them; the rule policy speaks them as they are)
         return answer or phrase(phrases.NO_ANSWER, self.language)
@@ -398,12 +398,16 @@ class HotelAgent(Agent):
         Args:
             reason: Short reason for the transfer.
         """
-        return await self._to_front_desk(reason="caller")
+        return await self.to_front_desk(reason="caller")
 
-    async def _to_front_desk(self, *, reason: str) -> str | None:
-        self.actions.record_intent(INTENT_TRANSFER)
+    async def to_front_desk(self, *, reason: str) -> str | None:
+        """Transfer the caller if the desk is open (the call then ends); otherwise, or when the
+        transfer fails, return what the LLM should say instead (None: already said or ended).
+
+        ``reason`` (caller, dtmf, watchdog) is logged; on ``dtmf`` the closed-desk notice is spoken here.
+        """
+        self.actions.record_intent(Intent.SPEAK_TO_HUMAN)
         if not desk_is_open(self.spec.front_desk.hours, self._now()):
-            self.actions.record_intent(INTENT_MESSAGE)
             if reason == "dtmf":
                 self.session.say(phrase(_DESK_CLOSED, self.language))
                 return None
@@ -414,7 +418,6 @@ class HotelAgent(Agent):
             await self.actions.transfer_to_front_desk(self.spec.front_desk.transfer_to)
         except Exception:
             log.warning("front-desk transfer failed", extra={"reason": reason})
-            self.actions.record_intent(INTENT_MESSAGE)
             return phrase(phrases.TRANSFER_FAILED, self.language)
         await self.actions.end_call(EndReason.TRANSFERRED)
         return None
@@ -428,7 +431,7 @@ class HotelAgent(Agent):
             message: The message.
             callback_number: Number to call back, if the caller gives one.
         """
-        self.actions.record_intent(INTENT_MESSAGE)
+        self.actions.record_intent(Intent.SPEAK_TO_HUMAN)
         if not message.strip():
             return "Not recorded: the message is empty."
         reference = await self.actions.save_request(
@@ -446,7 +449,7 @@ class HotelAgent(Agent):
         if self._ending:
             return
         self._ending = True
-        self.actions.record_intent(INTENT_GOODBYE)
+        self.actions.record_intent(Intent.GOODBYE)
         handle = self.session.say(goodbye(self.spec, self.language), allow_interruptions=False)
         await handle.wait_for_playout()
         await self.actions.end_call(reason)

@@ -281,17 +281,7 @@ def _watch_assignment(namespace: str, pod: str, stop: Callable[[], bool]) -> dic
 
 async def run_pod(line_file: Path | None) -> int:
     """The whole pod life; returns the process exit code."""
-    from livekit import api as lkapi
-    from livekit import rtc
-    from livekit.agents.utils import http_context
-    from livekit.agents.voice.room_io import RoomOptions
-
-    from voicehive.callmanager import CallManager
-    from voicehive.callstore import CallStore
-    from voicehive_worker.session import asr_switcher, create_agent, create_session, provider_models
     from voicehive_worker.staff import StaffDelivery, start_staff_delivery
-    from voicehive_worker.state import VoiceSessionStatus, WorkerCallActions
-    from voicehive_worker.turn_taking import TurnTakingOptions
 
     env = os.environ
     namespace = env.get(contract.ENV_NAMESPACE, "default")
@@ -321,68 +311,7 @@ async def run_pod(line_file: Path | None) -> int:
         vs_raw = await asyncio.to_thread(_watch_assignment, namespace, pod, stopping.is_set)
         if vs_raw is None:
             return 0
-        vs = VoiceSession.model_validate(vs_raw)
-        secret = warm.privacy.open_call_ref(vs.spec.sealed_call_ref)
-        room_name, sip_identity = secret.room, secret.participant_identity
-        store = CallStore.from_url(env[contract.ENV_REDIS_URL])
-        manager = CallManager(store=store, privacy=warm.privacy)
-        from kubernetes import client as kclient
-
-        status = VoiceSessionStatus(kclient.ApiClient(), namespace, vs.metadata.name or "")
-        state = CallState(
-            manager=manager, call_sid=room_name, line=vs.spec.line_ref.name, namespace=namespace,
-            worker_pod=pod, status=status, retention_days=warm.spec.retention.metadata_days,
-        )
-        url = env[contract.ENV_LIVEKIT_URL]
-        key, secret_key = env[contract.ENV_LIVEKIT_API_KEY], env[contract.ENV_LIVEKIT_API_SECRET]
-        token = (
-            lkapi.AccessToken(key, secret_key)
-            .with_identity(AGENT_IDENTITY_PREFIX + pod)
-            .with_kind("agent")
-            .with_grants(lkapi.VideoGrants(room_join=True, room=room_name, agent=True))
-            .to_jwt()
-        )
-        async with http_context.open(), lkapi.LiveKitAPI(url=url, api_key=key, api_secret=secret_key) as livekit:
-            room = rtc.Room()
-            await room.connect(url, token)
-            turn = TurnTakingOptions()
-            stats = TurnStats()
-            models = provider_models(warm.spec, warm.endpoints)
-            session = create_session(warm.spec, models, vad=warm.vad, turn_taking=turn)
-            actions = WorkerCallActions(state=state, livekit=livekit, room=room_name, sip_identity=sip_identity)
-            agent = create_agent(
-                warm.spec, staff.wrap(actions) if staff else actions, language=vs.spec.language,
-                turn_taking=turn, turn_stats=stats, pms=warm.pms, asr_for=asr_switcher(warm.spec, warm.endpoints),
-            )
-            runner = CallRunner(session=session, agent=agent, state=state, turn_stats=stats)
-            runner.watchdog = Watchdog(
-                session, warm.voice, on_give_up=lambda cause: _give_up(agent, runner),
-                voices=warm.voices, language=lambda: agent.language,
-            )
-            actions.hangup = runner.finish
-            runner.attach()
-
-            @room.on("sip_dtmf_received")
-            def _dtmf(ev: Any) -> None:
-                runner.on_dtmf(str(getattr(ev, "digit", "")))
-
-            @room.on("participant_disconnected")
-            def _left(p: Any) -> None:
-                if p.identity == sip_identity:
-                    runner.on_caller_left()
-
-            await session.start(agent, room=room, room_options=RoomOptions(participant_identity=sip_identity))
-            runner.watchdog.expect_speech()  # no greeting (TTS down at answer time) is dead air too
-            await state.answered()
-            waiter = asyncio.ensure_future(runner.ended.wait())
-            stopper = asyncio.ensure_future(stopping.wait())
-            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            if stopping.is_set() and not runner.ended.is_set():
-                # SIGTERM mid-call: finish the call politely instead of dropping it
-                await agent.say_goodbye_and_end(EndReason.WORKER_LOST)
-            await session.aclose()
-            await room.disconnect()
-            await store.close()
+        await _serve_call(warm, VoiceSession.model_validate(vs_raw), namespace, pod, stopping, staff)
         return 0
     except Exception as err:
         # no traceback text: provider and LiveKit errors can quote the room name (the caller's number)
@@ -396,9 +325,102 @@ async def run_pod(line_file: Path | None) -> int:
         await readiness.cleanup()
 
 
+async def _serve_call(warm: Warm, vs: VoiceSession, namespace: str, pod: str, stopping: asyncio.Event,
+                      staff: Any = None) -> None:
+    """Open the sealed call reference, join the room as the agent, serve the call to its end."""
+    from livekit import api as lkapi
+    from livekit.agents.utils import http_context
+
+    from voicehive.callmanager import CallManager
+    from voicehive.callstore import CallStore
+    from voicehive_worker.state import VoiceSessionStatus
+
+    env = os.environ
+    secret = warm.privacy.open_call_ref(vs.spec.sealed_call_ref)
+    store = CallStore.from_url(env[contract.ENV_REDIS_URL])
+    from kubernetes import client as kclient
+
+    state = CallState(
+        manager=CallManager(store=store, privacy=warm.privacy), call_sid=secret.room, line=vs.spec.line_ref.name,
+        namespace=namespace, worker_pod=pod,
+        status=VoiceSessionStatus(kclient.ApiClient(), namespace, vs.metadata.name or ""),
+        retention_days=warm.spec.retention.metadata_days,
+    )
+    url = env[contract.ENV_LIVEKIT_URL]
+    key, secret_key = env[contract.ENV_LIVEKIT_API_KEY], env[contract.ENV_LIVEKIT_API_SECRET]
+    async with http_context.open(), lkapi.LiveKitAPI(url=url, api_key=key, api_secret=secret_key) as livekit:
+        await _in_room(warm, vs, state, livekit, url, _agent_token(key, secret_key, pod, secret.room),
+                       secret.participant_identity, stopping, staff)
+        await store.close()
+
+
+def _agent_token(key: str, secret_key: str, pod: str, room: str) -> str:
+    """The worker's LiveKit token: joins this one room as an agent."""
+    from livekit import api as lkapi
+
+    return (
+        lkapi.AccessToken(key, secret_key)
+        .with_identity(AGENT_IDENTITY_PREFIX + pod)
+        .with_kind("agent")
+        .with_grants(lkapi.VideoGrants(room_join=True, room=room, agent=True))
+        .to_jwt()
+    )
+
+
+async def _in_room(warm: Warm, vs: VoiceSession, state: CallState, livekit: Any, url: str, token: str,
+                   sip_identity: str, stopping: asyncio.Event, staff: Any = None) -> None:
+    """Connect, start the agent session, answer, and wait for the end of the call or SIGTERM."""
+    from livekit import rtc
+    from livekit.agents.voice.room_io import RoomOptions
+
+    from voicehive_worker.session import asr_switcher, create_agent, create_session, provider_models
+    from voicehive_worker.state import WorkerCallActions
+    from voicehive_worker.turn_taking import TurnTakingOptions
+
+    room = rtc.Room()
+    await room.connect(url, token)
+    turn = TurnTakingOptions()
+    stats = TurnStats()
+    models = provider_models(warm.spec, warm.endpoints)
+    session = create_session(warm.spec, models, vad=warm.vad, turn_taking=turn)
+    actions = WorkerCallActions(state=state, livekit=livekit, room=state.call_sid, sip_identity=sip_identity)
+    agent = create_agent(
+        warm.spec, staff.wrap(actions) if staff else actions, language=vs.spec.language,
+        turn_taking=turn, turn_stats=stats, pms=warm.pms, asr_for=asr_switcher(warm.spec, warm.endpoints),
+    )
+    runner = CallRunner(session=session, agent=agent, state=state, turn_stats=stats)
+    runner.watchdog = Watchdog(
+        session, warm.voice, on_give_up=lambda cause: _give_up(agent, runner),
+        voices=warm.voices, language=lambda: agent.language,
+    )
+    actions.hangup = runner.finish
+    runner.attach()
+
+    @room.on("sip_dtmf_received")
+    def _dtmf(ev: Any) -> None:
+        runner.on_dtmf(str(getattr(ev, "digit", "")))
+
+    @room.on("participant_disconnected")
+    def _left(p: Any) -> None:
+        if p.identity == sip_identity:
+            runner.on_caller_left()
+
+    await session.start(agent, room=room, room_options=RoomOptions(participant_identity=sip_identity))
+    runner.watchdog.expect_speech()  # no greeting (TTS down at answer time) is dead air too
+    await state.answered()
+    waiter = asyncio.ensure_future(runner.ended.wait())
+    stopper = asyncio.ensure_future(stopping.wait())
+    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    if stopping.is_set() and not runner.ended.is_set():
+        # SIGTERM mid-call: finish the call politely instead of dropping it
+        await agent.say_goodbye_and_end(EndReason.WORKER_LOST)
+    await session.aclose()
+    await room.disconnect()
+
+
 async def _give_up(agent: HotelAgent, runner: CallRunner) -> None:
     """The pipeline failed repeatedly: a person if the desk is open, otherwise a polite end."""
-    result = await agent._to_front_desk(reason="watchdog")
+    result = await agent.to_front_desk(reason="watchdog")
     if result is not None:  # desk closed or transfer failed
         await runner.finish(EndReason.PIPELINE_ERROR)
 

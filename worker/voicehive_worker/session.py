@@ -52,7 +52,7 @@ TTS_TIMEOUT_S = 5.0
 DEFAULT_TURN_TAKING = TurnTakingOptions()
 
 
-class ConfigError(ValueError):
+class ProviderConfigError(ValueError):
     """A missing or bad provider setting, named in plain words (the pod reports it and exits)."""
 
 
@@ -73,13 +73,13 @@ class ProviderEndpoints:
         env = os.environ if environ is None else environ
         riva = env.get(contract.ENV_RIVA_SERVER) or spec.asr.endpoint
         if not riva:
-            raise ConfigError(f"no Riva server: set {contract.ENV_RIVA_SERVER} or spec.asr.endpoint")
+            raise ProviderConfigError(f"no Riva server: set {contract.ENV_RIVA_SERVER} or spec.asr.endpoint")
         llm_key = env.get(contract.ENV_AZURE_OPENAI_API_KEY, "")
         if not llm_key:
-            raise ConfigError(f"{contract.ENV_AZURE_OPENAI_API_KEY} is not set (from spec.llm.apiKeySecretRef)")
+            raise ProviderConfigError(f"{contract.ENV_AZURE_OPENAI_API_KEY} is not set (from spec.llm.apiKeySecretRef)")
         tts_key = env.get(contract.ENV_ELEVEN_API_KEY, "")
         if not tts_key:
-            raise ConfigError(f"{contract.ENV_ELEVEN_API_KEY} is not set (from spec.tts.apiKeySecretRef)")
+            raise ProviderConfigError(f"{contract.ENV_ELEVEN_API_KEY} is not set (from spec.tts.apiKeySecretRef)")
         tts_base = (env.get(ENV_TTS_ENDPOINT) or spec.tts.endpoint).rstrip("/")
         if not tts_base.endswith("/v1"):
             tts_base += "/v1"

@@ -381,7 +381,7 @@ def run_call(line_file: Path, says: list[str], audios: list[Path], out_dir: Path
 
     try:
         reports = asyncio.run(main())
-    except (CallError, EspeakNotInstalled, ValueError) as exc:  # ValueError: session.ConfigError
+    except (CallError, EspeakNotInstalled, ValueError) as exc:  # ValueError: session.ProviderConfigError
         print(f"error: {exc}", file=sys.stderr)
         return 2
     answered = [r for r in reports if r.turn > 0 and (r.reply or r.ended)]

@@ -32,6 +32,7 @@ from voicehive.delivery import (
     now_rfc3339,
     queue_id,
 )
+from voicehive.intents import Intent
 from voicehive.lifecycle import EndReason
 from voicehive_worker.agent import CallActions
 
@@ -73,7 +74,7 @@ class NotifyingActions:
     async def end_call(self, reason: EndReason) -> None:
         await self.inner.end_call(reason)
 
-    def record_intent(self, intent: str) -> None:
+    def record_intent(self, intent: Intent) -> None:
         self.inner.record_intent(intent)
 
 

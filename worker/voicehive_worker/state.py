@@ -23,6 +23,7 @@ from typing import Any
 from voicehive.callmanager import CallManager, Transcript
 from voicehive.callstore import requests_key, retention_seconds
 from voicehive.contract import GROUP, VERSION, VOICESESSIONS
+from voicehive.intents import Intent
 from voicehive.lifecycle import CallPhase, EndReason
 
 log = logging.getLogger("voicehive.worker.state")
@@ -122,14 +123,14 @@ class CallState:
             Transcript(call_sid=self.call_sid, text=text, language=language, confidence=confidence, is_final=True,
                        event_id=f"{self.worker_pod}:turn:{index}")
         )
-        intent = result.intent.intent.value
-        if intent and intent != "unknown":
+        intent = result.intent.intent
+        if intent is not Intent.UNKNOWN:
             self.add_intent(intent)
-        return intent
+        return intent.value
 
-    def add_intent(self, intent: str) -> None:
-        if intent not in self.intents and len(self.intents) < 64:
-            self.intents.append(intent)
+    def add_intent(self, intent: Intent) -> None:
+        if intent.value not in self.intents and len(self.intents) < 64:
+            self.intents.append(intent.value)
 
     def add_latency(self, ms: float) -> None:
         self.latencies_ms.append(ms)
@@ -226,5 +227,5 @@ class WorkerCallActions:
         if self.hangup is not None:
             await self.hangup(reason)
 
-    def record_intent(self, intent: str) -> None:
+    def record_intent(self, intent: Intent) -> None:
         self.state.add_intent(intent)

@@ -46,7 +46,7 @@ from livekit import rtc
 from livekit.agents import stt as lk_stt
 from livekit.agents.voice.turn import TurnHandlingOptions
 
-EventKind = Literal["speech", "timer", "end"]
+TurnEventKind = Literal["speech", "timer", "end"]  # what wakes the TurnTaker
 
 
 @dataclass(frozen=True)
@@ -204,7 +204,7 @@ class TurnTaker:
         self.stats = stats or TurnStats()
         self._clock = _FrameClock()
         self._gate = _EnergyGate(options.gate_threshold_dbfs, options.gate_min_voiced)
-        self._queue: asyncio.Queue[tuple[EventKind, Any]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[TurnEventKind, Any]] = asyncio.Queue()
         self._speaking = False  # as told to the framework
         self._held_end: float | None = None  # audio end of a final turn whose silence is still being watched
         self._close_queued = False

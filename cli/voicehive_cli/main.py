@@ -1,6 +1,7 @@
 """The ``voicehive`` command: one entry point for every component.
 
-Each subcommand imports its component lazily, so ``voicehive --help`` and ``voicehive validate``
+It lives outside ``voicehive/`` because it starts the components, and the shared core must not
+import them. Each subcommand imports its component lazily, so ``voicehive --help`` and ``voicehive validate``
 start fast and work without the heavy media stack loaded.
 """
 
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from voicehive.contract import GROUP
 
 app = typer.Typer(
     name="voicehive",
@@ -37,9 +40,9 @@ def validate(
             typer.echo(f"{path}: cannot read: {exc}", err=True)
             failed = True
             continue
-        ours = [d for d in documents if isinstance(d, dict) and str(d.get("apiVersion", "")).startswith("voicehive.io/")]
+        ours = [d for d in documents if isinstance(d, dict) and str(d.get("apiVersion", "")).startswith(f"{GROUP}/")]
         if not ours:
-            typer.echo(f"{path}: no VoiceHive resource (apiVersion voicehive.io/...) found", err=True)
+            typer.echo(f"{path}: no VoiceHive resource (apiVersion {GROUP}/...) found", err=True)
             failed = True
         for document in ours:
             metadata = document.get("metadata")

@@ -1,0 +1,1 @@
+"""The ``voicehive`` command, beside the components it starts (the shared core imports none of them)."""
