@@ -15,9 +15,10 @@ from __future__ import annotations
 import enum
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from voicehive.api.timezones import TIME_ZONES
 from voicehive.lifecycle import CallPhase
 
 GROUP = "voicehive.io"
@@ -396,7 +397,11 @@ class HotelLineSpec(_Model):
         max_length=63,
     )
     display_name: str = _field("Hotel name the agent says when it answers.", min_length=1, max_length=200)
-    time_zone: str = _field("IANA time zone of the hotel, e.g. Europe/Berlin.", pattern=TIME_ZONE_PATTERN)
+    time_zone: str = _field(
+        "IANA time zone of the hotel, e.g. Europe/Berlin; the agent tells dates and front-desk hours in it.",
+        pattern=TIME_ZONE_PATTERN,
+        max_length=64,
+    )
     languages: list[Annotated[str, Field(pattern=LANGUAGE_PATTERN, max_length=5)]] = _field(
         "Languages the agent speaks, BCP-47; the first is the greeting language.", min_length=1, max_length=10
     )
@@ -425,7 +430,20 @@ class HotelLineSpec(_Model):
             "asr.language must be one of the line's languages",
             ".asr.language",
         ),
+        (
+            "self.timeZone in [" + ", ".join(f"'{zone}'" for zone in TIME_ZONES) + "]",
+            "timeZone: not a time zone of the IANA database; name one such as Europe/Berlin or UTC",
+            ".timeZone",
+        ),
     )
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_time_zone(cls, value: str) -> str:
+        # The worker's clock is ZoneInfo(timeZone): a name outside the database fails every call.
+        if value not in TIME_ZONES:
+            raise ValueError(cls.cel_rules[1][1])
+        return value
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> HotelLineSpec:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import celpy
@@ -172,13 +173,19 @@ def _apply_defaults(document: Any, schema: dict[str, Any]) -> Any:
     return document
 
 
-def _cel_problems(document: dict[str, Any], schema: dict[str, Any]) -> Iterator[Problem]:
+@lru_cache(maxsize=256)
+def _program(rule: str) -> celpy.Runner:
+    """A compiled CEL rule; parsing is the slow part (the time-zone rule lists ~550 names)."""
     env = celpy.Environment()
+    return env.program(env.compile(rule))
+
+
+def _cel_problems(document: dict[str, Any], schema: dict[str, Any]) -> Iterator[Problem]:
     defaulted = _apply_defaults(document, schema)
     for path, rule, message, field_path in _cel_rules(schema):
         if "oldSelf" in rule:
             continue  # transition rules need the stored object; only the apiserver has it
-        program = env.program(env.compile(rule))
+        program = _program(rule)
         for concrete, value in _resolve(defaulted, path):
             try:
                 ok = program.evaluate({"self": json_to_cel(value)})
