@@ -37,7 +37,7 @@ def _line(**edits: Any) -> dict[str, Any]:
         ({"asr__nodeSelector": {"gpu pool": "l4"}}, "spec.asr", "every key must be a Kubernetes label key"),
         ({"workers__resources": {"requests": {"memory": "2Gi"}}}, "spec.workers.resources", "requests.memory (2Gi) cannot exceed limits.memory (1Gi)"),
         ({"workers__resources": {"requests": {"cpu": "3"}, "limits": {"cpu": "2500m"}}}, "spec.workers.resources", "requests.cpu (3) cannot exceed limits.cpu (2500m)"),
-        ({"sip__allowedAddresses": ["2001:db8::1::2"]}, "spec.sip.allowedAddresses", "is not an IP address or CIDR range"),
+        ({"sip__allowedAddresses": ["2001:db8::1::2"]}, "spec.sip.allowedAddresses", "must be an IP address or CIDR range"),
     ],
 )
 def test_the_models_refuse_what_the_schema_lets_through(edits: dict[str, Any], field: str, words: str) -> None:
@@ -57,3 +57,12 @@ def test_the_models_refuse_what_the_schema_lets_through(edits: dict[str, Any], f
 )
 def test_servable_values_stay_accepted(edits: dict[str, Any]) -> None:
     assert validate(_line(**edits)) == []
+
+
+def test_the_operator_turns_a_model_refusal_into_a_condition() -> None:
+    from voicehive_operator.lines import parse_spec
+
+    line = _line(workers__resources={"requests": {"memory": "2Gi"}})
+    spec, observation = parse_spec(line["spec"])
+    assert spec is None and observation is not None
+    assert observation.reason == "SpecInvalid" and "requests.memory (2Gi) cannot exceed limits.memory" in observation.message

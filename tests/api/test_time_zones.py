@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from voicehive.api import models
-from voicehive.api.timezones import TIME_ZONES
+from voicehive.api.timezones import TIME_ZONES, one_of_regex
 from voicehive.api.validation import validate
 from voicehive_worker.agent import desk_is_open
 
@@ -57,3 +57,12 @@ def test_an_accepted_zone_runs_the_front_desk_clock(zone: str) -> None:
     spec = models.HotelLineSpec.model_validate(line["spec"])
     now = dt.datetime.now(ZoneInfo(spec.time_zone))
     assert isinstance(desk_is_open(spec.front_desk.hours, now), bool)
+
+
+def test_the_crd_regex_matches_exactly_the_list() -> None:
+    regex = re.compile(one_of_regex())
+    assert all(regex.match(name) for name in TIME_ZONES)
+    near_misses = [name + "x" for name in TIME_ZONES] + [name.split("/")[0] + "/" for name in TIME_ZONES]
+    assert not [name for name in near_misses if regex.match(name) and name not in TIME_ZONES]
+    rule = next(rule for rule, *_ in models.HotelLineSpec.cel_rules if "timeZone" in rule)
+    assert one_of_regex() in rule

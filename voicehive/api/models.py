@@ -19,7 +19,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from voicehive.api.timezones import TIME_ZONES
+from voicehive.api.timezones import TIME_ZONES, one_of_regex
 from voicehive.lifecycle import CallPhase
 
 GROUP = "voicehive.io"
@@ -186,7 +186,9 @@ class SipSpec(_Model):
             try:
                 ipaddress.ip_network(address, strict=False)
             except ValueError:
-                raise ValueError(f"sip.allowedAddresses: {address!r} is not an IP address or CIDR range") from None
+                raise ValueError(
+                    "sip.allowedAddresses: every entry must be an IP address or CIDR range, e.g. 203.0.113.0/28"
+                ) from None
         return value
 
     @model_validator(mode="after")
@@ -493,7 +495,7 @@ class HotelLineSpec(_Model):
             ".asr.language",
         ),
         (
-            "self.timeZone in [" + ", ".join(f"'{zone}'" for zone in TIME_ZONES) + "]",
+            f"self.timeZone.matches(r'{one_of_regex(TIME_ZONES)}')",
             "timeZone: not a time zone of the IANA database; name one such as Europe/Berlin or UTC",
             ".timeZone",
         ),

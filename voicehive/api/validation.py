@@ -103,8 +103,14 @@ def _duplicates(document: Any, schema: dict[str, Any], path: tuple[Any, ...] = (
                 yield from _duplicates(document[name], sub, (*path, name))
 
 
-def _schema_problems(document: dict[str, Any], schema: dict[str, Any]) -> Iterator[Problem]:
-    validator = jsonschema.Draft7Validator(_strict(schema))
+@lru_cache(maxsize=4)
+def _schema_of(kind: str) -> tuple[dict[str, Any], jsonschema.Draft7Validator]:
+    """The kind's openAPIV3Schema and its strict validator, built once (generating them is slow)."""
+    schema = _KINDS[kind][0]()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return schema, jsonschema.Draft7Validator(_strict(schema))
+
+
+def _schema_problems(document: dict[str, Any], schema: dict[str, Any], validator: jsonschema.Draft7Validator) -> Iterator[Problem]:
     for error in sorted(validator.iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path]):
         parts = list(error.absolute_path)
         message = error.message
@@ -211,9 +217,9 @@ def validate(document: dict[str, Any]) -> list[Problem]:
     kind = document.get("kind")
     if kind not in _KINDS:
         return [Problem("kind", f"not a VoiceHive resource kind: {kind!r} (expected HotelLine or VoiceSession)", "schema")]
-    build_crd, model = _KINDS[kind]
-    schema = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    problems = list(_schema_problems(document, schema))
+    model = _KINDS[kind][1]
+    schema, validator = _schema_of(kind)
+    problems = list(_schema_problems(document, schema, validator))
     if problems:
         return problems  # CEL only runs on schema-valid objects, as in the apiserver
     problems = list(_cel_problems(document, schema))
