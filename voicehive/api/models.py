@@ -34,7 +34,8 @@ SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"  # noqa: S105 (a pattern, not a secret
 LANGUAGE_PATTERN = r"^[a-z]{2}(-[A-Z]{2})?$"
 TIME_ZONE_PATTERN = r"^(UTC|[A-Z][A-Za-z_]+(/[A-Za-z0-9_+\-]+){1,2})$"
 HHMM_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
-HTTPS_URL_PATTERN = r"^https://[^\s/?#]+(:[0-9]{1,5})?(/[^\s]*)?$"
+PORT = r"([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"  # 1-65535
+HTTPS_URL_PATTERN = rf"^https://(\[[0-9a-fA-F:.]+\]|[^\s/?#:\[\]]+)(:{PORT})?(/[^\s]*)?$"
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 IP_OR_CIDR_PATTERN = (
     rf"^({_OCTET}(\.{_OCTET}){{3}}(/(3[0-2]|[12]?[0-9]))?|[0-9a-fA-F:]+:[0-9a-fA-F:]*(/(12[0-8]|1[01][0-9]|[1-9]?[0-9]))?)$"
@@ -243,6 +244,28 @@ class Toleration(_Model):
         "For NoExecute: how long the pod stays bound after the taint appears.", default=None, ge=0
     )
 
+    # The operator copies tolerations into Riva's Deployment; the apiserver refuses these there.
+    cel_rules = (
+        ("self.operator != 'Exists' || !has(self.value) || self.value == ''", "tolerations: operator Exists takes no value"),
+        ("has(self.key) || self.operator == 'Exists'", "tolerations: a toleration without a key must use operator Exists"),
+        (
+            "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+            "tolerations: tolerationSeconds applies only to effect NoExecute",
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _kubernetes_accepts(self) -> Toleration:
+        checks = (
+            self.operator != "Exists" or not self.value,
+            self.key is not None or self.operator == "Exists",
+            self.toleration_seconds is None or self.effect == "NoExecute",
+        )
+        for ok, rule in zip(checks, self.cel_rules, strict=True):
+            if not ok:
+                raise ValueError(rule[1])
+        return self
+
 
 class AsrSpec(_Model):
     """Speech recognition: an NVIDIA Riva streaming ASR model served on EU GPU node pools."""
@@ -269,7 +292,7 @@ class AsrSpec(_Model):
     endpoint: str | None = _field(
         "Use an existing Riva server at host:port instead of the operator-managed Deployment.",
         default=None,
-        pattern=r"^[A-Za-z0-9.-]+:[0-9]{1,5}$",
+        pattern=rf"^[A-Za-z0-9.-]+:{PORT}$",
     )
     use_tls: bool = _field("Connect to Riva over TLS.", default=False)
 
