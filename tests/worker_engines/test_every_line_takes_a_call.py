@@ -26,6 +26,7 @@ import asyncio
 import os
 from typing import Any
 
+import kubernetes_validate
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, Phase, assume, given, settings
@@ -35,6 +36,8 @@ from livekit.agents import AgentSession
 from tests.linegen import hotel_line_documents
 from voicehive.api.models import HotelLineSpec
 from voicehive.api.validation import validate
+from voicehive_operator.builders import inbound_trunk, riva_deployment, riva_pool_for, worker_pod
+from voicehive_operator.settings import OperatorSettings
 from voicehive_worker.agent import HotelAgent, LocalCallActions, greeting
 from voicehive_worker.engines import HotelPolicyLLM
 from voicehive_worker.engines.espeak_tts import EspeakOptions, synthesize_pcm
@@ -43,6 +46,7 @@ from voicehive_worker.simulate import caller_audio, simulate_call
 
 EXAMPLES = int(os.environ.get("VOICEHIVE_HYPOTHESIS_EXAMPLES", "200"))
 AUDIO_EXAMPLES = max(2, EXAMPLES // 100)
+KUBERNETES_VERSION = "1.34"
 
 CALLER_TURNS = (
     "Do you have a room from the 12th of March for two nights for two people?",
@@ -79,6 +83,20 @@ async def _greet_and_answer(spec: HotelLineSpec, said: str) -> tuple[list[str], 
     return spoken, actions
 
 
+def _operator_objects(spec: HotelLineSpec) -> list[dict[str, Any]]:
+    """What the operator builds for the line, checked against Kubernetes' own API schema."""
+    settings = OperatorSettings()
+    objects = [worker_pod(namespace="hotel", line_name="generated", line_uid="uid-1", spec=spec, settings=settings)]
+    pool = riva_pool_for("hotel", spec, settings)
+    if pool is not None:
+        objects.append(riva_deployment(pool, spec.workers.max_concurrent_calls, settings))
+    trunk = inbound_trunk("hotel", "generated", spec, ("user", "secret"))
+    assert list(trunk.numbers) == spec.phone_numbers and list(trunk.allowed_addresses) == spec.sip.allowed_addresses
+    for obj in objects:
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+    return objects
+
+
 def _caller_turns(spec_strategy: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[tuple[dict[str, Any], str]]:
     return st.tuples(spec_strategy, st.one_of(st.sampled_from(CALLER_TURNS), st.text(min_size=1, max_size=60)))
 
@@ -95,6 +113,7 @@ def test_every_accepted_line_greets_and_answers(case: tuple[dict[str, Any], str]
     assert len(replies) >= 2 and all(reply.strip() for reply in replies[1:]), replies
     pcm = asyncio.run(synthesize_pcm(replies[0], EspeakOptions(language=spec.languages[0])))
     assert np.abs(pcm).max() > 1000  # the greeting is audible in the line's first language
+    assert _operator_objects(spec)
 
 
 @pytest.mark.slow
