@@ -12,6 +12,7 @@ Three layers, each of which a real resource meets on its way in:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -82,7 +83,8 @@ _BOUNDS = {
 
 
 def _json(value: Any) -> str:
-    return f'"{value}"' if isinstance(value, str) else str(value)
+    """A value quoted like the apiserver quotes it; control characters escaped, never sent to a terminal raw."""
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, str) else str(value)
 
 
 def _duplicates(document: Any, schema: dict[str, Any], path: tuple[Any, ...] = ()) -> Iterator[Problem]:
