@@ -117,5 +117,10 @@ manifests: ## re-render manifests/base/voicehive.yaml from the Helm chart (Kusto
 	rig/render-manifests.sh
 
 .PHONY: test-rig
+.PHONY: test-nightly
+test-nightly: system-deps venv ## generated HotelLines (issue 18) at nightly volume: 2000 text calls, 20 audio calls
+	VOICEHIVE_HYPOTHESIS_EXAMPLES=2000 VOICEHIVE_RIG=0 $(BIN)/pytest -p no:cacheprovider --hypothesis-show-statistics \
+		tests/worker_engines/test_every_line_takes_a_call.py
+
 test-rig: system-deps venv ## tests that need the real control plane (builds and starts the rig, fails if it cannot)
 	VOICEHIVE_RIG=1 rig/with-rig.sh $(BIN)/pytest $(PYTEST_ARGS) tests/rig tests/delivery tests/smoke

@@ -13,11 +13,13 @@ invalid example through both.
 from __future__ import annotations
 
 import enum
+import re
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from voicehive.api.timezones import TIME_ZONES, one_of_regex
 from voicehive.lifecycle import CallPhase
 
 GROUP = "voicehive.io"
@@ -37,12 +39,28 @@ SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"  # noqa: S105 (a pattern, not a secret
 LANGUAGE_PATTERN = r"^[a-z]{2}(-[A-Z]{2})?$"
 TIME_ZONE_PATTERN = r"^(UTC|[A-Z][A-Za-z_]+(/[A-Za-z0-9_+\-]+){1,2})$"
 HHMM_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
-HTTPS_URL_PATTERN = r"^https://[^\s/?#]+(:[0-9]{1,5})?(/[^\s]*)?$"
-IP_OR_CIDR_PATTERN = r"^([0-9]{1,3}(\.[0-9]{1,3}){3}(/[0-9]{1,2})?|[0-9a-fA-F:]+:[0-9a-fA-F:]*(/[0-9]{1,3})?)$"
+PORT = r"([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"  # 1-65535
+HTTPS_URL_PATTERN = rf"^https://(\[[0-9a-fA-F:.]+\]|[^\s/?#:\[\]]+)(:{PORT})?(/[^\s]*)?$"
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+IP_OR_CIDR_PATTERN = (
+    rf"^({_OCTET}(\.{_OCTET}){{3}}(/(3[0-2]|[12]?[0-9]))?|[0-9a-fA-F:]+:[0-9a-fA-F:]*(/(12[0-8]|1[01][0-9]|[1-9]?[0-9]))?)$"
+)
 TRANSFER_TARGET_PATTERN = r"^(tel:\+[1-9][0-9]{6,14}|sips?:[^\s@]+@[^\s]+)$"
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$"
 HASH_PATTERN = r"^[0-9a-f]{64}$"
 IMAGE_PATTERN = r"^[a-z0-9]+([._/:@-][a-zA-Z0-9]+)*$"
+# Text the agent says to callers: something to say, and no control characters (eSpeak NG and the
+# SIP media path cannot carry a NUL; an escape sequence is nothing a caller should hear).
+SPOKEN_TEXT_PATTERN = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+# Same, for answers and addresses written over several lines (tab and newline allowed).
+SPOKEN_LINES_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+# Kubernetes label keys (optional DNS-subdomain prefix) and values: the operator copies node
+# selectors and tolerations into Pods and Deployments, which the apiserver checks against these.
+LABEL_KEY_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
+MAX_NIGHTLY_RATE = 100_000_000  # room for rupiah and dong rates; far beyond any price a line quotes
 
 
 class EURegion(enum.StrEnum):
@@ -164,6 +182,21 @@ class SipSpec(_Model):
         ),
     )
 
+    @field_validator("allowed_addresses")
+    @classmethod
+    def _addresses_parse(cls, value: list[str]) -> list[str]:
+        # The pattern cannot check IPv6 fully; LiveKit matches carriers with a parsed prefix.
+        import ipaddress
+
+        for address in value:
+            try:
+                ipaddress.ip_network(address, strict=False)
+            except ValueError:
+                raise ValueError(
+                    "sip.allowedAddresses: every entry must be an IP address or CIDR range, e.g. 203.0.113.0/28"
+                ) from None
+        return value
+
     @model_validator(mode="after")
     def _addresses_or_auth(self) -> SipSpec:
         if not self.allowed_addresses and self.auth is None:
@@ -204,15 +237,39 @@ class FrontDeskSpec(_Model):
 class Toleration(_Model):
     """A Kubernetes toleration, for tainted GPU node pools."""
 
-    key: str | None = _field("Taint key to tolerate.", default=None, max_length=253)
+    key: str | None = _field("Taint key to tolerate.", default=None, max_length=253, pattern=LABEL_KEY_PATTERN)
     operator: Literal["Exists", "Equal"] = _field("Exists or Equal.", default="Equal")
-    value: str | None = _field("Taint value, for operator Equal.", default=None, max_length=63)
+    value: str | None = _field(
+        "Taint value, for operator Equal.", default=None, max_length=63, pattern=LABEL_VALUE_PATTERN
+    )
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = _field(
         "Taint effect to tolerate; empty means all effects.", default=None
     )
     toleration_seconds: int | None = _field(
         "For NoExecute: how long the pod stays bound after the taint appears.", default=None, ge=0
     )
+
+    # The operator copies tolerations into Riva's Deployment; the apiserver refuses these there.
+    cel_rules = (
+        ("self.operator != 'Exists' || !has(self.value) || self.value == ''", "tolerations: operator Exists takes no value"),
+        ("has(self.key) || self.operator == 'Exists'", "tolerations: a toleration without a key must use operator Exists"),
+        (
+            "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+            "tolerations: tolerationSeconds applies only to effect NoExecute",
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _kubernetes_accepts(self) -> Toleration:
+        checks = (
+            self.operator != "Exists" or not self.value,
+            self.key is not None or self.operator == "Exists",
+            self.toleration_seconds is None or self.effect == "NoExecute",
+        )
+        for ok, rule in zip(checks, self.cel_rules, strict=True):
+            if not ok:
+                raise ValueError(rule[1])
+        return self
 
 
 class AsrSpec(_Model):
@@ -237,8 +294,8 @@ class AsrSpec(_Model):
         max_length=10,
     )
     gpus_per_replica: int = _field("nvidia.com/gpu per Riva replica.", default=1, ge=1, le=8)
-    node_selector: dict[str, str] = _field(
-        "Labels of the GPU node pool Riva runs on (added to the region affinity).", default_factory=dict
+    node_selector: dict[str, Annotated[str, Field(pattern=LABEL_VALUE_PATTERN, max_length=63)]] = _field(
+        "Labels of the GPU node pool Riva runs on (added to the region affinity).", default_factory=dict, max_length=32
     )
     tolerations: list[Toleration] = _field(
         "Tolerations for tainted GPU nodes.", default_factory=list, max_length=16
@@ -246,9 +303,17 @@ class AsrSpec(_Model):
     endpoint: str | None = _field(
         "Use an existing Riva server at host:port instead of the operator-managed Deployment.",
         default=None,
-        pattern=r"^[A-Za-z0-9.-]+:[0-9]{1,5}$",
+        pattern=rf"^[A-Za-z0-9.-]+:{PORT}$",
     )
     use_tls: bool = _field("Connect to Riva over TLS.", default=False)
+
+    @model_validator(mode="after")
+    def _label_keys(self) -> AsrSpec:
+        # Not CEL: map keys carry no length bound in a structural schema, so the apiserver's cost
+        # estimate of a regex over them exceeds its budget. The operator refuses them instead.
+        if not all(len(key) <= 317 and re.match(LABEL_KEY_PATTERN, key) for key in self.node_selector):
+            raise ValueError("asr.nodeSelector: every key must be a Kubernetes label key, e.g. voicehive.io/pool")
+        return self
 
 
 class LlmSpec(_Model):
@@ -315,6 +380,21 @@ class WorkerResources(_Model):
     requests: ResourceList = _field("Guaranteed resources.", default=ResourceList(cpu="500m", memory="512Mi"))
     limits: ResourceList = _field("Upper bounds.", default=ResourceList(cpu="2", memory="1Gi"))
 
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> WorkerResources:
+        # The apiserver refuses a Pod whose request exceeds its limit, so no worker would start.
+        # Not CEL: cel-python, which `voicehive validate` runs, has no Kubernetes quantity library.
+        from kubernetes.utils.quantity import parse_quantity
+
+        for name in ("cpu", "memory"):
+            request, limit = getattr(self.requests, name), getattr(self.limits, name)
+            if request is not None and limit is not None and parse_quantity(request) > parse_quantity(limit):  # type: ignore[no-untyped-call]
+                raise ValueError(
+                    f"workers.resources: requests.{name} ({request}) cannot exceed limits.{name} ({limit}); "
+                    "a limit left out is 2 CPUs and 1Gi"
+                )
+        return self
+
 
 class WorkersSpec(_Model):
     """The per-call agent worker pods and the warm pool that hides their start-up time."""
@@ -376,27 +456,33 @@ class RoomType(_Model):
     """A bookable room category, as the built-in availability adapter sees it."""
 
     code: str = _field("Short code of the room type.", pattern=r"^[A-Za-z0-9_-]{1,32}$")
-    name: str = _field("Name said to callers.", min_length=1, max_length=120)
+    name: str = _field("Name said to callers.", min_length=1, max_length=120, pattern=SPOKEN_TEXT_PATTERN)
     max_guests: int = _field("Most guests in one room.", ge=1, le=20)
-    rate_from: float = _field("Nightly rate from which this type is quoted, in the hotel's currency.", ge=0)
+    rate_from: float = _field(
+        "Nightly rate from which this type is quoted, in the hotel's currency.", ge=0, le=MAX_NIGHTLY_RATE
+    )
     rooms: int = _field("How many rooms of this type the hotel has.", ge=0, le=10000)
 
 
 class FaqEntry(_Model):
     """A question callers ask and the hotel's answer."""
 
-    question: str = _field("The question, as a caller might ask it.", min_length=1, max_length=500)
-    answer: str = _field("The answer the agent gives.", min_length=1, max_length=2000)
+    question: str = _field(
+        "The question, as a caller might ask it.", min_length=1, max_length=500, pattern=SPOKEN_LINES_PATTERN
+    )
+    answer: str = _field("The answer the agent gives.", min_length=1, max_length=2000, pattern=SPOKEN_LINES_PATTERN)
 
 
 class HotelFacts(_Model):
     """What the agent knows about the hotel; the built-in PMS adapter quotes from it."""
 
-    address: str | None = _field("Street address said to callers.", default=None, max_length=500)
+    address: str | None = _field(
+        "Street address said to callers.", default=None, max_length=500, pattern=SPOKEN_LINES_PATTERN
+    )
     currency: str = _field("ISO 4217 currency of rates.", default="EUR", pattern=r"^[A-Z]{3}$")
     check_in: str = _field("Check-in from, HH:MM.", default="15:00", pattern=HHMM_PATTERN)
     check_out: str = _field("Check-out until, HH:MM.", default="11:00", pattern=HHMM_PATTERN)
-    amenities: list[Annotated[str, Field(max_length=200)]] = _field(
+    amenities: list[Annotated[str, Field(min_length=1, max_length=200, pattern=SPOKEN_TEXT_PATTERN)]] = _field(
         "Amenities worth mentioning.", default_factory=list, max_length=100
     )
     room_types: list[RoomType] = _field("Bookable room types.", default_factory=list, max_length=50)
@@ -507,8 +593,14 @@ class HotelLineSpec(_Model):
         pattern=DNS_LABEL_PATTERN,
         max_length=63,
     )
-    display_name: str = _field("Hotel name the agent says when it answers.", min_length=1, max_length=200)
-    time_zone: str = _field("IANA time zone of the hotel, e.g. Europe/Berlin.", pattern=TIME_ZONE_PATTERN)
+    display_name: str = _field(
+        "Hotel name the agent says when it answers.", min_length=1, max_length=200, pattern=SPOKEN_TEXT_PATTERN
+    )
+    time_zone: str = _field(
+        "IANA time zone of the hotel, e.g. Europe/Berlin; the agent tells dates and front-desk hours in it.",
+        pattern=TIME_ZONE_PATTERN,
+        max_length=64,
+    )
     languages: list[Annotated[str, Field(pattern=LANGUAGE_PATTERN, max_length=5)]] = _field(
         "Languages the agent speaks, BCP-47; the first is the greeting language.", min_length=1, max_length=10
     )
@@ -541,7 +633,20 @@ class HotelLineSpec(_Model):
             "asr.language must be one of the line's languages",
             ".asr.language",
         ),
+        (
+            f"self.timeZone.matches(r'{one_of_regex(TIME_ZONES)}')",
+            "timeZone: not a time zone of the IANA database; name one such as Europe/Berlin or UTC",
+            ".timeZone",
+        ),
     )
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_time_zone(cls, value: str) -> str:
+        # The worker's clock is ZoneInfo(timeZone): a name outside the database fails every call.
+        if value not in TIME_ZONES:
+            raise ValueError(cls.cel_rules[1][1])
+        return value
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> HotelLineSpec:

@@ -12,8 +12,10 @@ Three layers, each of which a real resource meets on its way in:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import celpy
@@ -81,7 +83,8 @@ _BOUNDS = {
 
 
 def _json(value: Any) -> str:
-    return f'"{value}"' if isinstance(value, str) else str(value)
+    """A value quoted like the apiserver quotes it; control characters escaped, never sent to a terminal raw."""
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, str) else str(value)
 
 
 def _duplicates(document: Any, schema: dict[str, Any], path: tuple[Any, ...] = ()) -> Iterator[Problem]:
@@ -102,8 +105,14 @@ def _duplicates(document: Any, schema: dict[str, Any], path: tuple[Any, ...] = (
                 yield from _duplicates(document[name], sub, (*path, name))
 
 
-def _schema_problems(document: dict[str, Any], schema: dict[str, Any]) -> Iterator[Problem]:
-    validator = jsonschema.Draft7Validator(_strict(schema))
+@lru_cache(maxsize=4)
+def _schema_of(kind: str) -> tuple[dict[str, Any], jsonschema.Draft7Validator]:
+    """The kind's openAPIV3Schema and its strict validator, built once (generating them is slow)."""
+    schema = _KINDS[kind][0]()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return schema, jsonschema.Draft7Validator(_strict(schema))
+
+
+def _schema_problems(document: dict[str, Any], schema: dict[str, Any], validator: jsonschema.Draft7Validator) -> Iterator[Problem]:
     for error in sorted(validator.iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path]):
         parts = list(error.absolute_path)
         message = error.message
@@ -172,13 +181,19 @@ def _apply_defaults(document: Any, schema: dict[str, Any]) -> Any:
     return document
 
 
-def _cel_problems(document: dict[str, Any], schema: dict[str, Any]) -> Iterator[Problem]:
+@lru_cache(maxsize=256)
+def _program(rule: str) -> celpy.Runner:
+    """A compiled CEL rule; parsing is the slow part (the time-zone rule lists ~550 names)."""
     env = celpy.Environment()
+    return env.program(env.compile(rule))
+
+
+def _cel_problems(document: dict[str, Any], schema: dict[str, Any]) -> Iterator[Problem]:
     defaulted = _apply_defaults(document, schema)
     for path, rule, message, field_path in _cel_rules(schema):
         if "oldSelf" in rule:
             continue  # transition rules need the stored object; only the apiserver has it
-        program = env.program(env.compile(rule))
+        program = _program(rule)
         for concrete, value in _resolve(defaulted, path):
             try:
                 ok = program.evaluate({"self": json_to_cel(value)})
@@ -204,9 +219,9 @@ def validate(document: dict[str, Any]) -> list[Problem]:
     kind = document.get("kind")
     if kind not in _KINDS:
         return [Problem("kind", f"not a VoiceHive resource kind: {kind!r} (expected HotelLine or VoiceSession)", "schema")]
-    build_crd, model = _KINDS[kind]
-    schema = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    problems = list(_schema_problems(document, schema))
+    model = _KINDS[kind][1]
+    schema, validator = _schema_of(kind)
+    problems = list(_schema_problems(document, schema, validator))
     if problems:
         return problems  # CEL only runs on schema-valid objects, as in the apiserver
     problems = list(_cel_problems(document, schema))

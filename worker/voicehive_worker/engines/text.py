@@ -61,6 +61,7 @@ def clock_time(hhmm: str, language: str) -> str:
 def for_speech(text: str, language: str) -> str:
     """Rewrite what eSpeak NG would read badly: clock times and currency codes."""
     lang = base_language(language)
+    text = re.sub(r"[\x00-\x1f\x7f]+", " ", text)  # a NUL cannot reach eSpeak's argv; no control char is speech
     text = re.sub(r"\b([01]?[0-9]|2[0-3]):([0-5][0-9])\b", lambda m: clock_time(m.group(0), lang), text)
     words = _CURRENCY_WORDS[lang]
     text = re.sub(
