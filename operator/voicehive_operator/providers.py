@@ -165,7 +165,9 @@ async def check_elevenlabs(
 ) -> Observation:
     host = policy.endpoint_host(base_url)
     async with httpx.AsyncClient(verify=_ssl_context(ca_file), timeout=timeout_s) as http:
-        client = AsyncElevenLabs(api_key=api_key, base_url=base_url.rstrip("/"), httpx_client=http)
+        # The SDK adds /v1 itself; the worker takes the endpoint with or without it (one rule for both).
+        root = base_url.rstrip("/").removesuffix("/v1")
+        client = AsyncElevenLabs(api_key=api_key, base_url=root, httpx_client=http)
         try:
             await client.voices.get(voice_id)
         except ElevenApiError as exc:
