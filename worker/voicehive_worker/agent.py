@@ -222,9 +222,12 @@ class HotelAgent(Agent):
             conn_options=self.session.conn_options.stt_conn_options,
         )
 
+    greeting_extra: str = ""  # said right after the greeting (e.g. the recording notice)
+
     async def on_enter(self) -> None:
         if self._greet:
-            self.session.say(greeting(self.spec, self.language), allow_interruptions=True)
+            text = greeting(self.spec, self.language)
+            self.session.say(f"{text} {self.greeting_extra}".strip(), allow_interruptions=True)
 
     # -- DTMF ----------------------------------------------------------------------------
 
