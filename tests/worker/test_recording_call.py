@@ -91,7 +91,8 @@ def _best_match(haystack: np.ndarray, needle: np.ndarray) -> float:
     a, b = haystack.astype(np.float64), needle.astype(np.float64)
     n = len(a) + len(b)
     corr = np.fft.irfft(np.fft.rfft(a, n) * np.conj(np.fft.rfft(b, n)), n)[: len(a)]
-    energy = np.sqrt(np.convolve(a * a, np.ones(len(b)), "full")[len(b) - 1 : len(b) - 1 + len(a)]) + 1e-9
+    sums = np.concatenate(([0.0], np.cumsum(np.concatenate((a * a, np.zeros(len(b)))))))
+    energy = np.sqrt(np.maximum(sums[len(b) : len(b) + len(a)] - sums[: len(a)], 0.0)) + 1e-9
     return float(np.max(corr / (energy * np.sqrt(np.sum(b * b)) + 1e-9)))
 
 
