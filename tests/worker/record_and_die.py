@@ -24,7 +24,7 @@ from voicehive_worker.recording import SAMPLE_RATE, CallRecording, RecordingTarg
 FRAME = SAMPLE_RATE // 50
 
 
-async def main(config: dict[str, str]) -> None:
+async def main(config: dict[str, str], caller: np.ndarray) -> None:
     access = BucketAccess(bucket=config["bucket"], region=config["region"], endpoint=config["endpoint"],
                           access_key_id=config["access_key_id"], secret_access_key=config["secret_access_key"],
                           ca_file=config["ca_file"])
@@ -32,7 +32,6 @@ async def main(config: dict[str, str]) -> None:
                              dt.datetime.now(dt.UTC) + dt.timedelta(days=7))
     key = recording_key(base64.b64decode(config["master_key"]), target.namespace, target.line)
     rec = CallRecording(s3_client(access), access.bucket, target, key)
-    caller = np.frombuffer(Path(config["caller_pcm"]).read_bytes(), dtype="<i2")
     t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
     agent_tone = (np.sin(2 * np.pi * 800 * t) * 0.3 * 32767).astype("<i2")
     await rec.start()
@@ -50,4 +49,5 @@ async def main(config: dict[str, str]) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(json.loads(sys.argv[1])))
+    settings = json.loads(sys.argv[1])
+    asyncio.run(main(settings, np.frombuffer(Path(settings["caller_pcm"]).read_bytes(), dtype="<i2")))

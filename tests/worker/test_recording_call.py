@@ -225,4 +225,4 @@ def _spoken(fakes: Any) -> str:
 
 def _pythonpath() -> str:
     parts = [str(ROOT), str(ROOT / "operator"), str(ROOT / "orchestrator"), str(ROOT / "worker")]
-    return os.pathsep.join(parts + [os.environ.get("PYTHONPATH", "")])
+    return os.pathsep.join([*parts, os.environ.get("PYTHONPATH", "")])
