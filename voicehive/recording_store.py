@@ -19,6 +19,7 @@ the number, the room or anything a person could fetch the audio with.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -95,6 +96,10 @@ def s3_client(access: BucketAccess) -> Any:
 
     from voicehive.api.models import EURegion
 
+    # botocore logs signed headers (the access key id) and request parameters at DEBUG: never emit those
+    for name in ("botocore", "boto3", "s3transfer"):
+        library_log = logging.getLogger(name)
+        library_log.setLevel(max(library_log.level, logging.INFO))
     if access.region not in {r.value for r in EURegion}:
         raise ValueError(f"recording.region {access.region!r} is not an EU region")
     config = Config(

@@ -116,6 +116,7 @@ async def _mark_gone(runtime: Runtime, namespace: str, sessions: list[str], stat
     for name in sessions:
         try:
             await runtime.kube.patch_custom_status(namespace, VOICESESSIONS, name,
-                                                   {"status": {"recording": {"exists": False, "state": state}}})
+                                                   {"status": {"recording": {"exists": False, "state": state,
+                                                                                "expiresAt": None}}})
         except Exception as err:  # deleted with the call (erasure) or by retention: nothing to say
             log.debug("recording status not updated", extra={"session": name, "error": type(err).__name__})
