@@ -45,6 +45,13 @@ async def _record(s3: S3Server, bucket: str, namespace: str, session: str, calle
     return target.prefix
 
 
+def _ca_bundle(directory: Path, *ca_files: str) -> Path:
+    """One CA file the operator trusts for the providers' fakes and the S3 server."""
+    bundle = directory / "ca-bundle.pem"
+    bundle.write_text("".join(Path(f).read_text() for f in ca_files))
+    return bundle
+
+
 def _rules(s3: S3Server, bucket: str) -> list[dict[str, Any]]:
     try:
         return list(s3.client().get_bucket_lifecycle_configuration(Bucket=bucket).get("Rules") or [])
@@ -57,8 +64,7 @@ async def test_lifecycle_rule_erasure_and_retention_sweep_of_recordings(
     line_secret: dict[str, str], privacy: Privacy, s3_server: S3Server, tmp_path: Path,  # noqa: F811
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    bundle = tmp_path / "ca-bundle.pem"
-    bundle.write_text(Path(providers.ca_file).read_text() + Path(s3_server.ca_file).read_text())
+    bundle = _ca_bundle(tmp_path, providers.ca_file, s3_server.ca_file)
     await asyncio.to_thread(kube_client.core.create_namespaced_secret, namespace, {
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": REC_SECRET, "namespace": namespace},
         "data": {"id": base64.b64encode(s3_server.access_key_id.encode()).decode(),
