@@ -136,16 +136,16 @@ class CallRunner:
         """Ends the call once (state first, then the session); later calls are no-ops."""
         if self.end_reason is None:
             self.end_reason = reason
-        if self.recording is not None:
-            try:
-                await self.recording.finish()
-            except Exception as err:
-                log.warning("recording not finished", extra={"error": type(err).__name__})
         if self.state is not None:
             try:
                 await self.state.ended(self.end_reason)
             except Exception as err:
                 log.warning("could not record the end of the call", extra={"error": type(err).__name__})
+        if self.recording is not None:  # the last chunk is uploaded before the pod may exit
+            try:
+                await self.recording.finish()
+            except Exception as err:
+                log.warning("recording not finished", extra={"error": type(err).__name__})
         self.ended.set()
 
     def on_dtmf(self, digit: str) -> None:
