@@ -255,3 +255,40 @@ def test_the_lifecycle_rule_is_put_restored_and_leaves_other_rules_alone(s3_serv
     assert store.ensure_lifecycle(client, bucket, rule) is True
     rules = {r["ID"]: r for r in client.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]}
     assert rules[rule["ID"]]["Expiration"] == {"Days": 7}
+
+
+async def test_the_voicesession_status_shows_the_recording_and_its_expiry_never_its_place(
+    s3_server: S3Server, kube: Any, namespace: str
+) -> None:
+    import kubernetes
+
+    from voicehive.api.models import API_VERSION, GROUP, VERSION
+    from voicehive_worker.state import CallState, VoiceSessionStatus
+
+    bucket = s3_server.new_bucket()
+    target = _target()
+    custom = kubernetes.client.CustomObjectsApi(kube.api_client())
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "voicesessions", {
+        "apiVersion": API_VERSION, "kind": "VoiceSession", "metadata": {"name": target.session},
+        "spec": {"lineRef": {"name": target.line}, "roomHash": "cd" * 32, "callerHash": CALLER_HASH,
+                 "sealedCallRef": "v1_" + "A" * 40}})
+    state = CallState(manager=None, call_sid="unused", line=target.line, namespace=namespace,  # type: ignore[arg-type]
+                      worker_pod="worker-0", status=VoiceSessionStatus(kube.api_client(), namespace, target.session))
+    clock = FakeClock()
+
+    async def report(status: dict[str, Any]) -> None:
+        await state.report({"recording": status})
+
+    rec = CallRecording(s3_server.client(), bucket, target, os.urandom(32), report=report, clock=clock)
+    await rec.start()
+    vs: Any = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "voicesessions", target.session)
+    assert vs["status"]["recording"]["exists"] is True and vs["status"]["recording"]["state"] == "Recording"
+    for frame in frames(tone(2.0, 300)):
+        clock.now += 0.02
+        rec.caller_frame(frame)
+    await rec.finish()
+    vs = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "voicesessions", target.session)
+    recording = vs["status"]["recording"]
+    assert recording["state"] == "Complete" and recording["seconds"] >= 2.0
+    assert recording["expiresAt"] == store.rfc3339(target.expires_at)
+    assert bucket not in json.dumps(vs) and s3_server.endpoint not in json.dumps(vs)
