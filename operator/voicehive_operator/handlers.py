@@ -208,7 +208,8 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         if errors:  # the others were handled; Kopf logs this one and the next sweep retries
             raise errors[0]
 
-    @kopf.timer(*HL, registry=registry, id="recording_retention", interval=settings.sweep_interval_s,
+    # resync pace, not sweep pace: recordings live for days, and each pass lists the bucket
+    @kopf.timer(*HL, registry=registry, id="recording_retention", interval=settings.resync_interval_s,
                 initial_delay=settings.sweep_interval_s)
     async def recording_retention(body: Any, namespace: str, name: str, meta: Any, memo: Any, **_: Any) -> None:
         """Lifecycle rule on the line's bucket and a sweep of recordings past their expiry."""
