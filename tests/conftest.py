@@ -5,5 +5,6 @@ pytest_plugins = [
     "tests.fixtures.rig",
     "tests.fixtures.kube",
     "tests.fixtures.livekit",
+    "tests.fixtures.s3",
     "tests.fakes.plugin",
 ]

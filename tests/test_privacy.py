@@ -100,13 +100,3 @@ def test_both_missing_keys_are_reported_at_once() -> None:
         Privacy.from_env({})
     assert "VOICEHIVE_PII_KEY" in str(info.value) and "VOICEHIVE_TRANSCRIPT_KEY" in str(info.value)
 
-
-def test_line_keys_differ_per_line_and_purpose_and_are_stable() -> None:
-    from voicehive.privacy import line_key
-
-    master = bytes(range(32))
-    a = line_key(master, "hotels", "lindenhof", "transcript")
-    assert len(a) == 32 and a == line_key(master, "hotels", "lindenhof", "transcript")
-    others = {line_key(master, "hotels", "seeblick", "transcript"), line_key(master, "resorts", "lindenhof", "transcript"),
-              line_key(master, "hotels", "lindenhof", "recording"), line_key(bytes(32), "hotels", "lindenhof", "transcript")}
-    assert a not in others and len(others) == 4

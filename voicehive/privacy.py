@@ -246,6 +246,25 @@ def open_call_ref(sealer: Sealer, sealed: str) -> CallSecret:
         raise SealError("sealed call reference has the wrong shape") from None
 
 
+# --------------------------------------------------------------------------- per-line keys
+
+
+def derive_line_key(master_key: bytes, namespace: str, line: str, purpose: str = "line") -> bytes:
+    """The key of one HotelLine (and purpose), derived from a master key with HKDF-SHA256.
+
+    WHY one function: lines are isolated by key (a line's staff get its key, never the master),
+    and every component must derive the same key from the same inputs. ``purpose`` separates
+    uses of one line key (e.g. ``"recording"`` wraps recording data keys).
+    """
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    if len(master_key) != KEY_BYTES:
+        raise ValueError(f"master key must be {KEY_BYTES} bytes")
+    info = b"\x00".join((b"voicehive.io/line-key/v1", purpose.encode(), namespace.encode(), line.encode()))
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info).derive(master_key)
+
+
 # --------------------------------------------------------------------------- bundle
 
 
@@ -292,17 +311,3 @@ class Privacy:
 def call_ref_sealer(pii_key: bytes) -> Sealer:
     """The sealer for ``sealedCallRef`` given only the PII key (what the operator loads)."""
     return Privacy.from_keys(pii_key, bytes(KEY_BYTES)).call_refs
-
-
-def line_key(master_key: bytes, namespace: str, name: str, purpose: str) -> bytes:
-    """A 32-byte key of one HotelLine for one purpose, derived from a master key (HKDF-SHA256).
-
-    A worker Pod holds only its line's keys (tenant isolation): it can encrypt and decrypt its
-    own line's transcripts or recordings and nothing of another line's. ``purpose`` separates
-    uses (e.g. ``"transcript"``, ``"recording"``, ``"call-ref"``) so one key never serves two.
-    """
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
-    info = "\x00".join(("voicehive-line-key-v1", purpose, namespace, name)).encode()
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(master_key)

@@ -156,6 +156,15 @@ def call(
     raise typer.Exit(run_call(line, says=say or [], audios=audio or [], out_dir=out, as_json=json_output))
 
 
+def _register_recording() -> None:
+    from voicehive_worker.recording_cli import app as recording_app
+
+    app.add_typer(recording_app, name="recording")
+
+
+_register_recording()
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

@@ -17,7 +17,7 @@ from typing import Any
 from google.protobuf.duration_pb2 import Duration
 from livekit.protocol import sip as lk_sip
 
-from voicehive import contract, rbac
+from voicehive import contract, rbac, recording_store
 from voicehive.api.models import HotelLineSpec, MediaEncryption
 from voicehive.contract import API_VERSION, GROUP, HOTELLINE_KIND, VOICESESSION_KIND
 from voicehive_operator.settings import OperatorSettings, SecretRef
@@ -326,6 +326,11 @@ def worker_env(namespace: str, name: str, spec: HotelLineSpec, settings: Operato
     env += backoffice_env(spec)
     if settings.redis_url:
         env.append({"name": contract.ENV_REDIS_URL, "value": settings.redis_url})
+    if spec.recording is not None and spec.recording.enabled:
+        rec = spec.recording
+        for var, ref in ((recording_store.ENV_ACCESS_KEY_ID, rec.access_key_id_secret_ref),
+                         (recording_store.ENV_SECRET_ACCESS_KEY, rec.secret_access_key_secret_ref)):
+            env.append(_secret_env(var, SecretRef(ref.name, ref.key)))
     if settings.agent_token_ref is not None:
         env.append(_secret_env(contract.ENV_AGENT_TOKEN, settings.agent_token_ref))
     return env

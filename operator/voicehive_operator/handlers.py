@@ -21,7 +21,7 @@ import kopf
 from voicehive import contract
 from voicehive.api.models import HotelLineSpec
 from voicehive.contract import API_VERSION, GROUP, HOTELLINES, VERSION, VOICESESSION_KIND, VOICESESSIONS
-from voicehive_operator import lines, pool, sessions
+from voicehive_operator import lines, pool, recordings, sessions
 from voicehive_operator.kube import KUBE_THREADS
 from voicehive_operator.runtime import Runtime
 from voicehive_operator.settings import OperatorSettings
@@ -55,6 +55,13 @@ def _line(line_specs: Mapping[Any, Iterable[LineEntry]], namespace: str, name: s
     return None
 
 
+def _lines_in(runtime: Runtime, namespace: str) -> list[tuple[str, HotelLineSpec]]:
+    """Every valid line of a namespace, from the line_specs index."""
+    index = runtime.indexes.get("line_specs") or {}
+    return [(key[1], entry[1]) for key, entries in index.items() if key[0] == namespace
+            for entry in entries if entry[1] is not None]
+
+
 def _post(body: Any, outcome_changes: list[str], events: list[dict[str, Any]]) -> None:
     """One Kubernetes Event per change and per condition that flipped (plain words only)."""
     for change in outcome_changes:
@@ -82,6 +89,9 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
     kopf.on.delete(*HL, registry=registry, id="delete_line")(delete_line)
     kopf.timer(*HL, registry=registry, id="sweep_sessions", interval=settings.sweep_interval_s,
                initial_delay=settings.sweep_interval_s)(sweep_sessions)
+    # resync pace, not sweep pace: recordings live for days, and each pass lists the bucket
+    kopf.timer(*HL, registry=registry, id="recording_retention", interval=settings.resync_interval_s,
+               initial_delay=settings.sweep_interval_s)(recording_retention)
     kopf.on.event(*HL, registry=registry, id="erase_request",
                   annotations={contract.ANNOTATION_ERASE: kopf.PRESENT})(erase_request)
     # An event handler, not on.create: it also covers sessions that exist when the operator starts,
@@ -223,12 +233,26 @@ async def sweep_sessions(namespace: str, name: str, meta: Any, memo: Any, **_: A
         raise errors[0]
 
 
+async def recording_retention(body: Any, namespace: str, name: str, meta: Any, memo: Any, **_: Any) -> None:
+    """Lifecycle rule on the line's bucket and a sweep of recordings past their expiry."""
+    entry = _line(_runtime(memo).indexes.get("line_specs") or {}, namespace, name)
+    if meta.get("deletionTimestamp") or entry is None or entry[1] is None or entry[1].recording is None:
+        return
+    outcome = await recordings.enforce_line(_runtime(memo), namespace, name, entry[1])
+    if outcome.rule_written:
+        kopf.info(body, reason="RecordingRetention",
+                  message=f"Bucket lifecycle rule set: recordings expire after {entry[1].retention.recording_days} day(s).")
+    if outcome.expired:
+        log.info("hotelline %s/%s: %d recording(s) past retention deleted", namespace, name, len(outcome.expired))
+
+
 async def erase_request(body: Any, namespace: str, name: str, meta: Any, memo: Any, **_: Any) -> None:
     """Erasure by caller hash: delete every trace, then drop the annotation (idempotent)."""
     runtime = _runtime(memo)
     value = meta.get("annotations", {}).get(contract.ANNOTATION_ERASE)
     hashes = sessions.parse_erase_annotation(value)
     erased = await sessions.erase_callers(runtime, namespace, hashes)
+    await recordings.erase_callers(runtime, namespace, hashes, _lines_in(runtime, namespace))
     await runtime.kube.patch_custom(namespace, HOTELLINES, name,
                                     {"metadata": {"annotations": {contract.ANNOTATION_ERASE: None}}})
     if hashes:

@@ -184,6 +184,7 @@ class running_call:
         pms: PmsAdapter | None = None,
         watchdog: bool = False,
         watchdog_options: WatchdogOptions | None = None,
+        recording: Any = None,
     ) -> None:
         self.fakes = fakes
         self.spec = fakes.spec_for(spec)
@@ -197,6 +198,7 @@ class running_call:
         self.pms = pms
         self.watchdog = watchdog
         self.watchdog_options = watchdog_options
+        self.recording = recording  # a voicehive_worker.recording.CallRecording taps the call's audio
         self._http: Any = None
         self.call: Call | None = None
 
@@ -235,6 +237,12 @@ class running_call:
         call = Call(session=session, agent=agent, caller=caller, sink=sink, actions=self.actions, stats=stats)
         session.on("agent_state_changed", lambda ev: call.events.append((time.monotonic(), "agent", ev.new_state)))
         session.on("user_state_changed", lambda ev: call.events.append((time.monotonic(), "user", ev.new_state)))
+        if self.recording is not None:
+            from voicehive_worker.recording import announce, tap
+
+            tap(session, self.recording)
+            announce(agent, self.spec)
+            await self.recording.start()
         if self.watchdog:
             voice = await FallbackVoice.render(self.spec.languages[0])
             call.watchdog = Watchdog(session, voice, options=self.watchdog_options).attach()

@@ -452,6 +452,42 @@ class RetentionSpec(_Model):
         return self
 
 
+BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+DTMF_PATTERN = r"^[0-9*#]$"
+
+
+class RecordingSpec(_Model):
+    """Call recording (opt-in): both sides, encrypted per line, in an S3-compatible bucket in the EU.
+
+    When enabled, the greeting tells callers the call is recorded and how to object (say so, or
+    press ``objectionKey``); an objection stops the recording and deletes what was captured.
+    Recordings expire after ``retention.recordingDays``; the block stays needed after disabling
+    so the operator keeps enforcing retention on recordings already stored.
+    """
+
+    enabled: bool = _field("Record new calls of this line.", default=False)
+    bucket: str = _field("Bucket name (S3 naming rules).", pattern=BUCKET_PATTERN, max_length=63)
+    region: EURegion = _field("EU region of the bucket (the signing region of its endpoint).")
+    endpoint: str = _field(
+        "S3-compatible endpoint, https://host[:port], in that region.", pattern=HTTPS_URL_PATTERN, max_length=2048
+    )
+    access_key_id_secret_ref: SecretKeyRef = _field("Secret key holding the bucket's access key id.")
+    secret_access_key_secret_ref: SecretKeyRef = _field("Secret key holding the bucket's secret access key.")
+    objection_key: str = _field(
+        "Keypad digit a caller presses to object to the recording (0 is the front desk).",
+        default="9",
+        pattern=DTMF_PATTERN,
+    )
+
+    cel_rules = (("self.objectionKey != '0'", "recording: objectionKey cannot be 0 (0 reaches the front desk)"),)
+
+    @model_validator(mode="after")
+    def _objection_not_front_desk(self) -> RecordingSpec:
+        if self.objection_key == "0":
+            raise ValueError(self.cel_rules[0][1])
+        return self
+
+
 class RoomType(_Model):
     """A bookable room category, as the built-in availability adapter sees it."""
 
@@ -625,6 +661,9 @@ class HotelLineSpec(_Model):
     staff_delivery: StaffDeliverySpec = _field(
         "Where staff requests are delivered (none: kept sealed in Redis only).", default_factory=StaffDeliverySpec
     )
+    recording: RecordingSpec | None = _field(
+        "Call recording, off unless enabled; see retention.recordingDays.", default=None
+    )
 
     cel_rules = (
         (
@@ -755,6 +794,21 @@ class LatencySummary(_Model):
     max_ms: float | None = _field("Slowest turn, milliseconds.", default=None, ge=0)
 
 
+class RecordingStatus(_Model):
+    """Whether the call left a recording and until when; never where it is stored."""
+
+    exists: bool = _field("A recording of this call is stored (encrypted).", default=False)
+    state: Literal["Recording", "Complete", "Objected", "Expired", "Erased", "Failed"] | None = _field(
+        "Recording (in progress), Complete, Objected (the caller objected; deleted), Expired, Erased "
+        "(erasure request) or Failed (could not be stored).",
+        default=None,
+    )
+    expires_at: str | None = _field(
+        "When the recording is deleted (RFC 3339).", default=None, json_schema_extra={"format": "date-time"}
+    )
+    seconds: float | None = _field("Seconds of audio stored.", default=None, ge=0)
+
+
 class VoiceSessionStatus(_Model):
     """Observed state of a call, written by the operator (start, failure) and the worker (call)."""
 
@@ -783,6 +837,7 @@ class VoiceSessionStatus(_Model):
         default=None,
         pattern=LANGUAGE_PATTERN,
     )
+    recording: RecordingStatus | None = _field("The call's recording, if the line records.", default=None)
     conditions: list[Condition] = _field(
         "Conditions of the call (e.g. WorkerBound).", default_factory=list, json_schema_extra=_CONDITION_LIST
     )

@@ -213,6 +213,8 @@ class HotelAgent(Agent):
             on_final=self.on_asr_final,
         )
 
+    greeting_extra: str = ""  # said right after the greeting (e.g. the recording notice)
+
     # -- the caller's language -----------------------------------------------------------
 
     def on_asr_final(self, ev: lk_stt.SpeechEvent) -> None:
@@ -275,7 +277,8 @@ class HotelAgent(Agent):
         switch_tts_language(self.session.tts, self.spec, self.language)
         self._switch_asr(self.language)
         if self._greet:
-            self.session.say(greeting(self.spec, self.language), allow_interruptions=True)
+            text = greeting(self.spec, self.language)
+            self.session.say(f"{text} {self.greeting_extra}".strip(), allow_interruptions=True)
 
     # -- DTMF ----------------------------------------------------------------------------
 

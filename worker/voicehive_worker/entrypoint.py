@@ -29,6 +29,7 @@ from voicehive import contract, heap
 from voicehive.api.models import HotelLine, HotelLineSpec, VoiceSession
 from voicehive.lifecycle import EndReason
 from voicehive_worker.agent import HotelAgent
+from voicehive_worker.recording import CallRecording, is_objection, recording_stopped
 from voicehive_worker.state import CallState
 from voicehive_worker.turn_taking import TurnStats
 from voicehive_worker.watchdog import Watchdog
@@ -72,6 +73,8 @@ class CallRunner:
     state: CallState | None
     turn_stats: TurnStats
     watchdog: Watchdog | None = None
+    recording: CallRecording | None = None
+    objection_key: str = "9"
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     end_reason: EndReason | None = None
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -103,6 +106,8 @@ class CallRunner:
         # the framework's mean confidence of the turn's ASR finals; typed text has none
         confidence = getattr(item, "transcript_confidence", None)
         confidence = 1.0 if confidence is None else float(confidence)
+        if text and self.recording is not None and is_objection(text):
+            self._spawn(self._objection())
         if text and self.state is not None:
             self._spawn(self._record_turn(text, self.agent.language, confidence))
 
@@ -146,10 +151,27 @@ class CallRunner:
                 await self.state.ended(self.end_reason)
             except Exception as err:
                 log.warning("could not record the end of the call", extra={"error": type(err).__name__})
+        if self.recording is not None:  # the last chunk is uploaded before the pod may exit
+            try:
+                await self.recording.finish()
+            except Exception as err:
+                log.warning("recording not finished", extra={"error": type(err).__name__})
         self.ended.set()
 
     def on_dtmf(self, digit: str) -> None:
+        if self.recording is not None and digit == self.objection_key:
+            self._spawn(self._objection())
+            return
         self._spawn(self.agent.on_dtmf(digit))
+
+    async def _objection(self) -> None:
+        """The caller objected to the recording: delete it, then say so."""
+        assert self.recording is not None
+        try:
+            if await self.recording.object():
+                self.session.say(recording_stopped(str(self.agent.language)))
+        except Exception as err:
+            log.error("recording could not be deleted on objection", extra={"error": type(err).__name__})
 
     def on_caller_left(self) -> None:
         self._spawn(self.finish(EndReason.CALLER_HANGUP))
@@ -395,6 +417,7 @@ async def _in_room(warm: Warm, vs: VoiceSession, state: CallState, livekit: Any,
     )
     actions.hangup = runner.finish
     runner.attach()
+    recording = _call_recording(warm, state.namespace, vs, state)
 
     @room.on("sip_dtmf_received")
     def _dtmf(ev: Any) -> None:
@@ -405,7 +428,8 @@ async def _in_room(warm: Warm, vs: VoiceSession, state: CallState, livekit: Any,
         if p.identity == sip_identity:
             runner.on_caller_left()
 
-    await session.start(agent, room=room, room_options=RoomOptions(participant_identity=sip_identity))
+    room_io = await _start_session(session, agent, room, RoomOptions(participant_identity=sip_identity), runner,
+                                   recording, warm)
     runner.watchdog.expect_speech()  # no greeting (TTS down at answer time) is dead air too
     await state.answered()
     waiter = asyncio.ensure_future(runner.ended.wait())
@@ -415,7 +439,47 @@ async def _in_room(warm: Warm, vs: VoiceSession, state: CallState, livekit: Any,
         # SIGTERM mid-call: finish the call politely instead of dropping it
         await agent.say_goodbye_and_end(EndReason.WORKER_LOST)
     await session.aclose()
+    if room_io is not None:
+        await room_io.aclose()
     await room.disconnect()
+
+
+async def _start_session(session: Any, agent: Any, room: Any, room_options: Any, runner: CallRunner,
+                         recording: Any, warm: Warm) -> Any:
+    """Start the agent session; with a recording, on our own RoomIO so its audio is tapped
+    before the greeting plays. Returns that RoomIO (None without a recording)."""
+    if recording is None:
+        await session.start(agent, room=room, room_options=room_options)
+        return None
+    from livekit.agents.voice.room_io import RoomIO
+
+    from voicehive_worker.recording import announce, tap
+
+    room_io = RoomIO(session, room, options=room_options)
+    await room_io.start()
+    tap(session, recording)
+    announce(agent, warm.spec)
+    runner.recording = recording
+    runner.objection_key = warm.spec.recording.objection_key if warm.spec.recording else "9"
+    await recording.start()
+    await session.start(agent)
+    return room_io
+
+
+def _call_recording(warm: Warm, namespace: str, vs: VoiceSession, state: CallState) -> CallRecording | None:
+    """The call's recording if the line records; a bad recording set-up never stops the call."""
+    from voicehive.privacy import TRANSCRIPT_KEY_ENV, load_key
+    from voicehive_worker.recording import open_call_recording
+
+    try:
+        return open_call_recording(
+            warm.spec, namespace=namespace, line=vs.spec.line_ref.name, session=vs.metadata.name or "",
+            caller_hash=vs.spec.caller_hash, master_key=load_key(TRANSCRIPT_KEY_ENV),
+            report=lambda status: state.report({"recording": status}),
+        )
+    except (ValueError, OSError) as err:
+        log.error("call not recorded: recording set-up failed", extra={"error": type(err).__name__})
+        return None
 
 
 async def _give_up(agent: HotelAgent, runner: CallRunner) -> None:

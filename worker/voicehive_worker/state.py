@@ -167,6 +167,10 @@ class CallState:
                 {**self._progress(), "phase": self.phase.value, "endedAt": _now_rfc3339(), "endReason": reason.value}
             )
 
+    async def report(self, status: dict[str, Any]) -> None:
+        """Merges a block into the VoiceSession status (best effort, like every status write)."""
+        await self._patch(status)
+
     def _progress(self) -> dict[str, Any]:
         progress = {"turns": self.turns, "intents": list(self.intents), "latency": latency_summary(self.latencies_ms)}
         if self.language:
