@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-APT_PACKAGES := redis-server redis-tools espeak-ng sox
+APT_PACKAGES := redis-server redis-tools espeak-ng sox prometheus
 
 .PHONY: help
 help: ## list the commands
@@ -14,7 +14,7 @@ help: ## list the commands
 
 # --- set-up -------------------------------------------------------------------------------
 .PHONY: system-deps
-system-deps: ## install the Debian packages tests and demo need (redis-server, espeak-ng, sox)
+system-deps: ## install the Debian packages tests and demo need (redis-server, espeak-ng, sox, promtool)
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -107,6 +107,10 @@ helm-lint: ## helm lint --strict and render the chart (helm built into the rig c
 manifests: ## re-render manifests/base/voicehive.yaml from the Helm chart (Kustomize base for Argo CD)
 	rig/build.sh helm
 	rig/render-manifests.sh
+
+.PHONY: argocd
+argocd: ## re-render the Argo CD install snippets (manifests/argocd/*.yaml) from the health checks' Lua
+	$(PYTHON) rig/render-argocd.py
 
 .PHONY: test-rig
 test-rig: system-deps venv ## tests that need the real control plane (builds and starts the rig, fails if it cannot)
