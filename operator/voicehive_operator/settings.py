@@ -87,6 +87,7 @@ class OperatorSettings:
     pool_create_batch: int = 10
     sweep_concurrency: int = 16  # sessions one line's sweep checks (and times out) at once
     liveness_endpoint: str | None = "http://0.0.0.0:8080/healthz"  # Kopf's /healthz for the kubelet
+    metrics_port: int = 9090  # Prometheus /metrics (0: not served)
 
     clock: Clock = field(default_factory=Clock)
 
@@ -164,4 +165,5 @@ class OperatorSettings:
             sweep_interval_s=number("SWEEP_INTERVAL_S", base.sweep_interval_s, minimum=0.1),
             sweep_concurrency=int(number("SWEEP_CONCURRENCY", base.sweep_concurrency, minimum=1)),
             liveness_endpoint=get("LIVENESS", base.liveness_endpoint),
+            metrics_port=int(number("METRICS_PORT", base.metrics_port)),
         )

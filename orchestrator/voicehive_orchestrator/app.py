@@ -28,7 +28,7 @@ from voicehive.callstore import CallRecord, CallStore, Outcome, StoreUnavailable
 from voicehive.privacy import is_call_ref, is_hash
 
 from .livekit_events import LiveKitVerifier, WebhookAuthError, WebhookFormatError, translate
-from .metrics import Metrics
+from .metrics import Metrics, ResponseCodes
 from .models import (
     AgentEvent,
     AgentReadyEvent,
@@ -193,6 +193,7 @@ def create_app(
         description="The seed's LiveKit webhook contract, call state and intents. No personal data in clear.",
         lifespan=lifespan,
     )
+    app.add_middleware(ResponseCodes)  # voicehive_orchestrator_http_responses_total (webhook 5xx alert)
 
     def orch_of(request: Request) -> Orchestrator:
         orch: Orchestrator = request.app.state.orch

@@ -29,6 +29,8 @@ from voicehive import contract, heap
 from voicehive.api.models import HotelLine, HotelLineSpec, VoiceSession
 from voicehive.lifecycle import EndReason
 from voicehive_worker.agent import HotelAgent
+from voicehive_worker.metrics import WorkerMetrics
+from voicehive_worker.metrics import add_route as add_metrics_route
 from voicehive_worker.state import CallState
 from voicehive_worker.turn_taking import TurnStats
 from voicehive_worker.watchdog import Watchdog
@@ -199,7 +201,7 @@ async def serve_readiness(warm: Warm | None, port: int) -> Readiness:
     """``/healthz`` (alive) and ``/readyz`` (warm and idle or serving), plain HTTP for kubelet probes."""
     from aiohttp import web
 
-    state: dict[str, Any] = {"warm": warm}
+    state: dict[str, Any] = {"warm": warm, "metrics": WorkerMetrics()}
 
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -211,6 +213,7 @@ async def serve_readiness(warm: Warm | None, port: int) -> Readiness:
     app = web.Application()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    add_metrics_route(app, state["metrics"])  # Prometheus scrapes the probe port
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     # probes come from the kubelet over the pod IP; bind all interfaces only in the pod
@@ -322,6 +325,7 @@ async def run_pod(line_file: Path | None) -> int:
             runner.watchdog = Watchdog(session, warm.voice, on_give_up=lambda cause: _give_up(agent, runner))
             actions.hangup = runner.finish
             runner.attach()
+            readiness.state["metrics"].observe_call(runner)
 
             @room.on("sip_dtmf_received")
             def _dtmf(ev: Any) -> None:
