@@ -65,3 +65,14 @@ def test_rules_are_off_by_default(helm_bin: str) -> None:
                             capture_output=True, text=True, timeout=120, check=False)
     kinds = {d["kind"] for d in yaml.safe_load_all(result.stdout) if d}
     assert not kinds & {"PrometheusRule", "ServiceMonitor", "PodMonitor"}
+
+
+def test_every_alert_names_registered_metrics(helm_bin: str) -> None:
+    from tests.observability.registered import all_exposed_names
+    from tests.observability.test_dashboard import metric_names
+
+    exposed = all_exposed_names()
+    for group in rendered_rule_groups(helm_bin):
+        for rule in group["rules"]:  # type: ignore[attr-defined]
+            names = metric_names(rule["expr"])
+            assert names and names <= exposed, (rule["alert"], names - exposed)
