@@ -112,6 +112,14 @@ manifests: ## re-render manifests/base/voicehive.yaml from the Helm chart (Kusto
 argocd: ## re-render the Argo CD install snippets (manifests/argocd/*.yaml) from the health checks' Lua
 	$(PYTHON) rig/render-argocd.py
 
+# --- kind (machines with Docker; not the project sandbox) ----------------------------------
+.PHONY: kind-up kind-down
+kind-up: ## kind cluster (EU region/zone labels, tainted GPU-pool node), build + kind load images, install chart, apply the example
+	kind/up.sh
+
+kind-down: ## delete the kind cluster
+	kind delete cluster --name $${KIND_CLUSTER:-voicehive}
+
 .PHONY: test-rig
 test-rig: system-deps venv ## tests that need the real control plane (builds and starts the rig, fails if it cannot)
 	VOICEHIVE_RIG=1 rig/with-rig.sh $(BIN)/pytest $(PYTEST_ARGS) tests/rig tests/delivery tests/smoke
