@@ -121,3 +121,12 @@ def test_application_set_points_at_region_overlays() -> None:
         assert (ROOT / path / "kustomization.yaml").is_file(), path
         overlay = yaml.safe_load((ROOT / path / "kustomization.yaml").read_text())
         assert element["region"] in yaml.safe_dump(overlay["patches"]), "overlay pins pods to its region"
+
+
+def test_region_overlays_give_the_worker_the_rbac_py_rules() -> None:
+    from voicehive import rbac
+
+    docs = list(yaml.safe_load_all((ROOT / "manifests" / "components" / "hotels-namespace" /
+                                    "hotels-namespace.yaml").read_text()))
+    role = next(d for d in docs if d["kind"] == "Role")
+    assert role["rules"] == rbac.worker_rules()
