@@ -92,7 +92,7 @@ class OperatorSettings:
     pool_create_batch: int = 10
     sweep_concurrency: int = 16  # sessions one line's sweep checks (and times out) at once
     liveness_endpoint: str | None = "http://0.0.0.0:8080/healthz"  # Kopf's /healthz for the kubelet
-    metrics_port: int = 9090  # Prometheus /metrics (0: not served)
+    metrics_port: int = 0  # Prometheus /metrics on this port (0: not served; the chart sets 9090)
 
     clock: Clock = field(default_factory=Clock)
 

@@ -210,3 +210,10 @@ def assert_no_personal_labels(registry: Any) -> None:
 def test_no_label_value_names_a_call_room_or_caller_at_rest() -> None:
     for registry in registries().values():
         assert_no_personal_labels(registry)
+
+
+def test_operator_serves_metrics_only_when_a_port_is_set() -> None:
+    from voicehive_operator.settings import OperatorSettings
+
+    assert OperatorSettings().metrics_port == 0  # a local `voicehive operator` opens no port
+    assert OperatorSettings.from_env({"VOICEHIVE_OPERATOR_METRICS_PORT": "9090"}).metrics_port == 9090
