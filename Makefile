@@ -109,8 +109,8 @@ manifests: ## re-render manifests/base/voicehive.yaml from the Helm chart (Kusto
 	rig/render-manifests.sh
 
 .PHONY: argocd
-argocd: ## re-render the Argo CD install snippets (manifests/argocd/*.yaml) from the health checks' Lua
-	$(PYTHON) rig/render-argocd.py
+argocd: venv ## re-render the Argo CD install snippets (manifests/argocd/*.yaml) from the health checks' Lua
+	$(BIN)/python rig/render-argocd.py
 
 # --- kind (machines with Docker; not the project sandbox) ----------------------------------
 .PHONY: kind-up kind-down
