@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-APT_PACKAGES := redis-server redis-tools espeak-ng sox
+APT_PACKAGES := redis-server redis-tools espeak-ng sox prometheus
 
 .PHONY: help
 help: ## list the commands
@@ -14,7 +14,7 @@ help: ## list the commands
 
 # --- set-up -------------------------------------------------------------------------------
 .PHONY: system-deps
-system-deps: ## install the Debian packages tests and demo need (redis-server, espeak-ng, sox)
+system-deps: ## install the Debian packages tests and demo need (redis-server, espeak-ng, sox, promtool)
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -115,6 +115,18 @@ cluster-down: ## uninstall the chart and stop the node agent, the fakes and the 
 manifests: ## re-render manifests/base/voicehive.yaml from the Helm chart (Kustomize base for Argo CD)
 	rig/build.sh helm
 	rig/render-manifests.sh
+
+.PHONY: argocd
+argocd: venv ## re-render the Argo CD install snippets (manifests/argocd/*.yaml) from the health checks' Lua
+	$(BIN)/python rig/render-argocd.py
+
+# --- kind (machines with Docker; not the project sandbox) ----------------------------------
+.PHONY: kind-up kind-down
+kind-up: ## kind cluster (EU region/zone labels, tainted GPU-pool node), build + kind load images, install chart, apply the example
+	kind/up.sh
+
+kind-down: ## delete the kind cluster
+	kind delete cluster --name $${KIND_CLUSTER:-voicehive}
 
 .PHONY: test-rig
 .PHONY: test-nightly

@@ -133,16 +133,6 @@ def _node_affinity(region: str, selector: tuple[tuple[str, str], ...] = ()) -> d
     }
 
 
-def _grpc_probe(port: int, period: int, failures: int, initial_delay: int = 0) -> dict[str, Any]:
-    return {
-        "grpc": {"port": port},
-        "periodSeconds": period,
-        "failureThreshold": failures,
-        "timeoutSeconds": 5,
-        "initialDelaySeconds": initial_delay,
-    }
-
-
 # The `restricted` Pod Security level (hotel namespaces enforce it): non-root, no privilege
 # escalation, every capability dropped, the runtime's seccomp profile.
 RESTRICTED_CONTAINER: dict[str, Any] = {
@@ -162,20 +152,74 @@ def riva_labels(pool: RivaPool) -> dict[str, str]:
     return {**common_labels(contract.COMPONENT_ASR), contract.LABEL_ASR_POOL: pool.key}
 
 
+# NVIDIA's Riva ASR NIM (docs.nvidia.com/nim/riva/asr, "Getting Started" and "Deploying with Helm"):
+# the model is chosen by the container and NIM_TAGS_SELECTOR, the key comes as NGC_API_KEY, models
+# are cached in /opt/nim/.cache, gRPC on NIM_GRPC_API_PORT, health on NIM_HTTP_API_PORT.
+NIM_HTTP_PORT = 9000
+NIM_CACHE_PATH = "/opt/nim/.cache"
+NIM_HEALTH_READY = "/v1/health/ready"
+NIM_HEALTH_LIVE = "/v1/health/live"
+NIM_SHM = "8Gi"  # NVIDIA runs the ASR NIM with --shm-size=8GB
+
+
+def _http_probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    return {"httpGet": {"path": path, "port": "http"}, "periodSeconds": period, "failureThreshold": failures,
+            "timeoutSeconds": 5}
+
+
+def _riva_container(pool: RivaPool, settings: OperatorSettings) -> dict[str, Any]:
+    gpus = str(pool.gpus_per_replica)
+    period = 10
+    ngc = settings.riva_ngc_key_ref
+    return {
+        "name": "riva",
+        "image": settings.riva_image,
+        "env": [
+            {"name": "NGC_API_KEY", "valueFrom": {"secretKeyRef": {"name": ngc.name, "key": ngc.key}}},
+            {"name": "NIM_TAGS_SELECTOR", "value": settings.riva_tags_selector},
+            {"name": "NIM_HTTP_API_PORT", "value": str(NIM_HTTP_PORT)},
+            {"name": "NIM_GRPC_API_PORT", "value": str(settings.riva_port)},
+            {"name": "NIM_CACHE_PATH", "value": NIM_CACHE_PATH},
+        ],
+        "ports": [
+            {"name": RIVA_GRPC_PORT_NAME, "containerPort": settings.riva_port, "protocol": "TCP"},
+            {"name": "http", "containerPort": NIM_HTTP_PORT, "protocol": "TCP"},
+        ],
+        "resources": {
+            "requests": {GPU_RESOURCE: gpus, "cpu": settings.riva_cpu, "memory": settings.riva_memory},
+            "limits": {GPU_RESOURCE: gpus, "memory": settings.riva_memory},
+        },
+        # A first start downloads and optimises the model (minutes; NVIDIA: up to 30 min or more).
+        "startupProbe": _http_probe(NIM_HEALTH_READY, period, math.ceil(settings.riva_startup_budget_s / period)),
+        "readinessProbe": _http_probe(NIM_HEALTH_READY, period, 3),
+        "livenessProbe": _http_probe(NIM_HEALTH_LIVE, 20, 3),
+        "securityContext": RESTRICTED_CONTAINER,
+        "volumeMounts": [{"name": "nim-cache", "mountPath": NIM_CACHE_PATH}, {"name": "shm", "mountPath": "/dev/shm"}],  # noqa: S108 (a volume)
+    }
+
+
 def riva_deployment(pool: RivaPool, replicas: int, settings: OperatorSettings) -> dict[str, Any]:
     labels = riva_labels(pool)
-    gpus = str(pool.gpus_per_replica)
     tolerations = [json.loads(t) for t in pool.tolerations]
     # GPU node pools are commonly tainted nvidia.com/gpu:NoSchedule.
     default_gpu = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
     if default_gpu not in tolerations:
         tolerations.append(default_gpu)
-    period = 10
-    volume: dict[str, Any] = (
-        {"name": "models", "persistentVolumeClaim": {"claimName": settings.riva_model_pvc}}
+    cache: dict[str, Any] = (
+        {"name": "nim-cache", "persistentVolumeClaim": {"claimName": settings.riva_model_pvc}}
         if settings.riva_model_pvc
-        else {"name": "models", "emptyDir": {}}
+        else {"name": "nim-cache", "emptyDir": {}}
     )
+    pod: dict[str, Any] = {
+        "affinity": _node_affinity(pool.region, pool.node_selector),
+        "tolerations": tolerations,
+        "automountServiceAccountToken": False,
+        "securityContext": RIVA_POD_SECURITY,
+        "containers": [_riva_container(pool, settings)],
+        "volumes": [cache, {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": NIM_SHM}}],
+    }
+    if settings.riva_image_pull_secret:
+        pod["imagePullSecrets"] = [{"name": settings.riva_image_pull_secret}]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -189,42 +233,7 @@ def riva_deployment(pool: RivaPool, replicas: int, settings: OperatorSettings) -
             "replicas": replicas,
             "selector": {"matchLabels": {contract.LABEL_ASR_POOL: pool.key, contract.LABEL_COMPONENT: contract.COMPONENT_ASR}},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "affinity": _node_affinity(pool.region, pool.node_selector),
-                    "tolerations": tolerations,
-                    "automountServiceAccountToken": False,
-                    "securityContext": RIVA_POD_SECURITY,
-                    "containers": [
-                        {
-                            "name": "riva",
-                            "image": settings.riva_image,
-                            "args": ["start-riva", f"--riva-uri=0.0.0.0:{settings.riva_port}", "--asr_service=true",
-                                     "--tts_service=false", "--nlp_service=false"],
-                            "env": [{"name": "VOICEHIVE_RIVA_ASR_MODEL", "value": pool.model}],
-                            "ports": [
-                                {"name": RIVA_GRPC_PORT_NAME, "containerPort": settings.riva_port, "protocol": "TCP"},
-                                {"name": "triton-http", "containerPort": 8000},
-                                {"name": "triton-grpc", "containerPort": 8001},
-                                {"name": "metrics", "containerPort": 8002},
-                            ],
-                            "resources": {
-                                "requests": {GPU_RESOURCE: gpus, "cpu": settings.riva_cpu, "memory": settings.riva_memory},
-                                "limits": {GPU_RESOURCE: gpus, "memory": settings.riva_memory},
-                            },
-                            "startupProbe": _grpc_probe(
-                                settings.riva_port, period, math.ceil(settings.riva_startup_budget_s / period)
-                            ),
-                            "readinessProbe": _grpc_probe(settings.riva_port, period, 3),
-                            "livenessProbe": _grpc_probe(settings.riva_port, 20, 3),
-                            "securityContext": RESTRICTED_CONTAINER,
-                            "volumeMounts": [{"name": "models", "mountPath": "/data"}],
-                        }
-                    ],
-                    "volumes": [volume],
-                },
-            },
+            "template": {"metadata": {"labels": labels}, "spec": pod},
         },
     }
 

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from voicehive import contract
 from voicehive.api.models import EURegion, HotelLineSpec
 from voicehive.lifecycle import is_terminal
-from voicehive_operator import builders, conditions, policy, pool, providers, riva, sessions
+from voicehive_operator import builders, conditions, metrics, policy, pool, providers, riva, sessions
 from voicehive_operator.conditions import Observation
 from voicehive_operator.livekit_sip import SipError, SipIds
 from voicehive_operator.riva import PoolUser
@@ -98,6 +98,7 @@ def calls_in_progress(line_sessions: Iterable[Mapping[str, Any]]) -> int:
     return sum(1 for vs in line_sessions if not is_terminal(sessions.phase_of(vs.get("status") or {})))
 
 
+@metrics.reconciled("HotelLine")
 async def reconcile(
     runtime: Runtime,
     *,
@@ -288,6 +289,7 @@ async def _providers(
     return ([asr_obs] if asr_obs else []) + results
 
 
+@metrics.forgotten
 async def teardown(runtime: Runtime, *, namespace: str, name: str, uid: str, raw_spec: Mapping[str, Any],
                    asr_users: Mapping[str, Iterable[PoolUser]]) -> list[str]:
     """Remove everything the line made: LiveKit objects, idle pods, unused Riva pools."""

@@ -94,6 +94,7 @@ def run(
         """After Kopf's own start-up: see ``voicehive.heap`` (the binding tail was full GCs)."""
         heap.freeze_startup_heap()
 
+    metrics_server = runtime.metrics.serve(settings.metrics_port) if settings.metrics_port else None
     try:
         kopf.run(
             registry=registry,
@@ -107,4 +108,6 @@ def run(
             liveness_endpoint=settings.liveness_endpoint,
         )
     finally:
+        if metrics_server is not None:
+            metrics_server.stop()
         asyncio.run(runtime.close())

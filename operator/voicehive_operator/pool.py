@@ -17,7 +17,7 @@ from typing import Any
 
 from voicehive import contract
 from voicehive.api.models import HotelLineSpec
-from voicehive_operator import builders
+from voicehive_operator import builders, metrics
 from voicehive_operator.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -144,6 +144,7 @@ async def top_up(runtime: Runtime, namespace: str, line: str, line_uid: str, spe
         return await _start_pods(runtime, namespace, line, line_uid, spec, missing) if missing else 0
 
 
+@metrics.pooled
 async def reconcile(
     runtime: Runtime, namespace: str, line: str, line_uid: str, spec: HotelLineSpec, *, count_claimed: bool = False
 ) -> tuple[PoolPlan, list[str]]:

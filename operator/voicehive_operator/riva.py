@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from voicehive import contract
-from voicehive_operator import builders
+from voicehive_operator import builders, metrics
 from voicehive_operator.builders import RivaPool
 from voicehive_operator.runtime import Runtime
 
@@ -98,6 +98,7 @@ async def reconcile_namespace(
     return changes
 
 
+@metrics.riva_observed
 async def availability(runtime: Runtime, pool: RivaPool) -> tuple[int, int]:
     """(available replicas, desired replicas) of a pool's Deployment."""
     deployment = await runtime.kube.get_deployment(pool.namespace, pool.name)

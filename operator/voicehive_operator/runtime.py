@@ -16,6 +16,7 @@ from typing import Any
 from voicehive_operator.conditions import Observation
 from voicehive_operator.kube import Kube
 from voicehive_operator.livekit_sip import LiveKitSip
+from voicehive_operator.metrics import OperatorMetrics
 from voicehive_operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class Runtime:
     bound: dict[str, str] = field(default_factory=dict)  # VoiceSession uid -> worker pod, bound by us
     starting: dict[str, set[str]] = field(default_factory=dict)  # "ns/line" -> pods created, not yet watched
     riva_applied: dict[str, tuple[dict[str, int], float]] = field(default_factory=dict)  # ns -> (pools, when)
+    metrics: OperatorMetrics = field(default_factory=OperatorMetrics)  # Prometheus, served by main.run
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _background: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _rerun: set[str] = field(default_factory=set)

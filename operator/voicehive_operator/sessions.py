@@ -28,7 +28,7 @@ from voicehive.callstore import CallStore
 from voicehive.contract import VOICESESSIONS
 from voicehive.lifecycle import CallPhase, EndReason, can_transition, is_terminal
 from voicehive.privacy import call_ref_of, is_hash
-from voicehive_operator import builders, conditions, pool
+from voicehive_operator import builders, conditions, metrics, pool
 from voicehive_operator.kube import Conflict
 from voicehive_operator.runtime import Runtime
 
@@ -108,6 +108,7 @@ async def _claim_idle(runtime: Runtime, namespace: str, spec_hash: str, session:
     return None
 
 
+@metrics.claimed
 async def bind(runtime: Runtime, *, namespace: str, name: str, uid: str, body: Mapping[str, Any],
                line_spec: HotelLineSpec | None, line_uid: str | None,
                idle: Iterable[Mapping[str, Any]] = ()) -> tuple[str, str] | None:
@@ -228,6 +229,7 @@ def judge(body: Mapping[str, Any], line_spec: HotelLineSpec | None, now: dt.date
     return Verdict("none")
 
 
+@metrics.swept
 async def enforce(runtime: Runtime, *, namespace: str, name: str, body: Mapping[str, Any],
                   line_spec: HotelLineSpec | None, retention_days: int | None) -> Verdict:
     verdict = judge(body, line_spec, runtime.settings.clock.now(), retention_days)

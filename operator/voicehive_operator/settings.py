@@ -64,7 +64,12 @@ class OperatorSettings:
     worker_image_pull_policy: str = "IfNotPresent"
 
     # Riva (shared ASR Deployments on EU GPU pools)
-    riva_image: str = "nvcr.io/nvidia/riva/riva-speech:2.19.0"
+    # NVIDIA's Riva ASR NIM: the container and NIM_TAGS_SELECTOR choose the model (str = low-latency
+    # streaming); pin a tag or digest in production. The NGC key Secret lives in the Riva namespace.
+    riva_image: str = "nvcr.io/nim/nvidia/parakeet-1-1b-ctc-en-us:latest"
+    riva_tags_selector: str = "mode=str"
+    riva_ngc_key_ref: SecretRef = SecretRef("voicehive-ngc", "api-key")
+    riva_image_pull_secret: str | None = None  # a docker-registry Secret for nvcr.io
     riva_namespace: str | None = None  # None: the line's own namespace
     riva_port: int = 50051
     streams_per_gpu: int = 160
@@ -87,6 +92,7 @@ class OperatorSettings:
     pool_create_batch: int = 10
     sweep_concurrency: int = 16  # sessions one line's sweep checks (and times out) at once
     liveness_endpoint: str | None = "http://0.0.0.0:8080/healthz"  # Kopf's /healthz for the kubelet
+    metrics_port: int = 0  # Prometheus /metrics on this port (0: not served; the chart sets 9090)
 
     clock: Clock = field(default_factory=Clock)
 
@@ -150,6 +156,9 @@ class OperatorSettings:
             or base.worker_service_account,
             riva_image=get("RIVA_IMAGE", base.riva_image) or base.riva_image,
             riva_namespace=get("RIVA_NAMESPACE"),
+            riva_tags_selector=get("RIVA_TAGS_SELECTOR", base.riva_tags_selector) or base.riva_tags_selector,
+            riva_ngc_key_ref=ref("RIVA_NGC_KEY_SECRET", base.riva_ngc_key_ref),
+            riva_image_pull_secret=get("RIVA_IMAGE_PULL_SECRET"),
             streams_per_gpu=int(number("STREAMS_PER_GPU", base.streams_per_gpu, minimum=1)),
             riva_startup_budget_s=int(number("RIVA_STARTUP_BUDGET_S", base.riva_startup_budget_s, minimum=60)),
             riva_model_pvc=get("RIVA_MODEL_PVC"),
@@ -165,4 +174,5 @@ class OperatorSettings:
             sweep_interval_s=number("SWEEP_INTERVAL_S", base.sweep_interval_s, minimum=0.1),
             sweep_concurrency=int(number("SWEEP_CONCURRENCY", base.sweep_concurrency, minimum=1)),
             liveness_endpoint=get("LIVENESS", base.liveness_endpoint),
+            metrics_port=int(number("METRICS_PORT", base.metrics_port)),
         )

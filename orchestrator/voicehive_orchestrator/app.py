@@ -29,7 +29,7 @@ from voicehive.callstore import CallRecord, CallStore, Outcome, StoreUnavailable
 from voicehive.privacy import is_call_ref, is_hash
 
 from .livekit_events import LiveKitVerifier, WebhookAuthError, WebhookFormatError, translate
-from .metrics import Metrics
+from .metrics import Metrics, ResponseCodes
 from .models import (
     AgentEvent,
     AgentReadyEvent,
@@ -175,6 +175,7 @@ def create_app(
     )
     for error_type, handler in _EXCEPTION_HANDLERS:
         app.add_exception_handler(error_type, handler)
+    app.add_middleware(ResponseCodes)  # voicehive_orchestrator_http_responses_total (webhook 5xx alert)
     app.include_router(build_router())
     app.openapi = functools.partial(_openapi_schema, app)  # type: ignore[method-assign]
     return app

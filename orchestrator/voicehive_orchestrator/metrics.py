@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -33,6 +34,47 @@ class Metrics:
             "VoiceSession creations queued until the Kubernetes API answers.",
             registry=self.registry,
         )
+        self.responses = Counter(
+            "voicehive_orchestrator_http_responses",
+            "HTTP responses by route template (never the raw path: it may hold a call id) and status code.",
+            ["handler", "code"],
+            registry=self.registry,
+        )
         self.intents = Counter(
             "voicehive_orchestrator_intents", "Intents detected in transcriptions.", ["intent"], registry=self.registry
         )
+
+
+class ResponseCodes:
+    """ASGI middleware: count every response by route template and status code (webhook 5xx alert).
+
+    The Metrics come from ``app.state.orch`` at request time (the app builds them in its lifespan).
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope.get("type") != "http":
+            await self.app(scope, receive, send)
+            return
+        codes: list[int] = []
+
+        async def capture(message: Any) -> None:
+            if message.get("type") == "http.response.start":
+                codes.append(int(message.get("status", 0)))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            self._count(scope, codes[0] if codes else 500)
+
+    @staticmethod
+    def _count(scope: Any, code: int) -> None:
+        orch = getattr(getattr(scope.get("app"), "state", None), "orch", None)
+        metrics = getattr(orch, "metrics", None)
+        if isinstance(metrics, Metrics):
+            route = scope.get("route")
+            handler = getattr(route, "path", None) or "other"
+            metrics.responses.labels(handler, str(code)).inc()

@@ -107,7 +107,7 @@ def test_riva_deployment_has_gpu_limits_affinity_tolerations_and_patient_grpc_pr
     assert {"key": "voicehive.io/pool", "operator": "In", "values": ["gpu-l4"]} in exprs
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in podspec["tolerations"]
     startup = container["startupProbe"]
-    assert startup["grpc"] == {"port": 50051}
+    assert startup["httpGet"] == {"path": "/v1/health/ready", "port": "http"}  # NVIDIA's NIM health endpoint
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 600  # minutes for a model load
     svc = builders.riva_service(pool_spec, SETTINGS)
     assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
@@ -267,3 +267,36 @@ def test_worker_env_carries_pms_and_delivery_secrets_by_reference() -> None:
     assert refs[contract.ENV_WEBHOOK_SECRET] == {"name": "hooks", "key": "hmac"}
     assert refs[contract.ENV_SMTP_PASSWORD] == {"name": "smtp", "key": "password"}
     assert contract.ENV_PMS_ID not in {e["name"] for e in builders.worker_env("hotels", "l", line_spec(), SETTINGS)}
+
+
+def test_riva_deployment_is_nvidias_asr_nim() -> None:
+    """NVIDIA's documented Riva ASR NIM run: model by NIM_TAGS_SELECTOR, NGC_API_KEY from a Secret,
+    the model cache on a PVC, /v1/health/ready and /v1/health/live on the HTTP port, gRPC 50051."""
+    settings = SETTINGS.replace(riva_model_pvc="riva-nim-cache", riva_image_pull_secret="ngc-pull")
+    pool_spec = builders.riva_pool_for("ns", line_spec(), settings)
+    assert pool_spec is not None
+    pod = builders.riva_deployment(pool_spec, 1, settings)["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["NIM_TAGS_SELECTOR"]["value"] == "mode=str"
+    assert env["NGC_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "voicehive-ngc", "key": "api-key"}
+    assert env["NIM_GRPC_API_PORT"]["value"] == "50051" and env["NIM_HTTP_API_PORT"]["value"] == "9000"
+    assert not any(name.startswith("VOICEHIVE_") for name in env), "NIM reads no VoiceHive variables"
+    assert "args" not in container and "command" not in container  # the NIM's own entrypoint
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["http"] == 9000 and 50051 in ports.values()
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v1/health/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/v1/health/live"
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes[mounts["/opt/nim/.cache"]]["persistentVolumeClaim"] == {"claimName": "riva-nim-cache"}
+    assert volumes[mounts["/dev/shm"]]["emptyDir"]["medium"] == "Memory"
+    assert pod["imagePullSecrets"] == [{"name": "ngc-pull"}]
+    requests = container["resources"]["requests"]
+    assert {"nvidia.com/gpu", "cpu", "memory"} <= requests.keys()
+    # restricted Pod Security: non-root, no escalation, no capabilities, RuntimeDefault seccomp
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    sc = container["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert all("hostPath" not in v for v in pod["volumes"])

@@ -168,3 +168,14 @@ def test_erasure_by_caller_number(client: httpx.Client) -> None:
     assert r.status_code == 422
     r = client.post("/v1/erasure", json={}, headers=auth())
     assert r.status_code == 422
+
+
+def test_responses_are_counted_by_route_template_never_by_call(client: httpx.Client) -> None:
+    """The webhook 5xx alert reads voicehive_orchestrator_http_responses_total; a call id in the
+    path (a room name: the caller's number) must never become a label value."""
+    client.get(f"/v1/calls/{SID}", headers=auth())
+    client.post("/v1/livekit/webhook", json=seed_agent_ready(), headers={})
+    metrics = client.get("/metrics").text
+    assert 'voicehive_orchestrator_http_responses_total{code="404",handler="/v1/calls/{call_sid}"} 1.0' in metrics
+    assert 'voicehive_orchestrator_http_responses_total{code="401",handler="/v1/livekit/webhook"} 1.0' in metrics
+    assert SID not in metrics and "4915112345678" not in metrics

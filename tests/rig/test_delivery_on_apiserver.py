@@ -66,6 +66,8 @@ def test_helm_install_and_least_privilege(
         "--namespace",
         rig_namespace,
         "--set",
+        "crds.install=false",  # rig_crds applied them for the whole session
+        "--set",
         f"operator.peering={release}",
         "--set",
         f"worker.namespaces={{{other_namespace}}}",

@@ -37,6 +37,7 @@ from voicehive import contract
 from voicehive.audit import JsonFormatter
 from voicehive.privacy import Sealer
 from voicehive_worker.agent import LocalCallActions
+from voicehive_worker.engines.policy import caller_facing
 from voicehive_worker.pms import PmsAdapter
 from voicehive_worker.staff import NotifyingActions, channels_of, deliverer_for, outbox_for
 
@@ -59,7 +60,8 @@ class Receptionist:
     def __call__(self, messages: list[JSON], tools: list[JSON]) -> Reply:
         last = last_message(messages)
         if last is not None and last.get("role") == "tool":
-            return Reply(text=message_text(last))  # speak the tool result verbatim
+            # a model says what the tool result holds for the caller, never the instructions in it
+            return Reply(text=caller_facing(message_text(last), "en"))
         said = message_text(last_message(messages, "user")).lower()
         stay = {"check_in": self.arrival, "nights": 2, "guests": 2}
         if "double" in said:

@@ -29,6 +29,8 @@ from voicehive import contract, heap
 from voicehive.api.models import HotelLine, HotelLineSpec, VoiceSession
 from voicehive.lifecycle import EndReason
 from voicehive_worker.agent import HotelAgent
+from voicehive_worker.metrics import WorkerMetrics
+from voicehive_worker.metrics import add_route as add_metrics_route
 from voicehive_worker.recording import CallRecording, is_objection, recording_stopped
 from voicehive_worker.state import CallState
 from voicehive_worker.turn_taking import TurnStats
@@ -240,7 +242,7 @@ async def serve_readiness(warm: Warm | None, port: int) -> Readiness:
     """``/healthz`` (alive) and ``/readyz`` (warm and idle or serving), plain HTTP for kubelet probes."""
     from aiohttp import web
 
-    state: dict[str, Any] = {"warm": warm}
+    state: dict[str, Any] = {"warm": warm, "metrics": WorkerMetrics()}
 
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -249,18 +251,10 @@ async def serve_readiness(warm: Warm | None, port: int) -> Readiness:
         w = state["warm"]
         return web.Response(text="ready" if w and w.ready else "warming", status=200 if w and w.ready else 503)
 
-    async def metrics(_: web.Request) -> web.Response:
-        """Staff-delivery counters (dead letters are the alert) once the outbox runs."""
-        from prometheus_client import generate_latest
-
-        registry = state.get("metrics")
-        body = generate_latest(registry) if registry is not None else b""
-        return web.Response(body=body, content_type="text/plain", charset="utf-8")
-
     app = web.Application()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
+    add_metrics_route(app, state["metrics"])  # Prometheus scrapes the probe port
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     # probes come from the kubelet over the pod IP; bind all interfaces only in the pod
@@ -328,12 +322,14 @@ async def run_pod(line_file: Path | None) -> int:
             return 2
         heap.freeze_startup_heap()  # no full-GC stalls of the caller's audio (voicehive.heap)
         readiness.state["warm"] = warm
-        readiness.state["metrics"] = staff.metrics.registry if staff is not None else None
+        if staff is not None:  # staff-delivery counters (dead letters are the alert) on the same /metrics
+            readiness.state["metrics"].extra.append(staff.metrics.registry)
         log.info("worker warm and idle", extra={"pod": pod})
         vs_raw = await asyncio.to_thread(_watch_assignment, namespace, pod, stopping.is_set)
         if vs_raw is None:
             return 0
-        await _serve_call(warm, VoiceSession.model_validate(vs_raw), namespace, pod, stopping, staff)
+        await _serve_call(warm, VoiceSession.model_validate(vs_raw), namespace, pod, stopping, staff,
+                          readiness.state["metrics"])
         return 0
     except Exception as err:
         # no traceback text: provider and LiveKit errors can quote the room name (the caller's number)
@@ -348,7 +344,7 @@ async def run_pod(line_file: Path | None) -> int:
 
 
 async def _serve_call(warm: Warm, vs: VoiceSession, namespace: str, pod: str, stopping: asyncio.Event,
-                      staff: Any = None) -> None:
+                      staff: Any = None, metrics: WorkerMetrics | None = None) -> None:
     """Open the sealed call reference, join the room as the agent, serve the call to its end."""
     from livekit import api as lkapi
     from livekit.agents.utils import http_context
@@ -372,7 +368,7 @@ async def _serve_call(warm: Warm, vs: VoiceSession, namespace: str, pod: str, st
     key, secret_key = env[contract.ENV_LIVEKIT_API_KEY], env[contract.ENV_LIVEKIT_API_SECRET]
     async with http_context.open(), lkapi.LiveKitAPI(url=url, api_key=key, api_secret=secret_key) as livekit:
         await _in_room(warm, vs, state, livekit, url, _agent_token(key, secret_key, pod, secret.room),
-                       secret.participant_identity, stopping, staff)
+                       secret.participant_identity, stopping, staff, metrics)
         await store.close()
 
 
@@ -390,7 +386,8 @@ def _agent_token(key: str, secret_key: str, pod: str, room: str) -> str:
 
 
 async def _in_room(warm: Warm, vs: VoiceSession, state: CallState, livekit: Any, url: str, token: str,
-                   sip_identity: str, stopping: asyncio.Event, staff: Any = None) -> None:
+                   sip_identity: str, stopping: asyncio.Event, staff: Any = None,
+                   metrics: WorkerMetrics | None = None) -> None:
     """Connect, start the agent session, answer, and wait for the end of the call or SIGTERM."""
     from livekit import rtc
     from livekit.agents.voice.room_io import RoomOptions
@@ -417,6 +414,8 @@ async def _in_room(warm: Warm, vs: VoiceSession, state: CallState, livekit: Any,
     )
     actions.hangup = runner.finish
     runner.attach()
+    if metrics is not None:
+        metrics.observe_call(runner)
     recording = _call_recording(warm, state.namespace, vs, state)
 
     @room.on("sip_dtmf_received")

@@ -30,8 +30,65 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
 {{/* A component's image: call with (dict "root" . "component" "operator"). */}}
+{{- /* With image.digests.<component> set, the image is pinned by digest (<registry>/<component>@sha256:…). */ -}}
 {{- define "voicehive.image" -}}
+{{- $digest := get (.root.Values.image.digests | default dict) .component -}}
+{{- if $digest -}}
+{{- printf "%s/%s@%s" .root.Values.image.registry .component $digest -}}
+{{- else -}}
 {{- printf "%s/%s:%s" .root.Values.image.registry .component (.root.Values.image.tag | default .root.Chart.AppVersion) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Scheduling shared by operator and orchestrator: call with (dict "root" . "component" "operator" "values" $v). */}}
+{{- define "voicehive.scheduling" -}}
+{{- $v := .values -}}
+{{- with $v.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- if $v.topologySpread.enabled }}
+topologySpreadConstraints:
+  {{- range $key := list "topology.kubernetes.io/zone" "kubernetes.io/hostname" }}
+  - maxSkew: 1
+    topologyKey: {{ $key }}
+    whenUnsatisfiable: {{ $v.topologySpread.whenUnsatisfiable }}
+    labelSelector:
+      matchLabels:
+        {{- include "voicehive.selectorLabels" (dict "root" $.root "component" $.component) | nindent 8 }}
+  {{- end }}
+{{- end }}
+{{- with $v.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $v.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $v.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* A PodDisruptionBudget: call with (dict "root" . "component" "operator" "values" $v). */}}
+{{- define "voicehive.pdb" -}}
+{{- if .values.podDisruptionBudget.enabled }}
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {{ include "voicehive.fullname" .root }}-{{ .component }}
+  namespace: {{ .root.Release.Namespace }}
+  labels:
+    {{- include "voicehive.labels" .root | nindent 4 }}
+    app.kubernetes.io/component: {{ .component }}
+spec:
+  minAvailable: {{ .values.podDisruptionBudget.minAvailable }}
+  selector:
+    matchLabels:
+      {{- include "voicehive.selectorLabels" (dict "root" .root "component" .component) | nindent 6 }}
+{{- end }}
 {{- end -}}
 
 {{/* Every namespace worker pods run in: the release namespace plus worker.namespaces. */}}

@@ -516,7 +516,7 @@ class HotelPolicy:
             return Decision(intent, confidence, language, text=say("tool_error", language, error=error))
         if output.tool == "check_availability" and PMS_SOURCE in output.text.lower():
             # a PMS line: its totals (or its outage) are the answer, never the facts' from-rates
-            return Decision(intent, confidence, language, text=output.text)
+            return Decision(intent, confidence, language, text=caller_facing(output.text, language))
         if output.tool == "check_availability":
             slots = self.slots(conversation)
             slots = Slots(
@@ -536,8 +536,14 @@ class HotelPolicy:
         return Decision(intent, confidence, language, text=caller_facing(output.text, language) or say("not_understood", language))
 
 
+# A sentence that tells the model what to do ("Read the number back.", "Never ask for cards.").
+_IMPERATIVE = re.compile(r"^(read|tell|offer|ask|never|do not|don't|quote|say|apologi[sz]e|use|call|mention)\b",
+                         re.IGNORECASE)
+
+
 def caller_facing(tool_output: str, language: str) -> str:
-    """A tool's output as the caller may hear it: text written for a model is never spoken."""
-    if is_model_instruction(tool_output):
-        return say("no_answer", language)
-    return tool_output
+    """A tool's output as the caller may hear it: its sentences written for a model are dropped
+    (a booking's confirmation number stays, "Read the confirmation number back." goes)."""
+    sentences = re.split(r"(?<=[.!?])\s+", tool_output.strip())
+    kept = [s for s in sentences if s and not is_model_instruction(s) and not _IMPERATIVE.match(s)]
+    return " ".join(kept) if kept else say("no_answer", language)
