@@ -210,6 +210,9 @@ def chart_values(livekit_url: str) -> dict[str, Any]:
                {"name": "VOICEHIVE_OPERATOR_RIVA_CPU", "value": "500m"},
                {"name": "VOICEHIVE_OPERATOR_RIVA_MEMORY", "value": "1Gi"}]
     return {
+        # the suite's other tests apply crds/ to the rig's apiserver first, as a platform team
+        # that manages CRDs itself would (`kubectl apply -f crds/`); cluster-up does the same
+        "crds": {"install": False},
         "image": {"registry": "ghcr.io/voicehive", "tag": "0.1.0"},
         "redis": {"urlSecret": {"name": "voicehive-redis", "key": "url"}},
         "livekit": {"url": livekit_url, "secretName": "voicehive-livekit"},
@@ -282,6 +285,8 @@ def install_prerequisites(kubectl: Kubectl, rig_env: dict[str, str], redis_url: 
     docs = [secret("voicehive-livekit", ns, livekit) for ns in (RELEASE_NS, HOTEL_NS)]
     docs += [secret("voicehive-keys", ns, keys) for ns in (RELEASE_NS, HOTEL_NS)]
     docs.append(secret("voicehive-redis", RELEASE_NS, {"url": redis_url}))
+    # the NGC key Riva's NIM reads (the rig's Riva is the loopback fake: a throwaway value)
+    docs.append(secret("voicehive-ngc", HOTEL_NS, {"api-key": secrets.token_urlsafe(16)}))
     docs.append(secret(f"{RELEASE}-orchestrator-tls", RELEASE_NS,
                        {"tls.crt": (tls_dir / "server.pem").read_text(), "tls.key": (tls_dir / "server.key").read_text()},
                        kind="kubernetes.io/tls"))
@@ -317,6 +322,8 @@ def up(timeout: float) -> None:
     wait_for(lambda: all(condition(kubectl.maybe("get", "node", n), "Ready") == "True" for n in names), 120, "nodes Ready")
     kubectl("label", "node", "vh-gpu-1", "--overwrite", "=".join(GPU_POOL_LABEL))
     install_prerequisites(kubectl, rig_env, redis_url, CLUSTER / "tls")
+    kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=voicehive-cluster-up", "-f",
+            str(REPO / "crds"))
     helm_install(rig_env["HELM"], kubeconfig, chart_values(rig_env["LIVEKIT_URL"]))
     log(f"chart installed ({time.monotonic() - t0:.0f}s); applying the example HotelLine")
     kubectl.apply(*example_line(fakes))

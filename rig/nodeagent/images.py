@@ -42,10 +42,13 @@ def riva_process(container: dict[str, Any], node: NodeSpec, repo: Path) -> Proce
             f"{container['image']} needs an NVIDIA GPU: the Pod must request {GPU_RESOURCE} and run on a GPU node "
             f"(node {node.name} has {node.gpus} GPUs, the container requests {gpu_request(container):g})"
         )
-    ports = [str(p["containerPort"]) for p in container.get("ports", []) or [] if p.get("protocol", "TCP") == "TCP"]
+    tcp = [p for p in container.get("ports", []) or [] if p.get("protocol", "TCP") == "TCP"]
+    ports = [str(p["containerPort"]) for p in tcp if p.get("name") != "http"]
     if not ports:
         raise RunError(f"{container['image']}: declare the Riva gRPC port as a containerPort")
-    argv = [sys.executable, "-m", "rig.nodeagent.riva", *ports]
+    # A NIM's HTTP API port (named "http"): its documented /v1/health/ready and /live.
+    http = [arg for p in tcp if p.get("name") == "http" for arg in ("--http", str(p["containerPort"]))]
+    argv = [sys.executable, "-m", "rig.nodeagent.riva", *ports, *http]
     # NGC images run as root unless the Pod says otherwise (runAsUser).
     image = ImageConfig(env=(("PATH", "/usr/local/bin:/usr/bin:/bin"), ("PYTHONPATH", str(repo))), user="0")
     return Process(argv=argv, image=image, workdir=str(repo))
