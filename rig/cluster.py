@@ -352,7 +352,10 @@ def down() -> None:
         kubectl("delete", "hotellines", "--all", "-n", HOTEL_NS, "--wait=true", "--timeout=120s", check=False)
         subprocess.run([rig_env["HELM"], "--kubeconfig", rig_env["KUBECONFIG"], "uninstall", RELEASE,
                         "--namespace", RELEASE_NS, "--wait", "--timeout", "120s"], check=False, timeout=180)
-        kubectl("delete", "namespace", HOTEL_NS, RELEASE_NS, "--wait=true", "--timeout=120s", check=False)
+        kubectl("delete", "namespace", HOTEL_NS, RELEASE_NS, "--wait=false", check=False)
+        # a Terminating namespace refuses new objects: the next `up` must find them gone
+        wait_for(lambda: not any(kubectl.maybe("get", "namespace", ns) for ns in (HOTEL_NS, RELEASE_NS)), 300,
+                 "namespaces deleted")
     for name in ("nodeagent", "fakes", "redis"):
         stop(name, timeout=120 if name == "nodeagent" else 30)
     (CLUSTER / "env").unlink(missing_ok=True)
