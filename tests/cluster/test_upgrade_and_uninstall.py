@@ -44,7 +44,7 @@ def test_helm_upgrade_rolls_every_pod_and_leaves_no_old_one(cluster: Cluster) ->
     before = {p.metadata.name for p in _release_pods(cluster)}
     values = yaml.safe_load((CLUSTER_ENV.parent / "values.yaml").read_text())
     for component in ("operator", "orchestrator"):
-        values[component].setdefault("extraEnv", []).append({"name": "VOICEHIVE_UPGRADE_MARK", "value": "2"})
+        values.setdefault(component, {}).setdefault("extraEnv", []).append({"name": "VOICEHIVE_UPGRADE_MARK", "value": "2"})
     path = CLUSTER_ENV.parent / "values-upgrade.yaml"
     path.write_text(yaml.safe_dump(values))
     result = _helm("upgrade", "voicehive", str(ROOT / "charts" / "voicehive"), "-n", cluster.release_ns, "-f", str(path))
