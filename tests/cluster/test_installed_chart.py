@@ -146,8 +146,9 @@ def test_riva_is_restricted_on_the_gpu_node_and_asr_ready(cluster: Cluster) -> N
 
 
 def test_warm_workers_are_ready_because_their_readyz_is(cluster: Cluster) -> None:
-    pods = cluster.pods(cluster.hotel_ns, contract.worker_pod_selector())
-    assert pods and all(_ready(p) for p in pods)
+    # a refill after an earlier test's claim may still be warming: Ready comes when /readyz says so
+    pods = eventually(lambda: (ps := cluster.pods(cluster.hotel_ns, contract.worker_pod_selector()))
+                      and all(_ready(p) for p in ps) and ps, timeout=240, what="every warm worker Ready")
     for pod in pods:
         probe = pod.spec.containers[0].readiness_probe
         assert probe.http_get.path == "/readyz"
