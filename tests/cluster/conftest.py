@@ -1,7 +1,7 @@
 """The installed product: `make cluster-up` (rig/cluster.py) — the chart's Pods run by the rig's
 node agent (test infrastructure standing in for the kubelet), each on its own ServiceAccount.
 
-The `cluster` fixture uses a cluster that is already up, or brings one up for this package and
+The `cluster` fixture uses a cluster that is already up, or brings one up for this package, and
 takes it down after it (so the rest of the suite never has nodes that would run its Pods).
 Without the rig it skips (or fails under VOICEHIVE_RIG=1, as the rig tests do).
 """
@@ -71,12 +71,14 @@ def _up(rig: Rig) -> bool:
 def cluster(rig: Rig) -> Iterator[Cluster]:
     if os.geteuid() != 0:
         skip_or_fail("root for the node agent (network namespaces)")
-    started = _up(rig)
+    _up(rig)
     env = parse_env_file(CLUSTER_ENV)
     api: kubernetes.client.ApiClient = kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
         config_file=env["KUBECONFIG"]
     )
     yield Cluster(env, api)
     api.close()  # type: ignore[no-untyped-call]
-    if started and os.environ.get("VOICEHIVE_CLUSTER_KEEP") != "1":
+    # test_upgrade_and_uninstall takes the installation down, so finish the job even when the
+    # cluster was up before (VOICEHIVE_CLUSTER_KEEP=1 keeps it, e.g. to look at it afterwards)
+    if os.environ.get("VOICEHIVE_CLUSTER_KEEP") != "1":
         subprocess.run([sys.executable, "-m", "rig.cluster", "down"], cwd=ROOT, timeout=600, check=False)
