@@ -22,8 +22,9 @@ from tests.operator.test_sessions import Call, privacy  # noqa: F401 (fixture)
 from tests.worker.test_recording_units import FakeClock, frames, recording_block, tone
 from voicehive import contract
 from voicehive import recording_store as store
+from voicehive.contract import HOTELLINES, VOICESESSIONS
 from voicehive.privacy import Privacy
-from voicehive_operator.kube import HOTELLINES, VOICESESSIONS, Kube
+from voicehive_operator.kube import Kube
 from voicehive_worker.recording import CallRecording, RecordingTarget
 
 LINE = "lindenhof"
