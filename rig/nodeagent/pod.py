@@ -414,6 +414,10 @@ class PodWorker(threading.Thread):
         if self.agent.ca_bundle is not None:  # the image's trust store, as if built with the rig's CA in it
             mounts += [{"source": str(self.agent.ca_bundle), "target": target, "readonly": True}
                        for target in trust_stores(self.agent.python_prefix, repo)]
+        if any(Path(m["target"]) in (repo, *repo.parents) for m in mounts if m["target"] != "/"):
+            # The venv's scripts and editable install name the repo's own path; a checkout under
+            # /tmp (the container's tmpfs) or a volume's path would hide it: bind it back, last.
+            mounts.append({"source": str(repo), "target": str(repo), "readonly": True})
         return mounts
 
     def _passwd(self, name: str, image: ImageConfig) -> list[dict[str, Any]]:
