@@ -69,7 +69,11 @@ wait_for() {  # wait_for <name> <seconds> <check cmd...>
   local deadline=$(( $(date +%s) + secs ))
   while [ "$(date +%s)" -lt "$deadline" ]; do
     if "$@" >/dev/null 2>&1; then log "$name is ready"; return 0; fi
-    if ! alive "$name"; then log "$name exited; last log lines:"; tail -20 "$LOGS/$name.log" >&2; return 1; fi
+    # kill -0, not alive(): right after `start` the pid may still be the forked shell, whose
+    # command line does not name .rig/ yet (alive() then said "exited" for a healthy start)
+    if ! kill -0 "$(cat "$RUN/$name.pid")" 2>/dev/null; then
+      log "$name exited; last log lines:"; tail -20 "$LOGS/$name.log" >&2; return 1
+    fi
     sleep 0.5
   done
   log "$name not ready after ${secs}s; last log lines:"; tail -20 "$LOGS/$name.log" >&2; return 1
