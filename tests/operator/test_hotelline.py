@@ -102,7 +102,8 @@ async def test_shared_riva_deployment_sized_from_lines_and_removed_when_unused(
     assert {"key": "topology.kubernetes.io/region", "operator": "In", "values": ["germanywestcentral"]} in exprs
     assert {"key": "voicehive.io/pool", "operator": "In", "values": ["gpu-l4"]} in exprs
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in podspec["tolerations"]
-    assert container["startupProbe"]["httpGet"] == {"path": "/v1/health/ready", "port": "http"}  # NVIDIA NIM
+    probe = container["startupProbe"]["httpGet"]  # NVIDIA NIM; a real apiserver also defaults scheme: HTTP
+    assert (probe["path"], probe["port"], probe.get("scheme", "HTTP")) == ("/v1/health/ready", "http", "HTTP")
     name = deps[0]["metadata"]["name"]
     await wait_for(lambda: kube_client.get_service(namespace, name), lambda svc: svc is not None,
                    what="Riva service (applied right after the deployment)")
