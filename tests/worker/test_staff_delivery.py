@@ -24,6 +24,7 @@ from tests.fixtures.redis import RedisServer, free_port
 from tests.worker.callrig import line_spec
 from voicehive import contract
 from voicehive.delivery import Deliverer, DeliveryMetrics, Outbox, build_notice, scrub, sign, verify
+from voicehive.intents import Intent
 from voicehive.privacy import Sealer, generate_key_b64
 from voicehive_worker.agent import LocalCallActions
 from voicehive_worker.staff import NotifyingActions, channels_of, deliverer_for, outbox_for
@@ -173,7 +174,7 @@ async def test_pod_staff_delivery_sends_transfer_handoffs(
     staff = start_staff_delivery(spec, env, sealer(), "hotels", "lindenhof-main")
     assert staff is not None
     inner = LocalCallActions()
-    inner.record_intent("booking")
+    inner.record_intent(Intent.BOOK_ROOM)
     actions = staff.wrap(inner)
     await actions.transfer_to_front_desk("tel:+493012345600")
     for _ in range(400):  # poll up to 20 s
@@ -182,7 +183,7 @@ async def test_pod_staff_delivery_sends_transfer_handoffs(
         await asyncio.sleep(0.05)
     await staff.stop()
     notice = next(iter(receiver.received.values()))
-    assert notice["kind"] == "transfer_handoff" and "booking" in notice["details"]["notes"]
+    assert notice["kind"] == "transfer_handoff" and Intent.BOOK_ROOM.value in notice["details"]["notes"]
     assert inner.transfers == ["tel:+493012345600"] and "+49" not in json.dumps(notice)
     assert staff.metrics.delivered.labels("webhook")._value.get() == 1
     assert start_staff_delivery(line_spec(), env, sealer(), "hotels", "l") is None  # no channels: nothing runs
