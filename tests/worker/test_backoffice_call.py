@@ -16,19 +16,17 @@ import datetime as dt
 import logging
 import re
 import secrets
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from redis.asyncio import Redis
 
 from tests.fakes.apaleo import ApaleoFake
 from tests.fakes.azure_openai import JSON, Reply, ToolCall, last_message, message_text
 from tests.fakes.mews import MewsFake
 from tests.fakes.staff import SmtpSink, WebhookReceiver
-from tests.fakes.tls import TlsFiles, make_tls_files
+from tests.fakes.tls import TlsFiles
 from tests.fixtures.redis import free_port
 from tests.worker.callrig import line_spec, provider_fakes, running_call
 from tests.worker.speech import espeak_available, speak
@@ -80,23 +78,6 @@ class Receptionist:
         if "goodbye" in said:
             return Reply(tool_calls=[ToolCall("end_call", {})])
         return Reply(text="Sorry?")
-
-
-@pytest.fixture
-def tls(tmp_path: Path) -> TlsFiles:
-    return make_tls_files(tmp_path / "tls")
-
-
-@pytest_asyncio.fixture
-async def mews(tls: TlsFiles) -> AsyncIterator[MewsFake]:
-    async with MewsFake(ssl_context=tls.server_context()) as fake:
-        yield fake
-
-
-@pytest_asyncio.fixture
-async def apaleo(tls: TlsFiles) -> AsyncIterator[ApaleoFake]:
-    async with ApaleoFake(ssl_context=tls.server_context()) as fake:
-        yield fake
 
 
 @pytest.fixture

@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
-
-import pytest
-import pytest_asyncio
 
 from tests.fakes.apaleo import ApaleoFake
 from tests.fakes.mews import MewsFake
-from tests.fakes.tls import TlsFiles, make_tls_files
+from tests.fakes.tls import TlsFiles
 from tests.worker.callrig import line_spec
 from tests.worker.test_pms_adapters import apaleo_pms, mews_pms
 from voicehive_worker.agent import HotelAgent, LocalCallActions
@@ -21,23 +16,6 @@ from voicehive_worker.pms import FactsPms
 
 TODAY = dt.date(2026, 12, 1)
 STAY: dict[str, Any] = {"guest_name": "Anna Schmidt", "check_in": "2026-12-12", "nights": 2, "guests": 2, "room_type": "Double Room"}
-
-
-@pytest.fixture
-def tls(tmp_path: Path) -> TlsFiles:
-    return make_tls_files(tmp_path / "tls")
-
-
-@pytest_asyncio.fixture
-async def mews(tls: TlsFiles) -> AsyncIterator[MewsFake]:
-    async with MewsFake(ssl_context=tls.server_context()) as fake:
-        yield fake
-
-
-@pytest_asyncio.fixture
-async def apaleo(tls: TlsFiles) -> AsyncIterator[ApaleoFake]:
-    async with ApaleoFake(ssl_context=tls.server_context()) as fake:
-        yield fake
 
 
 def agent(pms: Any, booking: str) -> HotelAgent:

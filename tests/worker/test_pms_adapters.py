@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 import ssl
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
 from tests.fakes.apaleo import ApaleoFake
 from tests.fakes.mews import MewsFake
-from tests.fakes.tls import TlsFiles, make_tls_files
+from tests.fakes.tls import TlsFiles
 from tests.worker.callrig import line_spec
 from voicehive import contract
 from voicehive.api.models import PmsSpec
@@ -27,23 +24,6 @@ from voicehive_worker.pms_apaleo import ApaleoPms
 from voicehive_worker.pms_mews import MewsPms
 
 TODAY = dt.date(2026, 12, 1)
-
-
-@pytest.fixture
-def tls(tmp_path: Path) -> TlsFiles:
-    return make_tls_files(tmp_path / "tls")
-
-
-@pytest_asyncio.fixture
-async def mews(tls: TlsFiles) -> AsyncIterator[MewsFake]:
-    async with MewsFake(ssl_context=tls.server_context()) as fake:
-        yield fake
-
-
-@pytest_asyncio.fixture
-async def apaleo(tls: TlsFiles) -> AsyncIterator[ApaleoFake]:
-    async with ApaleoFake(ssl_context=tls.server_context()) as fake:
-        yield fake
 
 
 def mews_spec(fake: MewsFake, **extra: object) -> PmsSpec:
