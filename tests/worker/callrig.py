@@ -153,11 +153,11 @@ class Call:
             await asyncio.sleep(0.01)
         raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {what}")
 
-    async def wait_reply(self, utt: Utterance, timeout: float = 10.0) -> Segment:  # noqa: ASYNC109
+    async def wait_reply(self, utt: Utterance, timeout: float = 30.0) -> Segment:  # noqa: ASYNC109
         seg: Segment = await self.wait_for(lambda: self.reply_after(utt), timeout, f"a reply to {utt.label!r}")
         return seg
 
-    async def wait_quiet(self, timeout: float = 20.0) -> None:  # noqa: ASYNC109
+    async def wait_quiet(self, timeout: float = 60.0) -> None:  # noqa: ASYNC109
         """Until the agent's audio has finished playing and the caller's queue is empty."""
         await self.wait_for(
             lambda: self.caller.idle and all(s.finished_at is not None for s in self.sink.segments),

@@ -86,14 +86,26 @@ def _channels(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return stereo[:, 0].copy(), stereo[:, 1].copy()
 
 
-def _best_match(haystack: np.ndarray, needle: np.ndarray) -> float:
-    """Highest normalised correlation of ``needle`` anywhere in ``haystack`` (FFT)."""
+def _correlation(haystack: np.ndarray, needle: np.ndarray) -> np.ndarray:
+    """Normalised correlation of ``needle`` at every offset of ``haystack`` (FFT)."""
     a, b = haystack.astype(np.float64), needle.astype(np.float64)
     n = len(a) + len(b)
     corr = np.fft.irfft(np.fft.rfft(a, n) * np.conj(np.fft.rfft(b, n)), n)[: len(a)]
     sums = np.concatenate(([0.0], np.cumsum(np.concatenate((a * a, np.zeros(len(b)))))))
     energy = np.sqrt(np.maximum(sums[len(b) : len(b) + len(a)] - sums[: len(a)], 0.0)) + 1e-9
-    return float(np.max(corr / (energy * np.sqrt(np.sum(b * b)) + 1e-9)))
+    return np.asarray(corr / (energy * np.sqrt(np.sum(b * b)) + 1e-9))
+
+
+def _best_match(haystack: np.ndarray, needle: np.ndarray) -> float:
+    """Highest normalised correlation of ``needle`` anywhere in ``haystack``."""
+    return float(np.max(_correlation(haystack, needle)))
+
+
+def _span_of(haystack: np.ndarray, needle: np.ndarray, slack_s: float = 0.5) -> np.ndarray:
+    """The part of ``haystack`` where ``needle`` lies (found by correlation), with some slack."""
+    at = int(np.argmax(_correlation(haystack, needle[: 2 * SAMPLE_RATE])))
+    slack = round(slack_s * SAMPLE_RATE)
+    return haystack[max(0, at - slack) : at + len(needle) + slack]
 
 
 async def test_a_call_is_recorded_on_two_channels_each_with_what_that_side_said(
@@ -122,6 +134,7 @@ async def test_a_call_is_recorded_on_two_channels_each_with_what_that_side_said(
         await call.wait_quiet(60)
         await runner.finish(EndReason.CALLER_HANGUP)
         heard = np.frombuffer(b"".join(bytes(s.pcm) for s in call.sink.segments), dtype="<i2")
+        greeting = np.frombuffer(bytes(call.sink.segments[0].pcm), dtype="<i2")
     assert statuses[-1]["state"] == "Complete" and statuses[-1]["exists"] is True
 
     wav, stderr = _get(s3_server, master, spec, rec.target.session, tmp_path)
@@ -136,7 +149,9 @@ async def test_a_call_is_recorded_on_two_channels_each_with_what_that_side_said(
     # ... and says what that side said, as the local ASR hears it
     asr = PocketsphinxSTT.for_line(spec)
     caller_text, _ = asr.transcribe_pcm(caller.tobytes())
-    agent_text, _ = asr.transcribe_pcm(agent.tobytes())
+    # the greeting's own span: the whole channel (greeting, notice, reply and the silences between)
+    # is a long run for pocketsphinx, whose guesses on it vary with where the turns fall
+    agent_text, _ = asr.transcribe_pcm(_span_of(agent, greeting).tobytes())
     assert "check in" in caller_text, caller_text
     greeting_words = {"thank", "calling", "hotel", "help", "assistant", "recorded", "record"}
     assert len(greeting_words & set(agent_text.split())) >= 2, agent_text
@@ -151,14 +166,14 @@ async def test_a_caller_objecting_by_voice_stops_and_deletes_the_recording(s3_se
             running_call(fakes, spec, recording=rec) as call:
         runner = CallRunner(session=call.session, agent=call.agent, state=None,  # type: ignore[arg-type]
                             turn_stats=call.stats, recording=rec).attach()
-        await call.wait_for(lambda: call.sink.segments, 15, "the greeting")
-        await call.wait_quiet()
+        await call.wait_for(lambda: call.sink.segments, 60, "the greeting")
+        await call.wait_quiet(60)
         await poll(lambda: any("chunk-" in k for k in s3_server.keys(bucket, rec.target.prefix)),
-                   "a chunk uploaded mid-call")
+                   "a chunk uploaded mid-call", timeout=60)
         utt = call.say(speak("please do not record this call"), "objection")
-        await call.wait_reply(utt)
-        await call.wait_for(lambda: rec.state == "Objected", 20, "the objection")
-        await call.wait_for(lambda: "recording is stopped and deleted" in _spoken(fakes), 20, "the confirmation")
+        await call.wait_reply(utt, 60)
+        await call.wait_for(lambda: rec.state == "Objected", 60, "the objection")
+        await call.wait_for(lambda: "recording is stopped and deleted" in _spoken(fakes), 60, "the confirmation")
         await runner.finish(EndReason.CALLER_HANGUP)
     assert s3_server.keys(bucket, rec.target.prefix) == []
     assert "This call is recorded" in _spoken(fakes) and "press 9" in _spoken(fakes)
@@ -171,11 +186,11 @@ async def test_the_objection_key_stops_and_deletes_the_recording(s3_server: S3Se
     async with provider_fakes() as fakes, running_call(fakes, spec, recording=rec) as call:
         runner = CallRunner(session=call.session, agent=call.agent, state=None,  # type: ignore[arg-type]
                             turn_stats=call.stats, recording=rec, objection_key="7").attach()
-        await call.wait_for(lambda: call.sink.segments, 15, "the greeting")
-        await call.wait_quiet()
-        await poll(lambda: s3_server.keys(bucket, rec.target.prefix), "the recording's first objects")
+        await call.wait_for(lambda: call.sink.segments, 60, "the greeting")
+        await call.wait_quiet(60)
+        await poll(lambda: s3_server.keys(bucket, rec.target.prefix), "the recording's first objects", timeout=60)
         runner.on_dtmf("7")
-        await call.wait_for(lambda: rec.state == "Objected", 20, "the objection")
+        await call.wait_for(lambda: rec.state == "Objected", 60, "the objection")
         await runner.finish(EndReason.CALLER_HANGUP)
     assert s3_server.keys(bucket, rec.target.prefix) == []
     assert "aufgezeichnet" in _spoken(fakes) and "die 7" in _spoken(fakes)  # the notice in the greeting's language
