@@ -9,7 +9,8 @@ status and the audit log in agreement.
 Rules:
 
 * Every delivery has a dedupe id (the sender's event id, or a keyed hash of its content);
-  a repeated delivery changes nothing and reports :attr:`Outcome.DUPLICATE`.
+  a repeated delivery changes nothing and reports :attr:`Outcome.DUPLICATE`. Transcripts are
+  the exception: without an event id each one is new (equal words are distinct turns).
 * Phases only move forward (``lifecycle.can_transition``). An end that arrives before the
   start ends the call; a start that arrives after the end is logged as ``stale`` and does not
   revive it.
@@ -26,6 +27,7 @@ import functools
 import json
 import logging
 import os
+import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -157,6 +159,19 @@ class Transcript:
     is_final: bool
     actor: str = "agent"
     event_id: str | None = None
+
+
+def transcript_dedupe_source(segment: Transcript) -> str:
+    """What makes two transcript deliveries "the same": the sender's ``event_id`` only.
+
+    WHY not the content: a caller who says "yes" twice sends the same text twice, and the
+    seed's contract carries no segment time or sequence to tell the two apart. Without an id
+    every delivery is a new segment (a blind retry may then store a segment twice; a sender that
+    retries sends an ``event_id``, as the worker does).
+    """
+    if segment.event_id:
+        return f"id:{segment.event_id}"
+    return f"unkeyed:{secrets.token_hex(16)}"
 
 
 @dataclass(frozen=True)
@@ -320,16 +335,7 @@ class CallManager:
         language = normalise_language(segment.language)
         intent = classify(segment.text, language)
         now = self.clock()
-        source = (
-            f"id:{segment.event_id}"
-            if segment.event_id
-            else "transcript:"
-            + json.dumps(
-                [segment.call_sid, segment.text, segment.language, segment.confidence, segment.is_final],
-                separators=(",", ":"),
-            )
-        )
-        dedupe_id = hasher.event_id(source)
+        dedupe_id = hasher.event_id(transcript_dedupe_source(segment))
         sealed = self.privacy.transcripts.seal_text(segment.text, context=ref)
 
         def decide(current: CallRecord | None, seen: bool) -> Plan:
