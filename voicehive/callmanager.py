@@ -45,7 +45,7 @@ from voicehive.callstore import (
 )
 from voicehive.intents import Intent, IntentResult, classify, normalise_language
 from voicehive.lifecycle import CallPhase, EndReason, can_transition, is_terminal
-from voicehive.privacy import Privacy
+from voicehive.privacy import PiiHasher, Privacy
 
 log = logging.getLogger(__name__)
 
@@ -317,7 +317,7 @@ class CallManager:
         return EventFacts(
             ref=hasher.call_ref(event.call_sid),
             now=self.clock(),
-            caller_hash=hasher.phone(event.caller_number) if event.caller_number else None,
+            caller_hash=_caller_hash(hasher, event.caller_number, joined),
             participant_hash=hasher.identity(event.participant_identity) if event.participant_identity else None,
             target=target,
             reason=reason,
@@ -446,6 +446,14 @@ class CallManager:
                 await hook.on_change(change)
             except Exception:  # hooks retry on their own; the event is already durable
                 log.warning("call hook %s failed", type(hook).__name__, exc_info=True, extra={"call_ref": ref})
+
+
+def _caller_hash(hasher: PiiHasher, number: str | None, sip_joined: bool) -> str | None:
+    """The caller hash an event carries. A SIP join always has one (a withheld number gets the
+    anonymous hash, so the call still gets its VoiceSession); other events only with a number."""
+    if sip_joined:
+        return hasher.caller(number)
+    return hasher.phone(number) if number else None
 
 
 @dataclass(frozen=True)

@@ -498,7 +498,9 @@ def dispatch_rule(namespace: str, name: str, trunk_id: str) -> lk_sip.SIPDispatc
         name=livekit_name(namespace, name),
         metadata=livekit_metadata(namespace, name),
         trunk_ids=[trunk_id],
-        hide_phone_number=True,
+        # False: LiveKit omits sip.phoneNumber when it is set (livekit/protocol attrs.go), and the
+        # orchestrator needs the number for the caller hash; it hashes it on arrival, never stores it.
+        hide_phone_number=False,
         attributes={contract.ATTRIBUTE_LINE: contract.line_key(namespace, name)},
         rule=lk_sip.SIPDispatchRule(
             dispatch_rule_individual=lk_sip.SIPDispatchRuleIndividual(room_prefix=contract.room_prefix(namespace, name))
