@@ -254,6 +254,15 @@ RetentionLookup = Callable[[str | None, str | None], int | None]
 """``(namespace, line) -> metadata retention in days`` (None: default 30)."""
 
 
+def line_retention(namespace: str, line: str, days: int) -> RetentionLookup:
+    """The lookup of a process that serves one line (the worker): that line's retention."""
+
+    def lookup(ns: str | None, name: str | None) -> int | None:
+        return days if name == line and ns in (None, namespace) else None
+
+    return lookup
+
+
 @dataclass
 class CallManager:
     """Applies events to calls in Redis; see the module docstring for the rules."""
@@ -295,9 +304,9 @@ class CallManager:
     async def handle(self, event: CallEvent) -> EventResult:
         """Apply one event. Raises ``StoreUnavailable`` (nothing written) if Redis is down."""
         facts = self._facts(event)
-        ttl = retention_seconds(self._retention_days(event.namespace, event.line))
         result = await self.store.apply(facts.ref, functools.partial(decide_event, event, facts),
-                                        dedupe_id=self.privacy.hasher.event_id(event.dedupe_source()), retention_s=ttl)
+                                        dedupe_id=self.privacy.hasher.event_id(event.dedupe_source()),
+                                        retention_s=self._ttl(event.namespace, event.line))
         await self._after(event.call_sid, facts.ref, event.kind, event.actor, result)
         return _event_result(facts.ref, result)
 
@@ -367,8 +376,7 @@ class CallManager:
                     plan.fields["last_intent"] = intent.intent.value
             return plan
 
-        ttl = retention_seconds(self._retention_days(None, None))
-        result = await self.store.apply(ref, decide, dedupe_id=dedupe_id, retention_s=ttl)
+        result = await self.store.apply(ref, decide, dedupe_id=dedupe_id, retention_s=self._ttl(None, None))
         return TranscriptResult(_event_result(ref, result), intent)
 
     # ------------------------------------------------------------------ conveniences (worker)
@@ -405,6 +413,21 @@ class CallManager:
         return refs
 
     # ------------------------------------------------------------------ internals
+
+    def _ttl(self, namespace: str | None, line: str | None) -> Callable[[CallRecord | None], int]:
+        """The TTL of a call's keys: its line's retention. An event that names no line (a
+        transcript, an agent event) uses the line stored on the call; if the lookup does not
+        know the line (directory not loaded yet) the call keeps the retention it has."""
+
+        def ttl(current: CallRecord | None) -> int:
+            ns = namespace or (current.namespace if current else None)
+            name = line or (current.line if current else None)
+            days = self._retention_days(ns, name)
+            if days is None and current is not None:
+                return current.retention_s
+            return retention_seconds(days)
+
+        return ttl
 
     def _retention_days(self, namespace: str | None, line: str | None) -> int | None:
         if self.retention is None:

@@ -349,7 +349,6 @@ async def _serve_call(warm: Warm, vs: VoiceSession, namespace: str, pod: str, st
     from livekit import api as lkapi
     from livekit.agents.utils import http_context
 
-    from voicehive.callmanager import CallManager
     from voicehive.callstore import CallStore
     from voicehive_worker.state import VoiceSessionStatus
 
@@ -358,11 +357,10 @@ async def _serve_call(warm: Warm, vs: VoiceSession, namespace: str, pod: str, st
     store = CallStore.from_url(env[contract.ENV_REDIS_URL])
     from kubernetes import client as kclient
 
-    state = CallState(
-        manager=CallManager(store=store, privacy=warm.privacy), call_sid=secret.room, line=vs.spec.line_ref.name,
-        namespace=namespace, worker_pod=pod,
-        status=VoiceSessionStatus(kclient.ApiClient(), namespace, vs.metadata.name or ""),
+    state = CallState.of_line(
+        store, warm.privacy, call_sid=secret.room, line=vs.spec.line_ref.name, namespace=namespace, worker_pod=pod,
         retention_days=warm.spec.retention.metadata_days,
+        status=VoiceSessionStatus(kclient.ApiClient(), namespace, vs.metadata.name or ""),
     )
     url = env[contract.ENV_LIVEKIT_URL]
     key, secret_key = env[contract.ENV_LIVEKIT_API_KEY], env[contract.ENV_LIVEKIT_API_SECRET]

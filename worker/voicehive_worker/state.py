@@ -20,11 +20,12 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from voicehive.callmanager import CallManager, Transcript
-from voicehive.callstore import requests_key, retention_seconds
+from voicehive.callmanager import CallManager, Transcript, line_retention
+from voicehive.callstore import CallStore, requests_key, retention_seconds
 from voicehive.contract import GROUP, VERSION, VOICESESSIONS
 from voicehive.intents import Intent
 from voicehive.lifecycle import CallPhase, EndReason
+from voicehive.privacy import Privacy
 
 log = logging.getLogger("voicehive.worker.state")
 
@@ -97,6 +98,14 @@ class CallState:
     """The call's current language (base code), shown in the VoiceSession status."""
     phase: CallPhase = CallPhase.STARTING
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @classmethod
+    def of_line(cls, store: CallStore, privacy: Privacy, *, call_sid: str, line: str, namespace: str,
+                worker_pod: str, retention_days: int, status: VoiceSessionStatus | None = None) -> CallState:
+        """The worker's call state: its CallManager keeps every key for the line's retention."""
+        manager = CallManager(store=store, privacy=privacy, retention=line_retention(namespace, line, retention_days))
+        return cls(manager=manager, call_sid=call_sid, line=line, namespace=namespace, worker_pod=worker_pod,
+                   status=status, retention_days=retention_days)
 
     @property
     def ref(self) -> str:
