@@ -50,6 +50,7 @@ from enum import StrEnum
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
 from redis.exceptions import ClusterDownError, ReadOnlyError, RedisError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -255,7 +256,14 @@ class CallStore:
         self._session_created_script = self.redis.register_script(_SESSION_CREATED_LUA)
 
     @classmethod
-    def from_url(cls, url: str, *, timeout_s: float = 2.0, max_connections: int = 128) -> CallStore:
+    def from_url(cls, url: str, *, timeout_s: float = 2.0, max_connections: int = 128,
+                 retry: Retry | None = None) -> CallStore:
+        """``retry``: redis-py's own retry of a command on connection errors and timeouts (the
+        worker rides out a Redis restart with it); None keeps redis-py's short default, so the
+        orchestrator answers 503 soon and the sender retries."""
+        options: dict[str, Any] = {}
+        if retry is not None:
+            options = {"retry": retry, "retry_on_error": [RedisConnectionError, RedisTimeoutError]}
         client = Redis.from_url(
             url,
             decode_responses=True,
@@ -263,6 +271,7 @@ class CallStore:
             socket_connect_timeout=timeout_s,
             max_connections=max_connections,
             health_check_interval=10,
+            **options,
         )
         return cls(client)
 

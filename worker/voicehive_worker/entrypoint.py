@@ -349,12 +349,11 @@ async def _serve_call(warm: Warm, vs: VoiceSession, namespace: str, pod: str, st
     from livekit import api as lkapi
     from livekit.agents.utils import http_context
 
-    from voicehive.callstore import CallStore
-    from voicehive_worker.state import VoiceSessionStatus
+    from voicehive_worker.state import VoiceSessionStatus, worker_store
 
     env = os.environ
     secret = warm.privacy.open_call_ref(vs.spec.sealed_call_ref)
-    store = CallStore.from_url(env[contract.ENV_REDIS_URL])
+    store = worker_store(env[contract.ENV_REDIS_URL])
     from kubernetes import client as kclient
 
     state = CallState.of_line(
