@@ -16,6 +16,7 @@ Sequence (each step is a small function so tests can drive the parts without a c
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -29,6 +30,7 @@ from voicehive import contract, heap
 from voicehive.api.models import HotelLine, HotelLineSpec, VoiceSession
 from voicehive.lifecycle import EndReason
 from voicehive_worker.agent import HotelAgent
+from voicehive_worker.drain import Drain, grace_seconds, serve_until_end, unless_stopped
 from voicehive_worker.metrics import WorkerMetrics
 from voicehive_worker.metrics import add_route as add_metrics_route
 from voicehive_worker.recording import CallRecording, is_objection, recording_stopped
@@ -310,8 +312,14 @@ async def run_pod(line_file: Path | None) -> int:
     stopping = asyncio.Event()
     staff: StaffDelivery | None = None
     loop = asyncio.get_running_loop()
+
+    def stop() -> None:  # SIGTERM: not Ready any more (no new call); a live call drains
+        stopping.set()
+        if readiness.state["warm"] is not None:
+            readiness.state["warm"].ready = False
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
+        loop.add_signal_handler(sig, stop)
     try:
         try:
             warm = await warm_up(line_file)
@@ -325,7 +333,8 @@ async def run_pod(line_file: Path | None) -> int:
         if staff is not None:  # staff-delivery counters (dead letters are the alert) on the same /metrics
             readiness.state["metrics"].extra.append(staff.metrics.registry)
         log.info("worker warm and idle", extra={"pod": pod})
-        vs_raw = await asyncio.to_thread(_watch_assignment, namespace, pod, stopping.is_set)
+        # an idle warm worker exits at once on SIGTERM, without waiting out the watch
+        vs_raw = await unless_stopped(functools.partial(_watch_assignment, namespace, pod, stopping.is_set), stopping)
         if vs_raw is None:
             return 0
         await _serve_call(warm, VoiceSession.model_validate(vs_raw), namespace, pod, stopping, staff,
@@ -428,12 +437,9 @@ async def _in_room(warm: Warm, vs: VoiceSession, state: CallState, livekit: Any,
                                    recording, warm)
     runner.watchdog.expect_speech()  # no greeting (TTS down at answer time) is dead air too
     await state.answered()
-    waiter = asyncio.ensure_future(runner.ended.wait())
-    stopper = asyncio.ensure_future(stopping.wait())
-    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    if stopping.is_set() and not runner.ended.is_set():
-        # SIGTERM mid-call: finish the call politely instead of dropping it
-        await agent.say_goodbye_and_end(EndReason.WORKER_LOST)
+    # SIGTERM mid-call: the call runs on to its natural end; a goodbye only before SIGKILL
+    drain = Drain(grace_seconds(os.environ), float(warm.spec.workers.max_call_duration_seconds))
+    await serve_until_end(runner.ended, stopping, drain, agent.say_goodbye_and_end, answered_at=time.monotonic())
     await session.aclose()
     if room_io is not None:
         await room_io.aclose()
