@@ -107,3 +107,25 @@ async def test_an_idle_worker_stops_waiting_for_a_call_at_once() -> None:
         never.set()  # let the abandoned daemon thread go
     # an assignment that arrives is returned as it is
     assert await unless_stopped(lambda: {"kind": "VoiceSession"}, asyncio.Event()) == {"kind": "VoiceSession"}
+
+
+async def test_sigterm_turns_the_readiness_probe_to_503(monkeypatch: pytest.MonkeyPatch) -> None:
+    import aiohttp
+
+    from voicehive_worker.entrypoint import Warm, serve_readiness
+
+    monkeypatch.setenv("VOICEHIVE_READY_HOST", "127.0.0.1")
+    warm = Warm(spec=line_spec(), vad=None, privacy=None, endpoints=None, voice=None, ready=True)
+    readiness = await serve_readiness(warm, 0)
+    stopping = asyncio.Event()
+    try:
+        async with aiohttp.ClientSession() as http:
+            url = f"http://127.0.0.1:{readiness.port}/readyz"
+            async with http.get(url) as r:
+                assert r.status == 200
+            readiness.stop(stopping)  # what the SIGTERM handler runs
+            assert stopping.is_set()
+            async with http.get(url) as r:
+                assert r.status == 503  # the operator claims no new call for this pod
+    finally:
+        await readiness.cleanup()

@@ -239,6 +239,14 @@ class Readiness:
     async def cleanup(self) -> None:
         await self.runner.cleanup()
 
+    def stop(self, stopping: asyncio.Event) -> None:
+        """SIGTERM: /readyz answers 503 from now on (no new call), then ``stopping`` is set
+        (an idle worker exits, a live call drains: voicehive_worker.drain)."""
+        warm = self.state["warm"]
+        if warm is not None:
+            warm.ready = False
+        stopping.set()
+
 
 async def serve_readiness(warm: Warm | None, port: int) -> Readiness:
     """``/healthz`` (alive) and ``/readyz`` (warm and idle or serving), plain HTTP for kubelet probes."""
@@ -312,14 +320,8 @@ async def run_pod(line_file: Path | None) -> int:
     stopping = asyncio.Event()
     staff: StaffDelivery | None = None
     loop = asyncio.get_running_loop()
-
-    def stop() -> None:  # SIGTERM: not Ready any more (no new call); a live call drains
-        stopping.set()
-        if readiness.state["warm"] is not None:
-            readiness.state["warm"].ready = False
-
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop)
+        loop.add_signal_handler(sig, readiness.stop, stopping)
     try:
         try:
             warm = await warm_up(line_file)
