@@ -9,8 +9,9 @@ connection leaves either all of the change or none of it.
 
 Key layout (``<ref>`` is the call reference ``c-<20 hex>``, a keyed hash of the room name;
 ``<caller>`` is the 64-hex keyed hash of the caller's number). No key or value holds a phone
-number, a room name or transcript text in clear. Every key carries a TTL equal to the line's
-metadata retention (default 30 days), refreshed on every write of the call.
+number, a room name or transcript text in clear. Every key of a call carries a TTL equal to its
+line's metadata retention (default 30 days while the line is unknown), set on every write of the
+call; keys shared by calls (caller set, ``vh:active``, retry queues) keep the longest TTL.
 
 ===================================  ======  ==================================================
 key                                  type    content
@@ -49,6 +50,7 @@ from enum import StrEnum
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
 from redis.exceptions import ClusterDownError, ReadOnlyError, RedisError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -239,6 +241,9 @@ class ApplyResult:
 Decide = Callable[[CallRecord | None, bool], Plan]
 """``decide(current_record_or_None, already_seen) -> Plan``; must be pure (it may run again)."""
 
+Retention = int | Callable[[CallRecord | None], int]
+"""TTL seconds of a call's keys, or ``ttl(current_record_or_None)`` (must be pure)."""
+
 
 class CallStore:
     """Async access to the ``vh:`` key space. All writes of one call are atomic."""
@@ -251,7 +256,14 @@ class CallStore:
         self._session_created_script = self.redis.register_script(_SESSION_CREATED_LUA)
 
     @classmethod
-    def from_url(cls, url: str, *, timeout_s: float = 2.0, max_connections: int = 128) -> CallStore:
+    def from_url(cls, url: str, *, timeout_s: float = 2.0, max_connections: int = 128,
+                 retry: Retry | None = None) -> CallStore:
+        """``retry``: redis-py's own retry of a command on connection errors and timeouts (the
+        worker rides out a Redis restart with it); None keeps redis-py's short default, so the
+        orchestrator answers 503 soon and the sender retries."""
+        options: dict[str, Any] = {}
+        if retry is not None:
+            options = {"retry": retry, "retry_on_error": [RedisConnectionError, RedisTimeoutError]}
         client = Redis.from_url(
             url,
             decode_responses=True,
@@ -259,6 +271,7 @@ class CallStore:
             socket_connect_timeout=timeout_s,
             max_connections=max_connections,
             health_check_interval=10,
+            **options,
         )
         return cls(client)
 
@@ -295,8 +308,12 @@ class CallStore:
 
     # ------------------------------------------------------------------ the one write path
 
-    async def apply(self, ref: str, decide: Decide, *, dedupe_id: str, retention_s: int) -> ApplyResult:
+    async def apply(self, ref: str, decide: Decide, *, dedupe_id: str, retention_s: Retention) -> ApplyResult:
         """Run ``decide`` on the current state and write its plan atomically.
+
+        ``retention_s``: the TTL of the call's keys, or a function of the current record giving
+        it (the line's retention: an event may not name the line, the record does). The call's
+        own keys get exactly this TTL; the shared keys are only ever extended by it.
 
         Optimistic concurrency: one pipelined read (record + dedupe membership), the pure
         ``decide``, then one Lua script that writes everything only if the record's ``version``
@@ -314,7 +331,7 @@ class CallStore:
                 plan = decide(before, bool(seen))
                 if plan.outcome in (Outcome.DUPLICATE, Outcome.NOT_FOUND):
                     return ApplyResult(plan.outcome, before, before, None)
-                ttl = max(retention_s, before.retention_s if before else 0)
+                ttl = retention_s(before) if callable(retention_s) else retention_s
                 keys, args = self._script_call(ref, before, plan, dedupe_id, ttl)
                 verdict = await self._apply_script(keys=keys, args=args)
                 if verdict == "ok":
@@ -457,6 +474,10 @@ if current ~= ARGV[1] then return 'conflict' end
 if redis.call('SISMEMBER', KEYS[3], ARGV[2]) == 1 then return 'duplicate' end
 local ttl = tonumber(ARGV[3])
 local plan = cjson.decode(ARGV[4])
+-- keys shared with other calls (maybe of lines keeping data longer) only ever get a longer TTL
+local function extend(key)
+  if redis.call('TTL', key) < ttl then redis.call('EXPIRE', key, ttl) end
+end
 redis.call('HSET', KEYS[1], unpack(plan.hset))
 for i = 1, #plan.incr, 2 do redis.call('HINCRBY', KEYS[1], plan.incr[i], plan.incr[i + 1]) end
 redis.call('SADD', KEYS[3], ARGV[2])
@@ -465,7 +486,7 @@ if plan.transcript then redis.call('XADD', KEYS[4], '*', unpack(plan.transcript)
 for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ttl) end
 if KEYS[7] then
   redis.call('SADD', KEYS[7], plan.ref)
-  redis.call('EXPIRE', KEYS[7], ttl)
+  extend(KEYS[7])
 end
 if plan.active == 1 then
   redis.call('ZADD', KEYS[5], plan.now, plan.ref)
@@ -473,10 +494,10 @@ elseif plan.active == 0 then
   redis.call('ZREM', KEYS[5], plan.ref)
   redis.call('HDEL', KEYS[6], plan.ref)
 end
-redis.call('EXPIRE', KEYS[5], ttl)
+extend(KEYS[5])
 if plan.pending then
   redis.call('HSET', KEYS[6], plan.ref, plan.pending)
-  redis.call('EXPIRE', KEYS[6], ttl)
+  extend(KEYS[6])
 end
 return 'ok'
 """

@@ -61,6 +61,8 @@ ENV_LIVEKIT_API_SECRET: Final = "LIVEKIT_API_SECRET"
 ENV_AZURE_OPENAI_API_KEY: Final = "AZURE_OPENAI_API_KEY"
 ENV_ELEVEN_API_KEY: Final = "ELEVEN_API_KEY"
 ENV_READY_PORT: Final = "VOICEHIVE_READY_PORT"  # the worker's probe server (/healthz, /readyz)
+# the worker pod's terminationGracePeriodSeconds: how long a draining worker lets its call run
+ENV_TERMINATION_GRACE_SECONDS: Final = "VOICEHIVE_TERMINATION_GRACE_SECONDS"
 WORKER_PROBE_PORT: Final = 8081
 ENV_PMS_ID: Final = "VOICEHIVE_PMS_ID"  # Mews ClientToken / Apaleo client id (spec.pms.credentials)
 ENV_PMS_SECRET: Final = "VOICEHIVE_PMS_SECRET"  # Mews AccessToken / Apaleo client secret

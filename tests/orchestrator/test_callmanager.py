@@ -21,7 +21,7 @@ async def manager(redis_url: str) -> AsyncIterator[CallManager]:
     privacy = Privacy.from_env({"VOICEHIVE_PII_KEY": generate_key_b64(), "VOICEHIVE_TRANSCRIPT_KEY": generate_key_b64()})
     store = CallStore.from_url(redis_url)
     try:
-        yield CallManager(store, privacy, retention=lambda _ns, _line: 7)
+        yield CallManager(store, privacy, retention=lambda ns, line: {("hotels", "grand"): 7}.get((ns, line)))
     finally:
         await store.close()
 

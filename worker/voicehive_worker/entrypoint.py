@@ -16,6 +16,7 @@ Sequence (each step is a small function so tests can drive the parts without a c
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -29,6 +30,7 @@ from voicehive import contract, heap
 from voicehive.api.models import HotelLine, HotelLineSpec, VoiceSession
 from voicehive.lifecycle import EndReason
 from voicehive_worker.agent import HotelAgent
+from voicehive_worker.drain import Drain, grace_seconds, serve_until_end, unless_stopped
 from voicehive_worker.metrics import WorkerMetrics
 from voicehive_worker.metrics import add_route as add_metrics_route
 from voicehive_worker.recording import CallRecording, is_objection, recording_stopped
@@ -237,6 +239,14 @@ class Readiness:
     async def cleanup(self) -> None:
         await self.runner.cleanup()
 
+    def stop(self, stopping: asyncio.Event) -> None:
+        """SIGTERM: /readyz answers 503 from now on (no new call), then ``stopping`` is set
+        (an idle worker exits, a live call drains: voicehive_worker.drain)."""
+        warm = self.state["warm"]
+        if warm is not None:
+            warm.ready = False
+        stopping.set()
+
 
 async def serve_readiness(warm: Warm | None, port: int) -> Readiness:
     """``/healthz`` (alive) and ``/readyz`` (warm and idle or serving), plain HTTP for kubelet probes."""
@@ -311,7 +321,7 @@ async def run_pod(line_file: Path | None) -> int:
     staff: StaffDelivery | None = None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
+        loop.add_signal_handler(sig, readiness.stop, stopping)
     try:
         try:
             warm = await warm_up(line_file)
@@ -325,7 +335,8 @@ async def run_pod(line_file: Path | None) -> int:
         if staff is not None:  # staff-delivery counters (dead letters are the alert) on the same /metrics
             readiness.state["metrics"].extra.append(staff.metrics.registry)
         log.info("worker warm and idle", extra={"pod": pod})
-        vs_raw = await asyncio.to_thread(_watch_assignment, namespace, pod, stopping.is_set)
+        # an idle warm worker exits at once on SIGTERM, without waiting out the watch
+        vs_raw = await unless_stopped(functools.partial(_watch_assignment, namespace, pod, stopping.is_set), stopping)
         if vs_raw is None:
             return 0
         await _serve_call(warm, VoiceSession.model_validate(vs_raw), namespace, pod, stopping, staff,
@@ -349,20 +360,17 @@ async def _serve_call(warm: Warm, vs: VoiceSession, namespace: str, pod: str, st
     from livekit import api as lkapi
     from livekit.agents.utils import http_context
 
-    from voicehive.callmanager import CallManager
-    from voicehive.callstore import CallStore
-    from voicehive_worker.state import VoiceSessionStatus
+    from voicehive_worker.state import VoiceSessionStatus, worker_store
 
     env = os.environ
     secret = warm.privacy.open_call_ref(vs.spec.sealed_call_ref)
-    store = CallStore.from_url(env[contract.ENV_REDIS_URL])
+    store = worker_store(env[contract.ENV_REDIS_URL])
     from kubernetes import client as kclient
 
-    state = CallState(
-        manager=CallManager(store=store, privacy=warm.privacy), call_sid=secret.room, line=vs.spec.line_ref.name,
-        namespace=namespace, worker_pod=pod,
-        status=VoiceSessionStatus(kclient.ApiClient(), namespace, vs.metadata.name or ""),
+    state = CallState.of_line(
+        store, warm.privacy, call_sid=secret.room, line=vs.spec.line_ref.name, namespace=namespace, worker_pod=pod,
         retention_days=warm.spec.retention.metadata_days,
+        status=VoiceSessionStatus(kclient.ApiClient(), namespace, vs.metadata.name or ""),
     )
     url = env[contract.ENV_LIVEKIT_URL]
     key, secret_key = env[contract.ENV_LIVEKIT_API_KEY], env[contract.ENV_LIVEKIT_API_SECRET]
@@ -431,12 +439,9 @@ async def _in_room(warm: Warm, vs: VoiceSession, state: CallState, livekit: Any,
                                    recording, warm)
     runner.watchdog.expect_speech()  # no greeting (TTS down at answer time) is dead air too
     await state.answered()
-    waiter = asyncio.ensure_future(runner.ended.wait())
-    stopper = asyncio.ensure_future(stopping.wait())
-    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    if stopping.is_set() and not runner.ended.is_set():
-        # SIGTERM mid-call: finish the call politely instead of dropping it
-        await agent.say_goodbye_and_end(EndReason.WORKER_LOST)
+    # SIGTERM mid-call: the call runs on to its natural end; a goodbye only before SIGKILL
+    drain = Drain(grace_seconds(os.environ), float(warm.spec.workers.max_call_duration_seconds))
+    await serve_until_end(runner.ended, stopping, drain, agent.say_goodbye_and_end, answered_at=time.monotonic())
     await session.aclose()
     if room_io is not None:
         await room_io.aclose()
