@@ -343,7 +343,7 @@ class CallStore:
                 sync = plan_indexes(before, plan, ttl)
                 verdict = await self._run_apply(keys, args, wait=sync is None)
                 if verdict == "ok":
-                    await self._sync_indexes(ref, sync)
+                    await self.sync_indexes(ref, sync)
                     return ApplyResult(plan.outcome, before, _merge(ref, before, plan, ttl), plan)
                 if verdict == "duplicate":
                     continue  # a concurrent twin won: the next read sees it and re-syncs the indexes
@@ -410,7 +410,7 @@ class CallStore:
 
     # ------------------------------------------------------------------ indexes (other slots)
 
-    async def _sync_indexes(self, ref: str, sync: IndexSync | None) -> None:
+    async def sync_indexes(self, ref: str, sync: IndexSync | None) -> None:
         """Write what a committed change means for the shared indexes: the caller's set (its
         own slot) and active/pending/tombstones (the ``{idx}`` slot). Separate from the call's
         script so no script crosses slots; every step is idempotent and the index script
@@ -435,7 +435,7 @@ class CallStore:
         """A delivery seen before may have been answered 503 after its call script committed
         and before its index writes: write them again from the record (idempotent)."""
         if raw:
-            await self._sync_indexes(ref, record_indexes(CallRecord.from_hash(ref, raw), raw))
+            await self.sync_indexes(ref, record_indexes(CallRecord.from_hash(ref, raw), raw))
 
     # ------------------------------------------------------------------ VoiceSession retry queue
 
@@ -568,7 +568,7 @@ return 1
 
 @dataclass(frozen=True)
 class IndexSync:
-    """The index writes one committed change asks for (see ``CallStore._sync_indexes``)."""
+    """The index writes one committed change asks for (see ``CallStore.sync_indexes``)."""
 
     now: str
     ttl: int

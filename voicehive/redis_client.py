@@ -43,7 +43,7 @@ class RedisTarget:
     """What a VoiceHive Redis URL names (parsed once, without I/O)."""
 
     topology: Topology
-    url: str  # single/cluster: the URL for redis-py's from_url (own options removed)
+    url: str  # single/cluster: the plain redis(s):// URL for redis-py's from_url (own options removed)
     sentinels: tuple[tuple[str, int], ...] = ()
     service: str = ""
     db: int = 0
@@ -105,8 +105,7 @@ def connect(target: RedisTarget, *, decode_responses: bool = True, timeout_s: fl
     """The asyncio client for ``target`` (no I/O until first use)."""
     timeouts: dict[str, Any] = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
     if target.topology is Topology.CLUSTER:
-        url = target.url.replace("+cluster", "", 1)
-        return RedisCluster.from_url(url, decode_responses=decode_responses, max_connections=max_connections,
+        return RedisCluster.from_url(target.url, decode_responses=decode_responses, max_connections=max_connections,
                                      **timeouts)
     if target.topology is Topology.SENTINEL:
         sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=timeouts, **timeouts)  # type: ignore[no-untyped-call]
