@@ -280,7 +280,8 @@ class CallStore:
     def from_url(cls, url: str, *, timeout_s: float = 2.0, max_connections: int = 128) -> CallStore:
         """Single, Sentinel or Cluster, and the WAIT policy, all from the URL (voicehive.redis_client)."""
         target = parse_redis_url(url)
-        client = connect(target, timeout_s=timeout_s, max_connections=max_connections)
+        timeout_s = max(timeout_s, target.wait_timeout_ms / 1000 + 1) if target.wait_replicas else timeout_s
+        client = connect(target, timeout_s=timeout_s, max_connections=max_connections)  # WAIT fits in it
         return cls(client, wait_replicas=target.wait_replicas, wait_timeout_ms=target.wait_timeout_ms)
 
     async def close(self) -> None:
