@@ -11,15 +11,17 @@ FastAPI + redis.asyncio handler of the seed's transcription endpoint (``bench/ba
 pydantic model, bearer check, one MULTI pipeline XADD + HSET + 2x EXPIRE) and the orchestrator
 each take the same load from the same generator: new transcription events (unique event ids)
 spread over 64 live calls, from 64 concurrent senders, with one server process and with two
-(two processes on two ports, the senders split evenly between them, as a Service would). Our
-events/s and p50/p99 are reported as ratios to the anchor's; lost events are counted for both.
+(two processes on two ports, the senders split evenly between them, as a Service would), each
+pair repeated in alternating order (``--anchor-repeats``) because the shared machine's load
+drifts. Our median events/s and p50/p99 are reported as ratios to the anchor's medians, every
+sample is kept, and lost events are counted for both.
 
 The ceiling is measured in the same run with ``redis-benchmark`` on the same server: the rate
 of each Redis command one event issues (HGETALL, SISMEMBER, and EVALSHA of the CallStore apply
 script with a real event's arguments), at the same concurrency, combined as
 ``1 / sum(1 / rate_i)``: the events/s Redis could sustain if the service cost nothing.
 
-Usage: ``python bench/webhooks.py [--calls 1000] [--anchor-events 6000] [--concurrency 64] [--out ...]``
+Usage: ``python bench/webhooks.py [--calls 1000] [--anchor-events 3000] [--anchor-repeats 3] [--out ...]``
 """
 
 from __future__ import annotations
@@ -239,7 +241,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--redis-benchmark-requests", type=int, default=20000)
-    parser.add_argument("--anchor-events", type=int, default=6000, help="transcription events per anchor run")
+    parser.add_argument("--anchor-events", type=int, default=3000, help="transcription events per anchor run")
+    parser.add_argument("--anchor-repeats", type=int, default=3, help="alternating bare/ours runs per process count")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "webhooks.json"))
     args = parser.parse_args()
 
@@ -260,7 +263,8 @@ def main() -> None:
             lost = lost_events(redis_port, hasher, acked)
             orch_proc.terminate()
             orch_proc.wait(timeout=30)
-            anchor = run_anchor(redis_port, env, hasher, args.anchor_events, args.concurrency, start_orchestrator)
+            anchor = run_anchor(redis_port, env, hasher, args.anchor_events, args.concurrency, start_orchestrator,
+                                args.anchor_repeats)
             rates = redis_benchmark(redis_port, args.concurrency, args.redis_benchmark_requests)
             info = redis.Redis(port=redis_port).info("server")
         finally:
