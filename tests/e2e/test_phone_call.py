@@ -1,0 +1,129 @@
+"""A hotel call through the installed product (`make e2e`; issue 10).
+
+The SIP gateway simulator (tests/e2e/sip_gateway_sim.py) dials the example line through the
+trunk and dispatch rule the operator created on the rig's livekit-server; livekit-server posts
+its signed webhooks to the orchestrator's Service; the operator binds a warm worker Pod; the
+caller hears the greeting (recognised by pocketsphinx from the audio it received), asks for a
+room, asks for the front desk and presses 0, hangs up. Then the call's traces are checked:
+VoiceSession Ended with a reason, Redis keys with TTLs, nothing personal in clear anywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.e2e.scenario import (
+    ASK_DESK,
+    ASK_ROOM,
+    AVAILABILITY_WORDS,
+    CALLER_NUMBER,
+    DESK_FAILED_WORDS,
+    DISCLOSURE_WORDS,
+    GREETING_WORDS,
+    CallOutcome,
+    Installed,
+    StepFailed,
+    converse,
+    dial_and_bind,
+    hang_up_and_end,
+    kube_dump,
+    pod_logs,
+    privacy_findings,
+    redis_dump,
+    wait,
+    words,
+)
+from tests.worker.speech import espeak_available
+
+pytestmark = [pytest.mark.rig, pytest.mark.slow, pytest.mark.e2e]
+HIDE_DEFECT = "issue 10 defect: hide_phone_number, fixed on branch i10fix"
+METADATA_DAYS = 30  # examples/hotelline.yaml spec.retention.metadataDays
+
+
+def _rule_hides_number(call_attributes: dict[str, str]) -> bool:
+    return "sip.phoneNumber" not in call_attributes
+
+
+async def test_the_line_is_ready_and_a_sip_caller_reaches_the_orchestrator_signed(installed: Installed) -> None:
+    """HotelLine Ready; the simulator joins as kind SIP with LiveKit's attributes; the signed
+    participant_joined is processed by the orchestrator behind its Service."""
+    line = installed.line()
+    assert any(c["type"] == "Ready" and c["status"] == "True" for c in line["status"]["conditions"])
+    sim = installed.sim()
+    dispatch = await sim.route(installed.inbound_call())
+    prefix = dispatch.room.split("_")[0]
+    assert prefix.startswith("vh-"), dispatch.room
+    for name in ("sip.callID", "sip.trunkID", "sip.ruleID"):
+        assert dispatch.attributes.get(name), name
+    call = await sim.dial(installed.inbound_call())
+    try:
+        async with installed.lkapi() as lk:
+            from livekit import api
+
+            res = await lk.room.list_participants(api.ListParticipantsRequest(room=call.dispatch.room))
+        me = next(p for p in res.participants if p.identity == call.dispatch.identity)
+        assert me.kind == me.Kind.SIP
+        assert dict(me.attributes)["sip.trunkID"] == call.dispatch.trunk_id
+        ref = installed.hasher().call_ref(call.dispatch.room)
+        applied = await wait(lambda: [e for e in installed.orchestrator_audit(ref)
+                                      if e.get("event") == "sip_participant_joined"], 30, "participant_joined applied")
+        assert applied[0]["actor"] == "livekit" and applied[0]["line"] == "lindenhof-main"
+    finally:
+        await call.hang_up()
+
+
+@pytest.mark.skipif(not espeak_available(), reason="espeak-ng (make system-deps) speaks for the caller")
+async def test_a_hotel_call_end_to_end(installed: Installed) -> None:
+    call, out = await _dial(installed)
+    hung_up = False
+    try:
+        await converse(installed, call, out, full=True)
+        _assert_heard(out)
+        ended = await hang_up_and_end(installed, call, out)
+        hung_up = True
+    finally:
+        if not hung_up:
+            await call.hang_up()
+    status = ended["status"]
+    assert status["phase"] == "Ended" and status.get("endReason"), status
+    await _assert_ttls(installed)
+    await _assert_private(installed, out)
+
+
+async def _dial(installed: Installed) -> tuple[object, CallOutcome]:
+    try:
+        return await dial_and_bind(installed, session_timeout=30)
+    except StepFailed as exc:
+        attrs = installed.sim()
+        dispatch = await attrs.route(installed.inbound_call())
+        if "VoiceSession" in str(exc) and _rule_hides_number(dispatch.attributes):
+            pytest.xfail(f"{HIDE_DEFECT} ({exc})")
+        raise
+
+
+def _assert_heard(out: CallOutcome) -> None:
+    heard = {k: words(v) for k, v in out.heard.items()}
+    assert len(GREETING_WORDS & heard["greeting"]) >= 2 and DISCLOSURE_WORDS & heard["greeting"], out.heard
+    assert len(AVAILABILITY_WORDS & heard["availability"]) >= 2, out.heard
+    assert len(DESK_FAILED_WORDS & heard["desk_by_voice"]) >= 2, out.heard
+    assert len(DESK_FAILED_WORDS & heard["desk_by_key"]) >= 2, out.heard
+
+
+async def _assert_ttls(installed: Installed) -> None:
+    _, ttls = await redis_dump(installed.cluster["VOICEHIVE_CLUSTER_REDIS_URL"])
+    call_keys = {k: v for k, v in ttls.items() if k.startswith("vh:")}
+    assert call_keys
+    no_ttl = sorted(k.split(":")[0] + ":" + k.split(":")[1] for k, v in call_keys.items() if v < 0)
+    assert not no_ttl, f"keys without TTL: {no_ttl}"
+    assert max(call_keys.values()) <= METADATA_DAYS * 86400 + 60, max(call_keys.values())
+
+
+async def _assert_private(installed: Installed, out: CallOutcome) -> None:
+    values, _ = await redis_dump(installed.cluster["VOICEHIVE_CLUSTER_REDIS_URL"])
+    blobs = {**pod_logs(installed), **kube_dump(installed), **{f"redis {k[:12]}": v for k, v in values.items()}}
+    blobs["redis key names"] = "\n".join(values)
+    needles = [CALLER_NUMBER, CALLER_NUMBER.lstrip("+"), out.room, ASK_ROOM, ASK_DESK]
+    findings = await asyncio.to_thread(privacy_findings, blobs, needles)
+    assert not findings, findings

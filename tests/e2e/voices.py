@@ -1,0 +1,88 @@
+"""Local speech for the installed product's provider fakes (test infrastructure).
+
+WHY: the e2e caller must *hear* the greeting and the answers, and the agent must *hear* the
+caller, through the installed Pods. The cloud providers are fakes on the rig, so the ElevenLabs
+fake speaks with eSpeak NG (instead of its deterministic tone) and the Riva fake recognises
+with pocketsphinx on the example line's vocabulary (instead of a script), the same local
+engines the repo's `voicehive call` demo uses. Both are loaded lazily, so a fake without them
+falls back to its defaults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+import numpy as np
+import yaml
+
+from tests.worker.speech import RATE, espeak_available, speak
+
+EXAMPLE_LINE = "examples/hotelline.yaml"
+
+
+def resample(pcm: bytes, src: int, dst: int) -> bytes:
+    """Linear resampling of mono s16le (good enough for speech between 8/16/24/48 kHz)."""
+    if src == dst or not pcm:
+        return pcm
+    x = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
+    n = int(len(x) * dst / src)
+    y = np.interp(np.arange(n) * src / dst, np.arange(len(x)), x)
+    return np.clip(y, -32768, 32767).astype("<i2").tobytes()
+
+
+def agent_voice(text: str, sample_rate: int) -> bytes:
+    """What the ElevenLabs fake says for ``text``: eSpeak NG speech at the requested rate."""
+    return resample(speak(text, voice="en-gb", words_per_minute=170, max_gap=0.3), RATE, sample_rate)
+
+
+def tts_speech() -> Callable[[str, int], bytes] | None:
+    return agent_voice if espeak_available() else None
+
+
+@cache
+def _recogniser(repo: str) -> Any:
+    from pathlib import Path
+
+    from voicehive.api.models import HotelLineSpec
+    from voicehive_worker.engines.pocketsphinx_stt import PocketsphinxSTT
+
+    for doc in yaml.safe_load_all((Path(repo) / EXAMPLE_LINE).read_text()):
+        if doc and doc.get("kind") == "HotelLine":
+            return PocketsphinxSTT.for_line(HotelLineSpec.model_validate(doc["spec"]))
+    raise RuntimeError(f"no HotelLine in {EXAMPLE_LINE}")
+
+
+def recogniser(repo: str) -> Any:
+    """pocketsphinx on the example line's vocabulary (the one the caller's side uses too)."""
+    return _recogniser(repo)
+
+
+def riva_transcriber(repo: str) -> Callable[[bytes, int], str] | None:
+    """``fn(pcm, rate) -> text`` for the Riva fake, or None when pocketsphinx is missing."""
+    try:
+        asr = recogniser(repo)
+    except Exception:
+        return None
+
+    def transcribe(pcm: bytes, sample_rate: int) -> str:
+        text, _ = asr.transcribe_pcm(resample(pcm, sample_rate, RATE))
+        return str(text)
+
+    return transcribe
+
+
+def phone_rules() -> list[tuple[str, Any]]:
+    """What the LLM fake answers on the e2e line (regex on the caller's words, as recognised).
+
+    A scripted model: the e2e proves the Pods carry a call (speech in, tool call, speech out),
+    not the model's wording. The front-desk request is a real tool call the worker executes.
+    """
+    from tests.fakes.azure_openai import ToolCall
+
+    return [
+        (r"\b(front|desk|reception|person|human)\b", ToolCall("transfer_to_front_desk", {"reason": "caller asked"})),
+        (r"\b(room|rooms|available|availability|double|night|nights)\b",
+         "Yes, we have a double room available on those dates, for one hundred and twenty euros a night."),
+    ]
