@@ -34,7 +34,7 @@ def resample(pcm: bytes, src: int, dst: int) -> bytes:
 
 def agent_voice(text: str, sample_rate: int) -> bytes:
     """What the ElevenLabs fake says for ``text``: eSpeak NG speech at the requested rate."""
-    return resample(speak(text, voice="en-gb", words_per_minute=170, max_gap=0.3), RATE, sample_rate)
+    return resample(speak(text, voice="en-us", words_per_minute=150, max_gap=0.3), RATE, sample_rate)
 
 
 def tts_speech() -> Callable[[str, int], bytes] | None:
@@ -57,6 +57,33 @@ def _recogniser(repo: str) -> Any:
 def recogniser(repo: str) -> Any:
     """pocketsphinx on the example line's vocabulary (the one the caller's side uses too)."""
     return _recogniser(repo)
+
+
+SPOT_THRESHOLD = 1e-25  # tuned on eSpeak NG en-us at 150 wpm: every phrase below found, none invented
+
+
+@cache
+def _spotter(phrases: tuple[str, ...]) -> Any:
+    import tempfile
+
+    import pocketsphinx
+
+    decoder_class: Any = pocketsphinx.__dict__["Decoder"]  # not re-exported in its stubs
+    with tempfile.NamedTemporaryFile("w", suffix=".kws", delete=False) as f:
+        f.write("".join(f"{p} /{SPOT_THRESHOLD}/\n" for p in phrases))
+    return decoder_class(samprate=RATE, kws=f.name, logfn="/dev/null")
+
+
+def spot(pcm: bytes, phrases: tuple[str, ...]) -> set[str]:
+    """Which of ``phrases`` pocketsphinx's keyword spotting hears in 16 kHz speech.
+
+    WHY spotting: the line's language model is made for callers' requests, so a full decode of
+    the agent's sentences is poor; spotting a few phrases is what a listener checks anyway."""
+    decoder = _spotter(phrases)
+    decoder.start_utt()
+    decoder.process_raw(pcm, full_utt=True)
+    decoder.end_utt()
+    return {seg.word.strip() for seg in (decoder.seg() or [])}
 
 
 def riva_transcriber(repo: str) -> Callable[[bytes, int], str] | None:
