@@ -201,7 +201,7 @@ class SimCall:
         self.room, self.source, self.dispatch = room, source, dispatch
         self.heard = Heard()
         self.joined_at = time.monotonic()
-        self._speech: asyncio.Queue[bytes] = asyncio.Queue()
+        self._speech: asyncio.Queue[tuple[bytes, asyncio.Future[float] | None]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._lock = asyncio.Lock()
 
@@ -227,24 +227,26 @@ class SimCall:
         step = PHONE_RATE * FRAME_MS // 1000
         silence = bytes(2 * step)
         while True:
-            chunk, queued = silence, False
+            chunk, done = silence, None
             with contextlib.suppress(asyncio.QueueEmpty):
-                chunk, queued = self._speech.get_nowait(), True
+                chunk, done = self._speech.get_nowait()
             frame = rtc.AudioFrame(chunk, PHONE_RATE, 1, len(chunk) // 2)
             await self.source.capture_frame(frame)
-            if queued:
-                self._speech.task_done()
+            if done is not None:  # the utterance's last frame: it plays out after what is queued
+                done.set_result(time.monotonic() + self.source.queued_duration)
 
     async def say(self, pcm16k: bytes) -> float:
-        """Queue the caller's speech; returns the moment its last sample has been played out."""
+        """Send the caller's speech; returns the moment its last sample has been played out."""
         pcm = phone_band(pcm16k)
         step = 2 * PHONE_RATE * FRAME_MS // 1000
         pcm += bytes((-len(pcm)) % step)
-        for i in range(0, len(pcm), step):
-            self._speech.put_nowait(pcm[i : i + step])
-        await self._speech.join()
-        await self.source.wait_for_playout()
-        return time.monotonic()
+        done: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        chunks = [pcm[i : i + step] for i in range(0, len(pcm), step)]
+        for i, chunk in enumerate(chunks):
+            self._speech.put_nowait((chunk, done if i == len(chunks) - 1 else None))
+        end = await done
+        await asyncio.sleep(max(0.0, end - time.monotonic()))
+        return end
 
     async def press(self, digit: str) -> float:
         await self.room.local_participant.publish_dtmf(code=DTMF_CODES[digit], digit=digit)
@@ -285,7 +287,7 @@ class SipGatewaySim:
         dispatch = await self.route(call)
         room = rtc.Room()
         await room.connect(self.url, self.token(dispatch))
-        source = rtc.AudioSource(PHONE_RATE, 1, queue_size_ms=100)
+        source = rtc.AudioSource(PHONE_RATE, 1)
         track = rtc.LocalAudioTrack.create_audio_track("caller", source)
         await room.local_participant.publish_track(track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
         sim = SimCall(room, source, dispatch)

@@ -86,8 +86,28 @@ def spot(pcm: bytes, phrases: tuple[str, ...]) -> set[str]:
     return {seg.word.strip() for seg in (decoder.seg() or [])}
 
 
-def riva_transcriber(repo: str) -> Callable[[bytes, int], str] | None:
-    """``fn(pcm, rate) -> text`` for the Riva fake, or None when pocketsphinx is missing."""
+class LocalTranscriber:
+    """The Riva fake's Transcriber on pocketsphinx: finals, and an interim about once a second.
+
+    WHY interims: pocketsphinx on these 2 CPUs takes about a second per utterance, where Riva's
+    final comes in tens of milliseconds; the worker's watchdog (0.6 s without a transcript after
+    speech) would apologise on every turn. Interims during speech, as Riva streams them, keep the
+    pipeline's timing honest; voice-to-voice still includes the slower final.
+    """
+
+    def __init__(self, fn: Callable[[bytes, int], str]) -> None:
+        self.fn = fn
+
+    def partial(self, audio: bytes, sample_rate: int, language: str) -> str:
+        seconds = len(audio) / 2 / sample_rate
+        return self.fn(audio, sample_rate) if seconds >= 0.5 and seconds % 1.0 < 0.1 else ""
+
+    def final(self, audio: bytes, sample_rate: int, language: str) -> str:
+        return self.fn(audio, sample_rate)
+
+
+def riva_transcriber(repo: str) -> LocalTranscriber | None:
+    """The Riva fake's transcriber, or None when pocketsphinx is missing."""
     try:
         asr = recogniser(repo)
     except Exception:
@@ -97,7 +117,7 @@ def riva_transcriber(repo: str) -> Callable[[bytes, int], str] | None:
         text, _ = asr.transcribe_pcm(resample(pcm, sample_rate, RATE))
         return str(text)
 
-    return transcribe
+    return LocalTranscriber(transcribe)
 
 
 def phone_rules() -> list[tuple[str, Any]]:
@@ -110,6 +130,6 @@ def phone_rules() -> list[tuple[str, Any]]:
 
     return [
         (r"\b(front|desk|reception|person|human)\b", ToolCall("transfer_to_front_desk", {"reason": "caller asked"})),
-        (r"\b(room|rooms|available|availability|double|night|nights)\b",
+        (r"\b(room|rooms|available|availability|double|night|nights|have|book)\b",
          "Yes, we have a double room available on those dates, for one hundred and twenty euros a night."),
     ]
