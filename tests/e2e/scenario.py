@@ -221,8 +221,29 @@ def kube_dump(inst: Installed) -> dict[str, str]:
 
 
 def pod_logs(inst: Installed) -> dict[str, str]:
+    """Every Pod's log of this installation (the node agent keeps older clusters' logs too)."""
     logs = Path(inst.cluster["VOICEHIVE_CLUSTER_LOGS"])
-    return {f"log {p.name}": p.read_text(errors="replace") for p in sorted(logs.glob("*.log"))}
+    since = (ROOT / ".rig" / "cluster" / "env").stat().st_mtime - 900  # Pods start before env is written
+    return {f"log {p.name}": p.read_text(errors="replace") for p in sorted(logs.glob("*.log"))
+            if p.stat().st_mtime >= since}
+
+
+def transfer_requests(room: str) -> int:
+    """TransferSIPParticipant requests for this room that livekit-server logged (its Twirp API log)."""
+    log = ROOT / ".rig" / "logs" / "livekit-server.log"
+    return sum(1 for line in log.read_text(errors="replace").splitlines()
+               if "API SIP.TransferSIPParticipant" in line and f'"room": "{room}"' in line)
+
+
+def desk_open_now(inst: Installed) -> bool:
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    from voicehive.api.models import HotelLineSpec
+    from voicehive_worker.agent import desk_is_open
+
+    spec = HotelLineSpec.model_validate(inst.line()["spec"])
+    return desk_is_open(spec.front_desk.hours, dt.datetime.now(ZoneInfo(spec.time_zone)))
 
 
 @dataclass
@@ -296,10 +317,12 @@ async def converse(inst: Installed, call: SimCall, out: CallOutcome, *, full: bo
     first, out.heard["desk_by_voice"] = await hear_reply(call, end, quiet=2.5)
     t.voice_to_voice_s.append(round(first - end, 3))
     watch.mark("desk_by_voice_heard")
+    t.steps["transfer_requests_after_voice"] = transfer_requests(out.room)
     pressed = await call.press("0")
     first, out.heard["desk_by_key"] = await hear_reply(call, pressed, quiet=2.5)
     t.steps["key0_to_audio_s"] = round(first - pressed, 3)
     watch.mark("desk_by_key_heard")
+    t.steps["transfer_requests_after_key"] = transfer_requests(out.room)
 
 
 async def hang_up_and_end(inst: Installed, call: SimCall, out: CallOutcome) -> dict[str, Any]:
@@ -331,3 +354,22 @@ async def show_numbers_as_on_i10fix(inst: Installed) -> bool:
                 await lk.sip.update_dispatch_rule(rule.sip_dispatch_rule_id, rule)
                 changed = True
     return changed
+
+
+async def ttl_findings(inst: Installed, max_days: int) -> list[str]:
+    """Call-state keys without a TTL or with one longer than the line's retention."""
+    _, ttls = await redis_dump(inst.cluster["VOICEHIVE_CLUSTER_REDIS_URL"])
+    found = [f"{':'.join(k.split(':')[:2])}...:{k.split(':')[-1]} has no TTL" for k, v in ttls.items() if v < 0]
+    found += [f"{':'.join(k.split(':')[:2])}... TTL {v}s > {max_days} days" for k, v in ttls.items()
+              if v > max_days * 86400 + 60]
+    return sorted(set(found)) if ttls else ["Redis holds no call-state key at all"]
+
+
+async def privacy_scan(inst: Installed, out: CallOutcome, caller: str, sentences: list[str]) -> list[str]:
+    """The caller's number, the room name and what was said, anywhere in clear (Pod logs,
+    Redis keys and values, every VoiceHive CR, every Event)."""
+    values, _ = await redis_dump(inst.cluster["VOICEHIVE_CLUSTER_REDIS_URL"])
+    blobs = {**pod_logs(inst), **kube_dump(inst), **{f"redis {k[:12]}...": v for k, v in values.items()}}
+    blobs["redis key names"] = "\n".join(values)
+    needles = [caller, caller.lstrip("+"), out.room, out.identity, *sentences]
+    return await asyncio.to_thread(privacy_findings, blobs, needles)

@@ -10,7 +10,7 @@ VoiceSession Ended with a reason, Redis keys with TTLs, nothing personal in clea
 
 from __future__ import annotations
 
-import asyncio
+import os
 
 import pytest
 
@@ -25,14 +25,15 @@ from tests.e2e.scenario import (
     Installed,
     StepFailed,
     converse,
+    desk_open_now,
     dial_and_bind,
     hang_up_and_end,
-    kube_dump,
-    pod_logs,
-    privacy_findings,
-    redis_dump,
+    privacy_scan,
+    show_numbers_as_on_i10fix,
+    ttl_findings,
     wait,
 )
+from tests.e2e.sip_gateway_sim import SimCall
 from tests.worker.speech import espeak_available
 
 pytestmark = [pytest.mark.rig, pytest.mark.slow, pytest.mark.e2e]
@@ -79,6 +80,9 @@ async def test_a_hotel_call_end_to_end(installed: Installed) -> None:
     try:
         await converse(installed, call, out, full=True)
         _assert_heard(out)
+        if desk_open_now(installed):  # the transfer reached livekit-server (no SIP service to carry it out)
+            assert out.timings.steps["transfer_requests_after_voice"] >= 1, out.timings.steps
+            assert out.timings.steps["transfer_requests_after_key"] > out.timings.steps["transfer_requests_after_voice"]
         ended = await hang_up_and_end(installed, call, out)
         hung_up = True
     finally:
@@ -90,7 +94,11 @@ async def test_a_hotel_call_end_to_end(installed: Installed) -> None:
     await _assert_private(installed, out)
 
 
-async def _dial(installed: Installed) -> tuple[object, CallOutcome]:
+async def _dial(installed: Installed) -> tuple[SimCall, CallOutcome]:
+    # VOICEHIVE_E2E_SHOW_NUMBERS=1: the rule as branch i10fix makes it (hide_phone_number=False),
+    # to run the rest of the call before that branch is merged
+    if os.environ.get("VOICEHIVE_E2E_SHOW_NUMBERS") == "1":
+        await show_numbers_as_on_i10fix(installed)
     try:
         return await dial_and_bind(installed, session_timeout=30)
     except StepFailed as exc:
@@ -110,18 +118,10 @@ def _assert_heard(out: CallOutcome) -> None:
 
 
 async def _assert_ttls(installed: Installed) -> None:
-    _, ttls = await redis_dump(installed.cluster["VOICEHIVE_CLUSTER_REDIS_URL"])
-    call_keys = {k: v for k, v in ttls.items() if k.startswith("vh:")}
-    assert call_keys
-    no_ttl = sorted(k.split(":")[0] + ":" + k.split(":")[1] for k, v in call_keys.items() if v < 0)
-    assert not no_ttl, f"keys without TTL: {no_ttl}"
-    assert max(call_keys.values()) <= METADATA_DAYS * 86400 + 60, max(call_keys.values())
+    findings = await ttl_findings(installed, METADATA_DAYS)
+    assert not findings, findings
 
 
 async def _assert_private(installed: Installed, out: CallOutcome) -> None:
-    values, _ = await redis_dump(installed.cluster["VOICEHIVE_CLUSTER_REDIS_URL"])
-    blobs = {**pod_logs(installed), **kube_dump(installed), **{f"redis {k[:12]}": v for k, v in values.items()}}
-    blobs["redis key names"] = "\n".join(values)
-    needles = [CALLER_NUMBER, CALLER_NUMBER.lstrip("+"), out.room, ASK_ROOM, ASK_DESK]
-    findings = await asyncio.to_thread(privacy_findings, blobs, needles)
+    findings = await privacy_scan(installed, out, CALLER_NUMBER, [ASK_ROOM, ASK_DESK])
     assert not findings, findings
