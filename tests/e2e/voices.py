@@ -10,6 +10,7 @@ falls back to its defaults.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from functools import cache
 from typing import Any
@@ -59,6 +60,7 @@ def recogniser(repo: str) -> Any:
     return _recogniser(repo)
 
 
+_SPOT_LOCK = threading.Lock()
 SPOT_THRESHOLD = 1e-25  # tuned on eSpeak NG en-us at 150 wpm: every phrase below found, none invented
 
 
@@ -79,11 +81,12 @@ def spot(pcm: bytes, phrases: tuple[str, ...]) -> set[str]:
 
     WHY spotting: the line's language model is made for callers' requests, so a full decode of
     the agent's sentences is poor; spotting a few phrases is what a listener checks anyway."""
-    decoder = _spotter(phrases)
-    decoder.start_utt()
-    decoder.process_raw(pcm, full_utt=True)
-    decoder.end_utt()
-    return {seg.word.strip() for seg in (decoder.seg() or [])}
+    with _SPOT_LOCK:  # one decoder, used by concurrent calls' threads
+        decoder = _spotter(phrases)
+        decoder.start_utt()
+        decoder.process_raw(pcm, full_utt=True)
+        decoder.end_utt()
+        return {seg.word.strip() for seg in (decoder.seg() or [])}
 
 
 class LocalTranscriber:
