@@ -19,6 +19,7 @@ import asyncio
 import functools
 import logging
 import os
+import re
 import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -504,7 +505,31 @@ class DropLiveKitPii(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         for key in [k for k in vars(record) if k.startswith("lk.pii")]:
             delattr(record, key)
+        if record.name.startswith("livekit"):
+            _redact_rooms(record)
         return True
+
+
+# LiveKit names a caller's room and SIP identity after the number (``<prefix>_<number>_<id>``,
+# ``sip_<number>``); livekit-agents and the Rust SDK log both, as extras and inside messages
+# (found by tests/e2e: "closing agent session due to participant disconnect", "Disconnected
+# from room ..."). Keep the line's prefix, drop the rest.
+_LIVEKIT_PII_EXTRAS = ("room", "room_name", "participant", "participant_identity", "identity")
+_LIVEKIT_PII_TEXT = re.compile(r"(vh-[0-9a-z-]*)_[^\"'\s,)]+|sip_[^\"'\s,)]+|\+\d{6,15}")
+
+
+def _redact_text(text: str) -> str:
+    return _LIVEKIT_PII_TEXT.sub(lambda m: f"{m.group(1)}_[redacted]" if m.group(1) else "[redacted]", text)
+
+
+def _redact_rooms(record: logging.LogRecord) -> None:
+    for key in _LIVEKIT_PII_EXTRAS:
+        value = getattr(record, key, None)
+        if isinstance(value, str):
+            setattr(record, key, _redact_text(value))
+    message = record.getMessage()
+    if _LIVEKIT_PII_TEXT.search(message):
+        record.msg, record.args = _redact_text(message), ()
 
 
 def install_log_privacy(logger: logging.Logger | None = None) -> None:
