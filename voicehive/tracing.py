@@ -13,8 +13,8 @@ no thread, no annotation written). Only OTLP over HTTP/protobuf is spoken (colle
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry import trace
@@ -70,6 +70,8 @@ class Tracing:
 
     tracer: trace.Tracer
     provider: Any = None  # opentelemetry.sdk.trace.TracerProvider when enabled
+    closers: list[Callable[[], None]] = field(default_factory=list)
+    """End long spans still open at shutdown (a call cut short by an error), so they are exported."""
 
     @classmethod
     def disabled(cls) -> Tracing:
@@ -106,7 +108,11 @@ class Tracing:
         return done
 
     def shutdown(self) -> None:
-        """Flush and stop the exporter (blocking: call from a thread in async code)."""
+        """End what is still open, flush and stop the exporter (blocking: from a thread in async
+        code, once the spans' producers have stopped)."""
+        for close in self.closers:
+            close()
+        self.closers.clear()
         if self.provider is not None:
             self.provider.shutdown()
 

@@ -235,7 +235,7 @@ async def _worker_serves_the_call(otlp: OtlpReceiver, namespace: str, pod: str) 
         await call.wait_reply(asked)
         await call.wait_quiet()
         await runner.finish(EndReason.CALLER_HANGUP)
-        await call.wait_for(lambda: tracer.written >= 2 and tracer._call is None, 15, "the call span to end")
+        await call.wait_for(lambda: tracer.written >= 2 and not tracer.call_open, 15, "the call span to end")
     await asyncio.to_thread(worker.shutdown)
 
 
@@ -285,3 +285,46 @@ async def test_one_trace_per_call_across_orchestrator_operator_and_worker(
     for stage in inside:  # the turn spans its stages
         assert answered[0].start_ns <= stage.start_ns <= stage.end_ns <= answered[0].end_ns, stage.name
     scan_for_personal_data(spans, [CALLER, CALLER.lstrip("+"), room, ASKED, REPLY, "quiet"])
+
+
+async def test_turns_grouped_by_speech_and_a_call_cut_short_still_exported() -> None:
+    """Stages of one speech make one turn; a call whose runner never ended is closed at shutdown."""
+    from types import SimpleNamespace
+
+    from livekit import rtc
+    from livekit.agents.metrics import EOUMetrics, LLMMetrics, TTSMetrics
+    from livekit.agents.voice.events import MetricsCollectedEvent
+
+    from voicehive_worker.tracing import trace_call
+
+    async with InThread(OtlpReceiver()) as otlp:
+        worker = Tracing.start(TracingConfig(otlp.traces_url, "voicehive-worker"))
+        runner = SimpleNamespace(session=rtc.EventEmitter(), ended=asyncio.Event(), end_reason=None)
+        tracer = trace_call(worker, runner, namespace="hotels", line="l", session="vs-1", pod="l-w-1", annotations=None)
+        assert tracer is not None and trace_call(Tracing.disabled(), runner, namespace="hotels", line="l",
+                                                 session="vs-1", pod="l-w-1", annotations=None) is None
+        now = time.time()
+
+        def emit(m: Any) -> None:
+            runner.session.emit("metrics_collected", MetricsCollectedEvent(metrics=m))
+
+        emit(TTSMetrics.model_construct(type="tts_metrics", timestamp=now - 5, duration=1.0, ttfb=0.1,
+                                        audio_duration=2.0, cancelled=False, speech_id="greeting"))
+        emit(EOUMetrics(timestamp=now - 2, end_of_utterance_delay=0.5, transcription_delay=0.1,
+                        on_user_turn_completed_delay=0.0, speech_id="answer"))  # writes the greeting's turn
+        emit(LLMMetrics.model_construct(type="llm_metrics", timestamp=now - 1, duration=0.8, ttft=0.3,
+                                        cancelled=False, speech_id="answer"))
+        runner.session.emit("error", SimpleNamespace(error=SimpleNamespace(type="tts_error", recoverable=False)))
+        assert tracer.written == 1 and list(tracer.turns) == ["answer"]
+        await asyncio.to_thread(worker.shutdown)  # the call never ended: the span is closed here
+        spans = await asyncio.to_thread(_wait, lambda: len(otlp.spans) >= 6 and list(otlp.spans))
+    call = _one(spans, tracing.SPAN_CALL)
+    assert call.parent_span_id == "" and call.attributes["voicehive.call.outcome"] == "unknown"
+    assert call.events == [("provider_error", {"voicehive.provider": "elevenlabs", "voicehive.recoverable": False})]
+    turns = sorted((s for s in spans if s.name == tracing.SPAN_TURN), key=lambda s: s.start_ns)
+    assert [t.attributes["voicehive.turn.caller"] for t in turns] == [False, True]
+    children = {t.span_id: sorted(s.name for s in spans if s.parent_span_id == t.span_id) for t in turns}
+    assert children == {turns[0].span_id: [tracing.SPAN_TTS], turns[1].span_id: [tracing.SPAN_ASR, tracing.SPAN_LLM]}
+    # from the end of the caller's speech (EOU time - delay) to the LLM's last chunk
+    assert turns[1].start_ns == pytest.approx(tracing.seconds_to_ns(now - 2.5), abs=1000)
+    assert turns[1].end_ns == pytest.approx(tracing.seconds_to_ns(now - 1), abs=1000)

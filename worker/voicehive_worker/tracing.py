@@ -92,12 +92,18 @@ class CallTracer:
     _unkeyed: int = 0
     _done: asyncio.Future[None] | None = None
 
+    @property
+    def call_open(self) -> bool:
+        """The call span has not ended yet."""
+        return self._call is not None
+
     def attach(self) -> CallTracer:
         self._call = self.tracing.tracer.start_span(SPAN_CALL, context=self.parent, kind=trace.SpanKind.SERVER,
                                                     attributes=self.attributes)
         self.runner.session.on("metrics_collected", self.on_metrics)
         self.runner.session.on("error", self.on_error)
         self._done = asyncio.ensure_future(self._end())
+        self.tracing.closers.append(self.close)  # a call cut short by an error still gets its span
         return self
 
     def on_metrics(self, ev: Any) -> None:
