@@ -138,6 +138,8 @@ async def bind(runtime: Runtime, *, namespace: str, name: str, uid: str, body: M
             raise
         if result is not None:
             span.set_attribute("voicehive.bind.result", result[0])
+            if result[0] != "WorkerBound":
+                span.set_status(Status(StatusCode.ERROR, result[0]))
         if runtime.bound.get(uid):
             span.set_attribute(ATTR_POD, runtime.bound[uid])
         return result

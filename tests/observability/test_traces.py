@@ -328,3 +328,44 @@ async def test_turns_grouped_by_speech_and_a_call_cut_short_still_exported() -> 
     # from the end of the caller's speech (EOU time - delay) to the LLM's last chunk
     assert turns[1].start_ns == pytest.approx(tracing.seconds_to_ns(now - 2.5), abs=1000)
     assert turns[1].end_ns == pytest.approx(tracing.seconds_to_ns(now - 1), abs=1000)
+
+
+def test_the_sweep_snapshot_keeps_the_trace_context_only() -> None:
+    from voicehive_operator.handlers import index_sessions_by_line
+
+    value = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    body = {"metadata": {"uid": "u", "annotations": {contract.ANNOTATION_TRACEPARENT: value, "note": "x"}}}
+    snapshot = index_sessions_by_line("hotels", "vs-1", body, {"lineRef": {"name": "l"}})[("hotels", "l")]
+    assert snapshot["metadata"]["annotations"] == {contract.ANNOTATION_TRACEPARENT: value}
+
+
+async def test_a_failed_bind_is_an_error_span_in_the_call_trace(kube: Any, namespace: str) -> None:
+    """The operator alone: a VoiceSession whose line is gone; its bind span joins the annotated trace."""
+    from kubernetes import client
+
+    from voicehive_operator import sessions
+    from voicehive_operator.kube import Kube
+    from voicehive_operator.main import build_runtime
+    from voicehive_operator.settings import OperatorSettings
+
+    trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    body = {"apiVersion": contract.API_VERSION, "kind": contract.VOICESESSION_KIND,
+            "metadata": {"name": "vs-gone", "namespace": namespace,
+                         "annotations": {contract.ANNOTATION_TRACEPARENT: f"00-{trace_id}-{parent_id}-01"}},
+            "spec": {"lineRef": {"name": "gone"}, "roomHash": "a" * 64, "callerHash": "b" * 64,
+                     "sealedCallRef": "s" * 40}}
+    api = client.CustomObjectsApi(kube.api_client())
+    vs = await asyncio.to_thread(api.create_namespaced_custom_object, contract.GROUP, contract.VERSION, namespace,
+                                 contract.VOICESESSIONS, body)
+    async with InThread(OtlpReceiver()) as otlp:
+        runtime = build_runtime(OperatorSettings(tracing=TracingConfig(otlp.traces_url, "voicehive-operator")),
+                                Kube(kube.api_client()))
+        try:
+            result = await sessions.bind(runtime, namespace=namespace, name="vs-gone", uid=vs["metadata"]["uid"],
+                                         body=vs, line_spec=None, line_uid=None)
+        finally:
+            await runtime.close()
+        (span,) = await asyncio.to_thread(_wait, lambda: list(otlp.spans))
+    assert result is not None and result[0] == "BindFailed"
+    assert (span.name, span.trace_id, span.parent_span_id) == (tracing.SPAN_BIND, trace_id, parent_id)
+    assert span.status_code == 2 and span.attributes["voicehive.bind.result"] == "BindFailed"  # STATUS_CODE_ERROR
