@@ -31,6 +31,7 @@ from voicehive.tracing import SPAN_SESSION_CREATE, Tracing, session_attributes, 
 
 log = logging.getLogger(__name__)
 
+EXISTED = "existed"  # a create attempt that found the VoiceSession already there (409): done, not an error
 LINE_REFRESH_SECONDS = 30.0  # how often the HotelLine directory (room prefixes, retention) is re-listed
 
 
@@ -38,8 +39,8 @@ class SessionSink(Protocol):
     """Where VoiceSessions live (Kubernetes in production; anything idempotent in tests)."""
 
     async def create(self, request: SessionRequest, namespace: str,
-                     annotations: Mapping[str, str] | None = None) -> None:
-        """Create the VoiceSession (with ``annotations``); succeed silently if it already exists."""
+                     annotations: Mapping[str, str] | None = None) -> bool:
+        """Create the VoiceSession (with ``annotations``): True; False if it already existed."""
 
     async def end(self, ending: SessionEnd) -> None:
         """Record a terminal phase on an existing VoiceSession (no-op if it does not exist)."""
@@ -136,10 +137,10 @@ class KubeSessions:
         return cls(client.ApiClient(configuration))
 
     async def create(self, request: SessionRequest, namespace: str,
-                     annotations: Mapping[str, str] | None = None) -> None:
-        await asyncio.to_thread(self._create, request, namespace, annotations)
+                     annotations: Mapping[str, str] | None = None) -> bool:
+        return await asyncio.to_thread(self._create, request, namespace, annotations)
 
-    def _create(self, request: SessionRequest, namespace: str, annotations: Mapping[str, str] | None) -> None:
+    def _create(self, request: SessionRequest, namespace: str, annotations: Mapping[str, str] | None) -> bool:
         from kubernetes.client.exceptions import ApiException
 
         try:
@@ -158,6 +159,8 @@ class KubeSessions:
         except ApiException as exc:
             if exc.status != 409:
                 raise
+            return False
+        return True
 
     async def end(self, ending: SessionEnd) -> None:
         await asyncio.to_thread(self._end, ending)
@@ -258,6 +261,7 @@ class SessionCoordinator:
         self.created = 0
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        self._in_flight: set[str] = set()  # call refs being created now: the retry pass leaves them alone
 
     @property
     def kube_state(self) -> str:
@@ -296,20 +300,29 @@ class SessionCoordinator:
     async def _try_create(self, request: SessionRequest) -> bool:
         """One attempt, in its own span: the VoiceSession carries that span's trace context."""
         namespace = request.namespace or self.default_namespace
+        self._in_flight.add(request.call_ref)
+        try:
+            return await self._traced_create(request, namespace)
+        finally:
+            self._in_flight.discard(request.call_ref)
+
+    async def _traced_create(self, request: SessionRequest, namespace: str) -> bool:
         with self.tracing.tracer.start_as_current_span(
             SPAN_SESSION_CREATE, kind=trace.SpanKind.PRODUCER, record_exception=False, set_status_on_exception=False,
             attributes=session_attributes(namespace, request.line, contract.session_name(request.room_hash)),
         ) as span:
             error = await self._create(request, namespace, traceparent_annotations(span))
-            if error is not None:  # the exception's type only: its text may quote what it failed on
+            if error == EXISTED:  # another attempt created it (and its annotation names that trace)
+                span.set_attribute("voicehive.voicesession.existed", True)
+            elif error is not None:  # the exception's type only: its text may quote what it failed on
                 span.set_status(Status(StatusCode.ERROR, error))
-        return error is None
+        return error in (None, EXISTED)
 
     async def _create(self, request: SessionRequest, namespace: str, annotations: dict[str, str]) -> str | None:
-        """Create the VoiceSession; None when done, else the error type (the request stays queued or is dropped)."""
+        """Create the VoiceSession: None when created, EXISTED, or the error type (queued or dropped)."""
         assert self.sink is not None
         try:
-            await self.sink.create(request, namespace, annotations)
+            created = await self.sink.create(request, namespace, annotations)
         except (LineGone, ValueError) as exc:
             # Retrying cannot help: the line is gone, or the request does not make a valid
             # VoiceSession (pydantic's ValidationError is a ValueError). Drop it, say why.
@@ -326,7 +339,7 @@ class SessionCoordinator:
         # If Redis is down now, it stays queued; the next pass re-creates (409) and clears it.
         with contextlib.suppress(StoreUnavailable):
             await self.store.session_created(request.call_ref)
-        return None
+        return None if created is not False else EXISTED
 
     def _failed(self, exc: Exception) -> None:
         self.last_error = type(exc).__name__
@@ -358,6 +371,9 @@ class SessionCoordinator:
                 request = SessionRequest.from_json(payload)
             except (KeyError, TypeError, ValueError):
                 await self.store.session_created(ref, marker="dropped")
+                continue
+            if request.call_ref in self._in_flight:  # the webhook's own attempt is under way
+                remaining += 1
                 continue
             record = await self.store.get(ref)
             if record is None or is_terminal(record.phase):
