@@ -43,6 +43,9 @@ WORKER_POD_LABELS: Final = {LABEL_COMPONENT: COMPONENT_WORKER, LABEL_MANAGED_BY:
 
 # Annotations -----------------------------------------------------------------------------
 ANNOTATION_ERASE: Final = f"{GROUP}/erase-caller"  # on a HotelLine: caller hash(es) to erase
+# On a VoiceSession: the W3C trace context (``traceparent`` value) of the orchestrator's span that
+# created it; the operator's bind span and the worker's call span are its children (docs/tracing.md).
+ANNOTATION_TRACEPARENT: Final = f"{GROUP}/traceparent"
 
 # Worker pod environment (operator writes, worker reads); names of variables, not values.
 # ruff: noqa: S105
@@ -64,6 +67,12 @@ ENV_READY_PORT: Final = "VOICEHIVE_READY_PORT"  # the worker's probe server (/he
 # the worker pod's terminationGracePeriodSeconds: how long a draining worker lets its call run
 ENV_TERMINATION_GRACE_SECONDS: Final = "VOICEHIVE_TERMINATION_GRACE_SECONDS"
 WORKER_PROBE_PORT: Final = 8081
+# OpenTelemetry's standard variables (the SDK's names): tracing is on only when an endpoint is set.
+ENV_OTLP_ENDPOINT: Final = "OTEL_EXPORTER_OTLP_ENDPOINT"  # base URL; /v1/traces is appended
+ENV_OTLP_TRACES_ENDPOINT: Final = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"  # full URL, wins over the base
+ENV_OTLP_PROTOCOL: Final = "OTEL_EXPORTER_OTLP_PROTOCOL"
+ENV_OTLP_TRACES_PROTOCOL: Final = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+ENV_OTEL_SDK_DISABLED: Final = "OTEL_SDK_DISABLED"
 ENV_PMS_ID: Final = "VOICEHIVE_PMS_ID"  # Mews ClientToken / Apaleo client id (spec.pms.credentials)
 ENV_PMS_SECRET: Final = "VOICEHIVE_PMS_SECRET"  # Mews AccessToken / Apaleo client secret
 ENV_WEBHOOK_SECRET: Final = "VOICEHIVE_WEBHOOK_SECRET"  # spec.staffDelivery.webhook.secretRef

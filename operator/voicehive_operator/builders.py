@@ -280,6 +280,7 @@ def worker_spec_hash(namespace: str, name: str, spec: HotelLineSpec, settings: O
         "secrets": [settings.livekit_secret, repr(settings.pii_key_ref), repr(settings.transcript_key_ref),
                     repr(settings.agent_token_ref)],
         "pull": settings.worker_image_pull_policy,
+        "otlp": settings.tracing.endpoint if settings.tracing else None,
     }
     return _short_hash(json.dumps(relevant, sort_keys=True), length=16)
 
@@ -350,6 +351,8 @@ def worker_env(namespace: str, name: str, spec: HotelLineSpec, settings: Operato
             env.append(_secret_env(var, SecretRef(ref.name, ref.key)))
     if settings.agent_token_ref is not None:
         env.append(_secret_env(contract.ENV_AGENT_TOKEN, settings.agent_token_ref))
+    if settings.tracing is not None:  # the worker exports its call's spans where the operator does
+        env.append({"name": contract.ENV_OTLP_TRACES_ENDPOINT, "value": settings.tracing.endpoint})
     return env
 
 

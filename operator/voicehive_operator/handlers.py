@@ -142,6 +142,9 @@ def index_sessions_by_line(namespace: str, name: str, body: Any, spec: Any, **_:
             "namespace": namespace,
             "uid": body["metadata"].get("uid"),
             "creationTimestamp": body["metadata"].get("creationTimestamp"),
+            # a bind retried by the sweep joins the call's trace too (docs/tracing.md)
+            "annotations": {k: v for k, v in (body["metadata"].get("annotations") or {}).items()
+                            if k == contract.ANNOTATION_TRACEPARENT},
         },
         "spec": {"lineRef": {"name": line}, "roomHash": spec.get("roomHash"), "callerHash": spec.get("callerHash")},
         "status": dict(body.get("status") or {}),

@@ -17,6 +17,7 @@ from typing import Any
 import kopf
 
 from voicehive import contract, heap
+from voicehive.tracing import Tracing
 from voicehive_operator.handlers import build_registry
 from voicehive_operator.kube import Kube
 from voicehive_operator.livekit_sip import LiveKitSip
@@ -32,7 +33,7 @@ def build_runtime(settings: OperatorSettings, kube: Kube) -> Runtime:
         redis_client = connect_url(settings.redis_url)  # single, Sentinel or Cluster (docs/redis.md)
     sip = LiveKitSip(settings.livekit_url, settings.livekit_api_key, settings.livekit_api_secret,
                      timeout_s=settings.livekit_timeout_s)
-    return Runtime(settings=settings, kube=kube, sip=sip, redis=redis_client)
+    return Runtime(settings=settings, kube=kube, sip=sip, redis=redis_client, tracing=Tracing.start(settings.tracing))
 
 
 def kopf_settings() -> kopf.OperatorSettings:

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from voicehive.tracing import Tracing
 from voicehive_operator.conditions import Observation
 from voicehive_operator.kube import Kube
 from voicehive_operator.livekit_sip import LiveKitSip
@@ -43,6 +44,7 @@ class Runtime:
     starting: dict[str, set[str]] = field(default_factory=dict)  # "ns/line" -> pods created, not yet watched
     riva_applied: dict[str, tuple[dict[str, int], float]] = field(default_factory=dict)  # ns -> (pools, when)
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)  # Prometheus, served by main.run
+    tracing: Tracing = field(default_factory=Tracing.disabled)  # OTLP spans of bindings (voicehive.tracing)
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _background: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _rerun: set[str] = field(default_factory=set)
@@ -90,4 +92,5 @@ class Runtime:
         if self.redis is not None:
             with contextlib.suppress(Exception):
                 await self.redis.aclose()
+        await asyncio.to_thread(self.tracing.shutdown)
         self.kube.close()

@@ -22,12 +22,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
+
 from voicehive import contract
 from voicehive.api.models import HotelLineSpec
 from voicehive.callstore import CallStore
 from voicehive.contract import VOICESESSIONS
 from voicehive.lifecycle import CallPhase, EndReason, can_transition, is_terminal
 from voicehive.privacy import call_ref_of, is_hash
+from voicehive.tracing import ATTR_POD, SPAN_BIND, parent_from_annotations, session_attributes
 from voicehive_operator import builders, conditions, metrics, pool
 from voicehive_operator.kube import Conflict
 from voicehive_operator.runtime import Runtime
@@ -118,12 +122,27 @@ async def bind(runtime: Runtime, *, namespace: str, name: str, uid: str, body: M
     if phase is not CallPhase.PENDING or status.get("workerPod") or uid in runtime.bound:
         return None  # already bound or already past binding (duplicate/out-of-order event)
     runtime.bound[uid] = ""  # claimed by this call before the first await: a racing event skips it
-    try:
-        return await _bind(runtime, namespace=namespace, name=name, uid=uid, body=body, status=status, phase=phase,
-                           line_spec=line_spec, line_uid=line_uid, idle=idle)
-    except BaseException:
-        runtime.bound.pop(uid, None)  # not bound: the next event or the sweep retries
-        raise
+    line = str(((body.get("spec") or {}).get("lineRef") or {}).get("name", ""))
+    # a child of the orchestrator's span whose context the VoiceSession carries (docs/tracing.md)
+    with runtime.tracing.tracer.start_as_current_span(
+        SPAN_BIND, context=parent_from_annotations((body.get("metadata") or {}).get("annotations")),
+        kind=trace.SpanKind.CONSUMER, record_exception=False, set_status_on_exception=False,
+        attributes=session_attributes(namespace, line, name),
+    ) as span:
+        try:
+            result = await _bind(runtime, namespace=namespace, name=name, uid=uid, body=body, status=status,
+                                 phase=phase, line_spec=line_spec, line_uid=line_uid, idle=idle)
+        except BaseException as exc:
+            runtime.bound.pop(uid, None)  # not bound: the next event or the sweep retries
+            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            raise
+        if result is not None:
+            span.set_attribute("voicehive.bind.result", result[0])
+            if result[0] != "WorkerBound":
+                span.set_status(Status(StatusCode.ERROR, result[0]))
+        if runtime.bound.get(uid):
+            span.set_attribute(ATTR_POD, runtime.bound[uid])
+        return result
 
 
 async def _bind(runtime: Runtime, *, namespace: str, name: str, uid: str, body: Mapping[str, Any],
@@ -149,6 +168,7 @@ async def _bind(runtime: Runtime, *, namespace: str, name: str, uid: str, body: 
         created = await runtime.kube.create_pod(namespace, body_pod)
         pod = str(created["metadata"]["name"])
     runtime.bound[uid] = pod
+    trace.get_current_span().set_attribute("voicehive.worker.from_pool", from_pool)
     how = "a warm pod" if from_pool else "a new pod (the warm pool was empty)"
     new_status: dict[str, Any] = {
         "workerPod": pod,

@@ -14,8 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from voicehive import contract
+from voicehive.tracing import TracingConfig, tracing_config
 
 ENV_PREFIX = "VOICEHIVE_OPERATOR_"
+SERVICE_NAME = "voicehive-operator"  # service.name of its spans
 
 
 class SettingsError(ValueError):
@@ -93,6 +95,8 @@ class OperatorSettings:
     sweep_concurrency: int = 16  # sessions one line's sweep checks (and times out) at once
     liveness_endpoint: str | None = "http://0.0.0.0:8080/healthz"  # Kopf's /healthz for the kubelet
     metrics_port: int = 0  # Prometheus /metrics on this port (0: not served; the chart sets 9090)
+    # OTLP trace export (OTEL_EXPORTER_OTLP_ENDPOINT); also written into worker pods. None: off.
+    tracing: TracingConfig | None = None
 
     clock: Clock = field(default_factory=Clock)
 
@@ -141,6 +145,10 @@ class OperatorSettings:
 
         base = cls()
         agent_token = get("AGENT_TOKEN_SECRET")
+        try:
+            tracing = tracing_config(SERVICE_NAME, env)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
         return cls(
             livekit_url=env.get(contract.ENV_LIVEKIT_URL) or base.livekit_url,
             livekit_api_key=env.get(contract.ENV_LIVEKIT_API_KEY, ""),
@@ -175,4 +183,5 @@ class OperatorSettings:
             sweep_concurrency=int(number("SWEEP_CONCURRENCY", base.sweep_concurrency, minimum=1)),
             liveness_endpoint=get("LIVENESS", base.liveness_endpoint),
             metrics_port=int(number("METRICS_PORT", base.metrics_port)),
+            tracing=tracing,
         )

@@ -7,6 +7,7 @@ Redis being down is a 503 with ``Retry-After`` and nothing written (see CallStor
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hmac
 import json
@@ -27,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from voicehive.callmanager import CallEvent, CallManager, EventKind, Transcript, parse_end_reason
 from voicehive.callstore import CallRecord, CallStore, Outcome, StoreUnavailable
 from voicehive.privacy import is_call_ref, is_hash
+from voicehive.tracing import Tracing
 
 from .livekit_events import LiveKitVerifier, WebhookAuthError, WebhookFormatError, translate
 from .metrics import Metrics, ResponseCodes
@@ -134,8 +136,10 @@ class Orchestrator:
         self.settings = settings
         self.store = store
         self.metrics = Metrics()
+        self.tracing = Tracing.start(settings.tracing)  # the no-op tracer unless an OTLP endpoint is set
         self.coordinator = SessionCoordinator(
-            store, sink, settings.namespace, settings.session_retry_seconds, list_lines=list_lines
+            store, sink, settings.namespace, settings.session_retry_seconds, list_lines=list_lines,
+            tracing=self.tracing,
         )
         self.manager = CallManager(
             store, settings.privacy, hooks=[self.coordinator], retention=self.coordinator.directory.retention_days
@@ -198,6 +202,7 @@ def _lifespan(settings: Settings, store: CallStore | None, sink: SessionSink | N
             yield
         finally:
             await orch.coordinator.stop()
+            await asyncio.to_thread(orch.tracing.shutdown)  # the last spans are exported before exit
             if own_store:
                 await the_store.close()
 

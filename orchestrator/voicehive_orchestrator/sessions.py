@@ -14,8 +14,12 @@ import contextlib
 import logging
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
 
 from voicehive import contract
 from voicehive.api.models import LANGUAGE_PATTERN, LineRef, VoiceSession, VoiceSessionSpec
@@ -23,17 +27,20 @@ from voicehive.callmanager import PhaseChange, SessionRequest
 from voicehive.callstore import CallStore, StoreUnavailable
 from voicehive.contract import API_VERSION, GROUP, HOTELLINE_KIND, HOTELLINES, VERSION, VOICESESSIONS
 from voicehive.lifecycle import CallPhase, EndReason, is_terminal
+from voicehive.tracing import SPAN_SESSION_CREATE, Tracing, session_attributes, traceparent_annotations
 
 log = logging.getLogger(__name__)
 
+EXISTED = "existed"  # a create attempt that found the VoiceSession already there (409): done, not an error
 LINE_REFRESH_SECONDS = 30.0  # how often the HotelLine directory (room prefixes, retention) is re-listed
 
 
 class SessionSink(Protocol):
     """Where VoiceSessions live (Kubernetes in production; anything idempotent in tests)."""
 
-    async def create(self, request: SessionRequest, namespace: str) -> None:
-        """Create the VoiceSession; succeed silently if it already exists."""
+    async def create(self, request: SessionRequest, namespace: str,
+                     annotations: Mapping[str, str] | None = None) -> bool:
+        """Create the VoiceSession (with ``annotations``): True; False if it already existed."""
 
     async def end(self, ending: SessionEnd) -> None:
         """Record a terminal phase on an existing VoiceSession (no-op if it does not exist)."""
@@ -64,8 +71,12 @@ class LineGone(Exception):
     """The HotelLine of a request no longer exists: the request can never succeed."""
 
 
-def build_voice_session(request: SessionRequest, namespace: str, owner_uid: str | None) -> dict[str, Any]:
-    """The VoiceSession object for a request (pure; validated by the shared pydantic model)."""
+def build_voice_session(request: SessionRequest, namespace: str, owner_uid: str | None,
+                        annotations: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The VoiceSession object for a request (pure; validated by the shared pydantic model).
+
+    ``annotations``: the trace context (``contract.ANNOTATION_TRACEPARENT``) when tracing is on.
+    """
     spec = VoiceSessionSpec(
         line_ref=LineRef(name=request.line),
         room_hash=request.room_hash,
@@ -85,6 +96,8 @@ def build_voice_session(request: SessionRequest, namespace: str, owner_uid: str 
             contract.LABEL_MANAGED_BY: "voicehive-orchestrator",
         },
     }
+    if annotations:
+        metadata["annotations"] = dict(annotations)
     if owner_uid:
         metadata["ownerReferences"] = [
             {
@@ -123,10 +136,11 @@ class KubeSessions:
         configuration.retries = 0
         return cls(client.ApiClient(configuration))
 
-    async def create(self, request: SessionRequest, namespace: str) -> None:
-        await asyncio.to_thread(self._create, request, namespace)
+    async def create(self, request: SessionRequest, namespace: str,
+                     annotations: Mapping[str, str] | None = None) -> bool:
+        return await asyncio.to_thread(self._create, request, namespace, annotations)
 
-    def _create(self, request: SessionRequest, namespace: str) -> None:
+    def _create(self, request: SessionRequest, namespace: str, annotations: Mapping[str, str] | None) -> bool:
         from kubernetes.client.exceptions import ApiException
 
         try:
@@ -137,7 +151,7 @@ class KubeSessions:
             if exc.status == 404:
                 raise LineGone(f"HotelLine {namespace}/{request.line} not found") from None
             raise
-        body = build_voice_session(request, namespace, line.get("metadata", {}).get("uid"))
+        body = build_voice_session(request, namespace, line.get("metadata", {}).get("uid"), annotations)
         try:
             self._api.create_namespaced_custom_object(
                 GROUP, VERSION, namespace, VOICESESSIONS, body, _request_timeout=self._timeout
@@ -145,6 +159,8 @@ class KubeSessions:
         except ApiException as exc:
             if exc.status != 409:
                 raise
+            return False
+        return True
 
     async def end(self, ending: SessionEnd) -> None:
         await asyncio.to_thread(self._end, ending)
@@ -231,8 +247,10 @@ class SessionCoordinator:
         retry_seconds: float = 5.0,
         directory: LineDirectory | None = None,
         list_lines: Any = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.store = store
+        self.tracing = tracing or Tracing.disabled()
         self.sink = sink
         self.default_namespace = default_namespace
         self.retry_seconds = retry_seconds
@@ -243,6 +261,7 @@ class SessionCoordinator:
         self.created = 0
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        self._in_flight: set[str] = set()  # call refs being created now: the retry pass leaves them alone
 
     @property
     def kube_state(self) -> str:
@@ -279,10 +298,31 @@ class SessionCoordinator:
         return True
 
     async def _try_create(self, request: SessionRequest) -> bool:
-        assert self.sink is not None
+        """One attempt, in its own span: the VoiceSession carries that span's trace context."""
         namespace = request.namespace or self.default_namespace
+        self._in_flight.add(request.call_ref)
         try:
-            await self.sink.create(request, namespace)
+            return await self._traced_create(request, namespace)
+        finally:
+            self._in_flight.discard(request.call_ref)
+
+    async def _traced_create(self, request: SessionRequest, namespace: str) -> bool:
+        with self.tracing.tracer.start_as_current_span(
+            SPAN_SESSION_CREATE, kind=trace.SpanKind.PRODUCER, record_exception=False, set_status_on_exception=False,
+            attributes=session_attributes(namespace, request.line, contract.session_name(request.room_hash)),
+        ) as span:
+            error = await self._create(request, namespace, traceparent_annotations(span))
+            if error == EXISTED:  # another attempt created it (and its annotation names that trace)
+                span.set_attribute("voicehive.voicesession.existed", True)
+            elif error is not None:  # the exception's type only: its text may quote what it failed on
+                span.set_status(Status(StatusCode.ERROR, error))
+        return error in (None, EXISTED)
+
+    async def _create(self, request: SessionRequest, namespace: str, annotations: dict[str, str]) -> str | None:
+        """Create the VoiceSession: None when created, EXISTED, or the error type (queued or dropped)."""
+        assert self.sink is not None
+        try:
+            created = await self.sink.create(request, namespace, annotations)
         except (LineGone, ValueError) as exc:
             # Retrying cannot help: the line is gone, or the request does not make a valid
             # VoiceSession (pydantic's ValidationError is a ValueError). Drop it, say why.
@@ -290,16 +330,16 @@ class SessionCoordinator:
                         extra={"call_ref": request.call_ref, "error_type": type(exc).__name__})
             with contextlib.suppress(StoreUnavailable):
                 await self.store.session_created(request.call_ref, marker="dropped")
-            return False
+            return type(exc).__name__
         except Exception as exc:
             self._failed(exc)
-            return False
+            return type(exc).__name__
         self.last_error = None
         self.created += 1
         # If Redis is down now, it stays queued; the next pass re-creates (409) and clears it.
         with contextlib.suppress(StoreUnavailable):
             await self.store.session_created(request.call_ref)
-        return True
+        return None if created is not False else EXISTED
 
     def _failed(self, exc: Exception) -> None:
         self.last_error = type(exc).__name__
@@ -331,6 +371,9 @@ class SessionCoordinator:
                 request = SessionRequest.from_json(payload)
             except (KeyError, TypeError, ValueError):
                 await self.store.session_created(ref, marker="dropped")
+                continue
+            if request.call_ref in self._in_flight:  # the webhook's own attempt is under way
+                remaining += 1
                 continue
             record = await self.store.get(ref)
             if record is None or is_terminal(record.phase):

@@ -14,6 +14,9 @@ from pathlib import Path
 
 from voicehive import contract
 from voicehive.privacy import KeyConfigError, Privacy
+from voicehive.tracing import TracingConfig, tracing_config
+
+SERVICE_NAME = "voicehive-orchestrator"  # service.name of its spans
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 MIN_AGENT_TOKEN_CHARS = 16
@@ -46,6 +49,7 @@ class Settings:
     tls_key: str | None = None
     max_body_bytes: int = 64 * 1024
     session_retry_seconds: float = 5.0
+    tracing: TracingConfig | None = None  # OTLP export (OTEL_EXPORTER_OTLP_ENDPOINT); None: off
 
     @property
     def livekit_configured(self) -> bool:
@@ -93,6 +97,11 @@ def load_settings(
     retry = _float(env, ENV_SESSION_RETRY, 5.0, problems)
     kubeconfig = env.get(ENV_KUBECONFIG) or env.get("KUBECONFIG") or None
     in_cluster = bool(env.get("KUBERNETES_SERVICE_HOST")) and not kubeconfig
+    tracing: TracingConfig | None = None
+    try:
+        tracing = tracing_config(SERVICE_NAME, env)
+    except ValueError as exc:
+        problems.append(str(exc))
     if problems or privacy is None:
         raise SettingsError(problems)
     return Settings(
@@ -108,6 +117,7 @@ def load_settings(
         tls_key=key,
         max_body_bytes=max_body,
         session_retry_seconds=retry,
+        tracing=tracing,
     )
 
 

@@ -30,6 +30,7 @@ from typing import Any
 from voicehive import contract, heap
 from voicehive.api.models import HotelLine, HotelLineSpec, VoiceSession
 from voicehive.lifecycle import EndReason
+from voicehive.tracing import Tracing
 from voicehive_worker.agent import HotelAgent
 from voicehive_worker.drain import Drain, grace_seconds, serve_until_end, unless_stopped
 from voicehive_worker.metrics import WorkerMetrics
@@ -42,6 +43,7 @@ from voicehive_worker.watchdog import Watchdog
 log = logging.getLogger("voicehive.worker")
 
 AGENT_IDENTITY_PREFIX = "voicehive-agent-"
+WORKER_SERVICE = "voicehive-worker"  # service.name of its spans
 
 
 def load_line_spec(line_file: Path | None, environ: Mapping[str, str] | None = None) -> HotelLineSpec:
@@ -200,6 +202,8 @@ class Warm:
     pms: Any = None  # the line's PMS adapter (voicehive_worker.backoffice)
     voices: dict[str, Any] = field(default_factory=dict)
     """The fallback voice pre-rendered in each of the line's languages."""
+    tracing: Tracing = field(default_factory=Tracing.disabled)
+    """OTLP export of the call's spans (OTEL_EXPORTER_OTLP_*, set by the operator); off by default."""
 
 
 async def warm_up(line_file: Path | None) -> Warm:
@@ -221,8 +225,9 @@ async def warm_up(line_file: Path | None) -> Warm:
     voices = await FallbackVoice.render_all(spec.languages)
     voice = voices[spec.languages[0].split("-")[0].lower()]
     pms = build_pms(spec, os.environ)  # a PMS line without its credentials exits 2 here, before any call
+    tracing = Tracing.from_env(WORKER_SERVICE)  # a malformed endpoint exits 2 here too
     return Warm(spec=spec, vad=vad, privacy=privacy, endpoints=endpoints, voice=voice, ready=True, pms=pms,
-                voices=voices)
+                voices=voices, tracing=tracing)
 
 
 @dataclass
@@ -352,6 +357,8 @@ async def run_pod(line_file: Path | None) -> int:
             loop.remove_signal_handler(sig)
         if staff is not None:
             await staff.stop()
+        if readiness.state["warm"] is not None:  # the call's spans are exported before the pod exits
+            await asyncio.to_thread(readiness.state["warm"].tracing.shutdown)
         await readiness.cleanup()
 
 
@@ -403,6 +410,7 @@ async def _in_room(warm: Warm, vs: VoiceSession, state: CallState, livekit: Any,
 
     from voicehive_worker.session import asr_switcher, create_agent, create_session, provider_models
     from voicehive_worker.state import WorkerCallActions
+    from voicehive_worker.tracing import trace_call
     from voicehive_worker.turn_taking import TurnTakingOptions
 
     room = rtc.Room()
@@ -425,6 +433,8 @@ async def _in_room(warm: Warm, vs: VoiceSession, state: CallState, livekit: Any,
     runner.attach()
     if metrics is not None:
         metrics.observe_call(runner)
+    trace_call(warm.tracing, runner, namespace=state.namespace, line=vs.spec.line_ref.name,
+               session=vs.metadata.name or "", pod=state.worker_pod, annotations=vs.metadata.annotations)
     recording = _call_recording(warm, state.namespace, vs, state)
 
     @room.on("sip_dtmf_received")
