@@ -96,8 +96,9 @@ async def test_calls_at_once_each_have_their_own_worker_and_the_pool_refills(ins
         failed = [repr(o) for o in outs if isinstance(o, BaseException)]
         assert failed == [], failed
         done: list[CallOutcome] = [o for o in outs if isinstance(o, CallOutcome)]
-        ends = [(o.session or {}).get("status", {}) for o in done]
-        assert all(e.get("phase") == "Ended" and e.get("endReason") for e in ends), ends
+        ends = [((o.session or {}).get("status") or {}) for o in done]
+        assert all(e.get("phase") == "Ended" and e.get("endReason") for e in ends), [
+            (e.get("phase"), e.get("endReason"), e.get("turns")) for e in ends]
         pods = [o.worker_pod for o in done]
         assert len(set(pods)) == CALLS, f"a worker served two calls: {pods}"
         assert set(pods) <= warm, "a call waited for a cold worker although the pool was warm"
