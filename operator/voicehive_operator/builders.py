@@ -7,6 +7,7 @@ objects over the wire (the mysql-operator / dask-kubernetes split).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import math
@@ -17,7 +18,7 @@ from typing import Any
 from google.protobuf.duration_pb2 import Duration
 from livekit.protocol import sip as lk_sip
 
-from voicehive import contract, rbac
+from voicehive import contract, privacy, rbac
 from voicehive.api.models import API_VERSION, GROUP, HotelLineSpec, MediaEncryption, Toleration
 from voicehive_operator.settings import OperatorSettings, SecretRef
 
@@ -252,16 +253,64 @@ def riva_service(pool: RivaPool, settings: OperatorSettings) -> dict[str, Any]:
 # --------------------------------------------------------------------------- workers
 
 
+# The per-line Secret the operator maintains in the line's namespace: what a worker of this line
+# needs and nothing of another line (issue 11). Keys derive from the master keys per line, so a
+# compromised worker can open only its own line's transcripts and call tokens.
+LINE_SECRET_TRANSCRIPT_KEY = "transcript-key"  # noqa: S105 (key names inside the Secret)
+LINE_SECRET_TOKEN_KEY = "token-key"  # noqa: S105
+LINE_SECRET_REDIS_URL = "redis-url"  # noqa: S105
+PURPOSE_TRANSCRIPT = "transcript"
+PURPOSE_TOKEN = "livekit-token"  # noqa: S105
+
+
+def line_secret_name(line_name: str) -> str:
+    return f"{line_name[:200].rstrip('-')}-voicehive-line"
+
+
+def line_secret_data(namespace: str, name: str, settings: OperatorSettings) -> dict[str, str]:
+    """The per-line Secret's values (plain text; :func:`line_secret` base64-encodes them)."""
+    data: dict[str, str] = {}
+    if settings.transcript_key is not None:
+        key = privacy.line_key(settings.transcript_key, namespace, name, PURPOSE_TRANSCRIPT)
+        data[LINE_SECRET_TRANSCRIPT_KEY] = base64.b64encode(key).decode()
+    if settings.pii_key is not None:
+        data[LINE_SECRET_TOKEN_KEY] = base64.b64encode(line_token_key(namespace, name, settings.pii_key)).decode()
+    if settings.redis_url:
+        data[LINE_SECRET_REDIS_URL] = settings.redis_url
+    return data
+
+
+def line_token_key(namespace: str, name: str, pii_key: bytes) -> bytes:
+    return privacy.line_key(pii_key, namespace, name, PURPOSE_TOKEN)
+
+
+def line_secret(namespace: str, name: str, uid: str, settings: OperatorSettings) -> dict[str, Any]:
+    """The line's Secret, owned by the HotelLine (garbage-collected with it)."""
+    data = line_secret_data(namespace, name, settings)
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": line_secret_name(name),
+            "namespace": namespace,
+            "labels": {**common_labels(contract.COMPONENT_WORKER), contract.LABEL_LINE: name},
+            "ownerReferences": [line_owner(name, uid)],
+        },
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in sorted(data.items())},
+    }
+
+
 def worker_spec_hash(namespace: str, name: str, spec: HotelLineSpec, settings: OperatorSettings) -> str:
     """Hash of everything a warm pod was built from; a change replaces idle pods."""
     relevant = {
         "spec": spec.to_wire(),
         "riva": asr_address(namespace, spec, settings),
         "livekit": settings.worker_livekit_url,
-        "redis": settings.redis_url,
         "sa": settings.worker_service_account,
-        "secrets": [settings.livekit_secret, repr(settings.pii_key_ref), repr(settings.transcript_key_ref),
-                    repr(settings.agent_token_ref)],
+        # Which keys the line Secret holds (never their values: those stay out of labels).
+        "secrets": [repr(settings.pii_key_ref), repr(settings.transcript_key_ref), settings.pii_key is not None,
+                    settings.transcript_key is not None, bool(settings.redis_url)],
         "pull": settings.worker_image_pull_policy,
     }
     return _short_hash(json.dumps(relevant, sort_keys=True), length=16)
@@ -285,6 +334,15 @@ def _resources(spec: HotelLineSpec) -> dict[str, Any]:
 
 
 def worker_env(namespace: str, name: str, spec: HotelLineSpec, settings: OperatorSettings) -> list[dict[str, Any]]:
+    """What one call needs, secrets only by reference (issue 11).
+
+    Not here: the LiveKit API key and secret (the operator mints a room-scoped token per call),
+    the orchestrator's agent token (workers do not call it), a Redis URL in clear. Still global:
+    the PII key, because call references are HMAC(PII key, room) shared with the orchestrator
+    (docs/operator.md "Tenant isolation").
+    """
+    line_keys = line_secret_data(namespace, name, settings)
+    line = line_secret_name(name)
     env: list[dict[str, Any]] = [
         {"name": contract.ENV_LINE_NAME, "value": name},
         {"name": contract.ENV_NAMESPACE, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
@@ -293,10 +351,9 @@ def worker_env(namespace: str, name: str, spec: HotelLineSpec, settings: Operato
         {"name": contract.ENV_READY_PORT, "value": str(contract.WORKER_PROBE_PORT)},
         {"name": contract.ENV_RIVA_SERVER, "value": asr_address(namespace, spec, settings)},
         {"name": contract.ENV_LIVEKIT_URL, "value": settings.worker_livekit_url},
-        _secret_env(contract.ENV_LIVEKIT_API_KEY, SecretRef(settings.livekit_secret, "api-key")),
-        _secret_env(contract.ENV_LIVEKIT_API_SECRET, SecretRef(settings.livekit_secret, "api-secret")),
         _secret_env(contract.ENV_PII_KEY, settings.pii_key_ref),
-        _secret_env(contract.ENV_TRANSCRIPT_KEY, settings.transcript_key_ref),
+        _secret_env(contract.ENV_TRANSCRIPT_KEY, SecretRef(line, LINE_SECRET_TRANSCRIPT_KEY)
+                    if LINE_SECRET_TRANSCRIPT_KEY in line_keys else settings.transcript_key_ref),
         _secret_env(
             contract.ENV_AZURE_OPENAI_API_KEY,
             SecretRef(spec.llm.api_key_secret_ref.name, spec.llm.api_key_secret_ref.key),
@@ -305,10 +362,10 @@ def worker_env(namespace: str, name: str, spec: HotelLineSpec, settings: Operato
             contract.ENV_ELEVEN_API_KEY, SecretRef(spec.tts.api_key_secret_ref.name, spec.tts.api_key_secret_ref.key)
         ),
     ]
-    if settings.redis_url:
-        env.append({"name": contract.ENV_REDIS_URL, "value": settings.redis_url})
-    if settings.agent_token_ref is not None:
-        env.append(_secret_env(contract.ENV_AGENT_TOKEN, settings.agent_token_ref))
+    if LINE_SECRET_TOKEN_KEY in line_keys:
+        env.append(_secret_env(contract.ENV_LINE_TOKEN_KEY, SecretRef(line, LINE_SECRET_TOKEN_KEY)))
+    if LINE_SECRET_REDIS_URL in line_keys:
+        env.append(_secret_env(contract.ENV_REDIS_URL, SecretRef(line, LINE_SECRET_REDIS_URL)))
     return env
 
 

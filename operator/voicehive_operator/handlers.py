@@ -92,11 +92,10 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         return lines.pool_user(namespace, name, uid, spec, meta, _runtime(memo))
 
     @kopf.index(*HL, registry=registry, id="line_specs")
-    def line_specs(namespace: str, name: str, uid: str, spec: Any, meta: Any, **_: Any) -> Any:
+    def line_specs(namespace: str, name: str, uid: str, spec: Any, meta: Any, memo: Any, **_: Any) -> Any:
         if meta.get("deletionTimestamp"):
             return None
-        parsed, _refusal = lines.parse_spec(spec)
-        return {(namespace, name): (uid, parsed)}
+        return {(namespace, name): (uid, lines.usable_spec(spec, _runtime(memo).settings))}
 
     @kopf.index(*VS, registry=registry, id="sessions_by_line")
     def sessions_by_line(namespace: str, name: str, body: Any, spec: Any, **_: Any) -> Any:
@@ -110,7 +109,8 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
                 "uid": body["metadata"].get("uid"),
                 "creationTimestamp": body["metadata"].get("creationTimestamp"),
             },
-            "spec": {"lineRef": {"name": line}, "roomHash": spec.get("roomHash"), "callerHash": spec.get("callerHash")},
+            "spec": {"lineRef": {"name": line}, "roomHash": spec.get("roomHash"), "callerHash": spec.get("callerHash"),
+                     "sealedCallRef": spec.get("sealedCallRef")},  # sealed; a retried bind mints the token
             "status": dict(body.get("status") or {}),
         }
         return {(namespace, line): snapshot}

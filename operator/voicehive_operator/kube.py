@@ -145,6 +145,25 @@ class Kube:
         plain = (secret.get("stringData") or {}).get(key)
         return plain if isinstance(plain, str) else None
 
+    async def ensure_secret(self, body: dict[str, Any]) -> bool:
+        """Create the Secret or bring its data to ``body``'s; ``True`` if something was written."""
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        current = await self._optional(self.core.read_namespaced_secret, name, ns)
+        if current is None:
+            try:
+                await self._dict(self.core.create_namespaced_secret, ns, body)
+                return True
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+                current = await self._dict(self.core.read_namespaced_secret, name, ns)
+        if (current.get("data") or {}) == body["data"]:
+            return False
+        await self._dict(self.core.replace_namespaced_secret, name, ns,
+                         {**body, "metadata": {**body["metadata"],
+                                               "resourceVersion": current["metadata"].get("resourceVersion")}})
+        return True
+
     # ---------------------------------------------------------------- deployments / services
 
     async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:

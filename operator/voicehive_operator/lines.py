@@ -24,6 +24,7 @@ from voicehive_operator.conditions import Observation
 from voicehive_operator.livekit_sip import SipError, SipIds
 from voicehive_operator.riva import PoolUser
 from voicehive_operator.runtime import ProviderCheck, Runtime
+from voicehive_operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,33 @@ def parse_spec(raw: Mapping[str, Any]) -> tuple[HotelLineSpec | None, Observatio
         return None, Observation(conditions.READY, False, "SpecInvalid", f"The spec is invalid: {validation_message(exc)}")
 
 
+def allow_list_refusal(spec: HotelLineSpec, settings: OperatorSettings) -> Observation | None:
+    """Why a line names an image or endpoint the operator does not allow, before any Pod or request.
+
+    A HotelLine author may only choose among what the platform team configured (chart values):
+    otherwise they could run their own code with the line's keys, or have the provider check
+    send a Secret of the namespace to a host of their choosing.
+    """
+    problems = [
+        policy.image_problem(spec.workers.image, settings.worker_images),
+        policy.llm_endpoint_problem(spec.llm.endpoint, settings.llm_allowed_hosts),
+        policy.https_endpoint_problem("tts.endpoint", spec.tts.endpoint, settings.tts_allowed_hosts),
+        policy.address_problem("asr.endpoint", spec.asr.endpoint, settings.asr_allowed_hosts)
+        if spec.asr.endpoint else None,
+    ]
+    found = [p for p in problems if p]
+    if not found:
+        return None
+    reason = "ImageNotAllowed" if problems[0] else "EndpointNotAllowed"
+    return Observation(conditions.READY, False, reason, " ".join(found))
+
+
+def usable_spec(raw: Mapping[str, Any], settings: OperatorSettings) -> HotelLineSpec | None:
+    """The spec workers may be built from: valid and within the allow-lists, else ``None``."""
+    spec, _ = parse_spec(raw)
+    return spec if spec is not None and allow_list_refusal(spec, settings) is None else None
+
+
 def pool_user(namespace: str, name: str, uid: str, raw_spec: Mapping[str, Any], meta: Mapping[str, Any],
               runtime: Runtime) -> (
     dict[str, PoolUser] | None
@@ -70,7 +98,7 @@ def pool_user(namespace: str, name: str, uid: str, raw_spec: Mapping[str, Any], 
     """Index entry of a line in the shared-Riva index (``None``: uses no shared pool)."""
     if meta.get("deletionTimestamp"):
         return None
-    spec, _ = parse_spec(raw_spec)
+    spec = usable_spec(raw_spec, runtime.settings)
     if spec is None:
         return None
     pool_spec = builders.riva_pool_for(namespace, spec, runtime.settings)
@@ -119,6 +147,9 @@ async def reconcile(
     if spec is None:
         assert refusal is not None
         return _refusal(refusal, existing, generation, runtime)
+    refusal = allow_list_refusal(spec, runtime.settings)
+    if refusal is not None:
+        return _refusal(refusal, existing, generation, runtime)
 
     settings = runtime.settings
     observed: dict[str, Observation] = {}
@@ -141,7 +172,9 @@ async def reconcile(
     # Always reconcile: a line that moved to its own endpoint or another model frees a pool.
     changes += await riva.reconcile_namespace(runtime, settings.riva_namespace or namespace, asr_users)
 
-    # 3. Warm pool ----------------------------------------------------------------------------
+    # 3. The line's Secret (per-line keys, Redis URL), then the warm pool -----------------------
+    if await runtime.kube.ensure_secret(builders.line_secret(namespace, name, uid, settings)):
+        changes.append(f"wrote Secret {builders.line_secret_name(name)} (the line's worker keys)")
     plan, pool_changes = await pool.reconcile(runtime, namespace, name, uid, spec,
                                               count_claimed=line_sessions is None)
     changes += pool_changes

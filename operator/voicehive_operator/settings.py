@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from voicehive import contract
+from voicehive.privacy import KeyConfigError, decode_key
 
 ENV_PREFIX = "VOICEHIVE_OPERATOR_"
 
@@ -58,10 +59,16 @@ class OperatorSettings:
     transcript_key_ref: SecretRef = SecretRef("voicehive-keys", "transcript-key")
     agent_token_ref: SecretRef | None = None
     redis_url: str | None = None  # for workers and for retention/erasure of Redis keys
+    # Master keys the per-line keys derive from (voicehive.privacy.line_key); the operator opens
+    # sealedCallRef with the PII key to mint each call's room-scoped LiveKit token.
+    pii_key: bytes | None = field(default=None, repr=False)
+    transcript_key: bytes | None = field(default=None, repr=False)
 
     # Workers
     worker_service_account: str = "voicehive-worker"
     worker_image_pull_policy: str = "IfNotPresent"
+    # Images a HotelLine may name in workers.image (shell globs); nothing else runs as a worker.
+    worker_images: tuple[str, ...] = ("ghcr.io/voicehive/worker:*",)
 
     # Riva (shared ASR Deployments on EU GPU pools)
     riva_image: str = "nvcr.io/nvidia/riva/riva-speech:2.19.0"
@@ -76,6 +83,10 @@ class OperatorSettings:
     # EU rule for LLM endpoints (see docs/operator.md "EU residency")
     llm_allowed_hosts: tuple[str, ...] = ("*.openai.azure.com", "*.cognitiveservices.azure.com")
     llm_eu_hosts: tuple[str, ...] = ()  # hosts known to be EU even without a region header
+    # Hosts a HotelLine may name as tts.endpoint / asr.endpoint (default: ElevenLabs' EU
+    # data-residency API; no foreign Riva, only the operator-managed pools).
+    tts_allowed_hosts: tuple[str, ...] = ("api.eu.residency.elevenlabs.io",)
+    asr_allowed_hosts: tuple[str, ...] = ()
     provider_ca_file: str | None = None
     provider_timeout_s: float = 8.0
     provider_recheck_s: float = 300.0
@@ -132,6 +143,18 @@ class OperatorSettings:
                 return default
             return tuple(h.strip().lower() for h in raw.split(",") if h.strip())
 
+        def master_key(variable: str) -> bytes | None:
+            if not env.get(variable):
+                return None
+            try:
+                return decode_key(variable, env.get(variable))
+            except KeyConfigError as exc:
+                raise SettingsError(str(exc)) from None
+
+        def images(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+            raw = get(name)
+            return default if raw is None else tuple(i.strip() for i in raw.split(",") if i.strip())
+
         base = cls()
         agent_token = get("AGENT_TOKEN_SECRET")
         return cls(
@@ -145,6 +168,8 @@ class OperatorSettings:
             transcript_key_ref=ref("TRANSCRIPT_KEY_SECRET", base.transcript_key_ref),
             agent_token_ref=ref("AGENT_TOKEN_SECRET", SecretRef("x", "x")) if agent_token else None,
             redis_url=env.get(contract.ENV_REDIS_URL) or get("REDIS_URL"),
+            pii_key=master_key(contract.ENV_PII_KEY),
+            transcript_key=master_key(contract.ENV_TRANSCRIPT_KEY),
             worker_service_account=get("WORKER_SERVICE_ACCOUNT", base.worker_service_account)
             or base.worker_service_account,
             riva_image=get("RIVA_IMAGE", base.riva_image) or base.riva_image,
@@ -156,6 +181,9 @@ class OperatorSettings:
             riva_memory=get("RIVA_MEMORY", base.riva_memory) or base.riva_memory,
             llm_allowed_hosts=hosts("LLM_ALLOWED_HOSTS", base.llm_allowed_hosts),
             llm_eu_hosts=hosts("LLM_EU_HOSTS", base.llm_eu_hosts),
+            tts_allowed_hosts=hosts("TTS_ALLOWED_HOSTS", base.tts_allowed_hosts),
+            asr_allowed_hosts=hosts("ASR_ALLOWED_HOSTS", base.asr_allowed_hosts),
+            worker_images=images("WORKER_IMAGES", base.worker_images),
             provider_ca_file=get("PROVIDER_CA_FILE"),
             provider_timeout_s=number("PROVIDER_TIMEOUT_S", base.provider_timeout_s, minimum=0.1),
             provider_recheck_s=number("PROVIDER_RECHECK_S", base.provider_recheck_s, minimum=1),

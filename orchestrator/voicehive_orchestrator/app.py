@@ -7,7 +7,6 @@ Redis being down is a 503 with ``Retry-After`` and nothing written (see CallStor
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import time
@@ -27,6 +26,7 @@ from voicehive.callmanager import CallEvent, CallManager, EventKind, Transcript,
 from voicehive.callstore import CallRecord, CallStore, Outcome, StoreUnavailable
 from voicehive.privacy import is_call_ref, is_hash
 
+from . import auth
 from .livekit_events import LiveKitVerifier, WebhookAuthError, WebhookFormatError, translate
 from .metrics import Metrics
 from .models import (
@@ -42,6 +42,7 @@ from .models import (
     TranscriptionResponse,
     WebhookResponse,
 )
+from .ratelimit import RateLimitMiddleware, app_tokens
 from .sessions import KubeSessions, SessionCoordinator, SessionSink
 from .settings import Settings
 
@@ -142,14 +143,14 @@ class Orchestrator:
             if settings.livekit_configured else None
         )
 
-    def check_agent(self, request: Request) -> None:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token or not hmac.compare_digest(
-            token.strip().encode(), self.settings.agent_token.encode()
-        ):
-            raise ApiError(401, "unauthorized", "a valid 'Authorization: Bearer <agent token>' header is required",
-                           headers={"WWW-Authenticate": "Bearer"})
+        self.tokens = auth.token_store(settings.agent_token, settings.admin_token, settings.tokens_dir)
+
+    def check_agent(self, request: Request, allowed: frozenset[auth.Scope] = auth.AGENT_ENDPOINTS) -> None:
+        """Scoped bearer credentials (auth.py): 401 unknown, 403 wrong scope."""
+        try:
+            self.tokens.authorize(request.headers.get("authorization"), allowed)
+        except auth.Denied as exc:
+            raise ApiError(exc.status, exc.error, exc.detail, headers=exc.headers) from None
 
 
 def create_app(
@@ -169,7 +170,7 @@ def create_app(
         list_lines = None
         if the_sink is None and settings.kube_configured:
             try:
-                kube = KubeSessions.from_settings(settings.kubeconfig, settings.in_cluster)
+                kube = KubeSessions.from_settings(settings.kubeconfig, settings.in_cluster, settings.hotel_namespaces)
                 the_sink, list_lines = kube, kube.list_lines
             except Exception as exc:  # bad kubeconfig: serve from Redis, say so in /readyz
                 log.warning("Kubernetes API not usable; VoiceSessions stay queued",
@@ -192,7 +193,12 @@ def create_app(
         version="0.1.0",
         description="The seed's LiveKit webhook contract, call state and intents. No personal data in clear.",
         lifespan=lifespan,
+        # /docs, /redoc and /openapi.json only when VOICEHIVE_API_DOCS is set (not in production).
+        docs_url="/docs" if settings.api_docs else None,
+        redoc_url="/redoc" if settings.api_docs else None,
+        openapi_url="/openapi.json" if settings.api_docs else None,
     )
+    app.add_middleware(RateLimitMiddleware, limits=settings.rate_limits, tokens=app_tokens)
 
     def orch_of(request: Request) -> Orchestrator:
         orch: Orchestrator = request.app.state.orch
@@ -356,7 +362,7 @@ def create_app(
              summary="State of one call, without personal data", openapi_extra={"security": [{"AgentToken": []}]})
     async def get_call(call_sid: str, request: Request) -> JSONResponse:
         orch = orch_of(request)
-        orch.check_agent(request)
+        orch.check_agent(request, auth.READ_ENDPOINTS)
         if not call_sid or len(call_sid) > 256:
             raise ApiError(422, "invalid_call_sid", "call_sid must be 1-256 characters",
                            [{"field": "call_sid", "problem": "length"}])
@@ -367,7 +373,7 @@ def create_app(
              openapi_extra={"security": [{"AgentToken": []}]})
     async def get_call_by_ref(call_ref: str, request: Request) -> JSONResponse:
         orch = orch_of(request)
-        orch.check_agent(request)
+        orch.check_agent(request, auth.READ_ENDPOINTS)
         if not is_call_ref(call_ref):
             raise ApiError(422, "invalid_call_ref", "call_ref must look like c-<20 hex characters>",
                            [{"field": "call_ref", "problem": "not a call reference"}])
@@ -381,7 +387,7 @@ def create_app(
                   "security": [{"AgentToken": []}]})
     async def erasure(request: Request) -> JSONResponse:
         orch = orch_of(request)
-        orch.check_agent(request)
+        orch.check_agent(request, auth.ADMIN_ENDPOINTS)
         data = _parse_json_object(await _read_body(request, orch.settings.max_body_bytes))
         try:
             req = ErasureRequest.model_validate(data)

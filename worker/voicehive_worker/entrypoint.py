@@ -29,13 +29,14 @@ from voicehive import contract, heap
 from voicehive.api.models import HotelLine, HotelLineSpec, VoiceSession
 from voicehive.lifecycle import EndReason
 from voicehive_worker.agent import HotelAgent
+from voicehive_worker.credentials import room_access
 from voicehive_worker.state import CallState
 from voicehive_worker.turn_taking import TurnStats
 from voicehive_worker.watchdog import Watchdog
 
 log = logging.getLogger("voicehive.worker")
 
-AGENT_IDENTITY_PREFIX = "voicehive-agent-"
+AGENT_IDENTITY_PREFIX = contract.AGENT_IDENTITY_PREFIX
 
 
 def load_line_spec(line_file: Path | None, environ: Mapping[str, str] | None = None) -> HotelLineSpec:
@@ -253,7 +254,6 @@ def _watch_assignment(namespace: str, pod: str, stop: Callable[[], bool]) -> dic
 
 async def run_pod(line_file: Path | None) -> int:
     """The whole pod life; returns the process exit code."""
-    from livekit import api as lkapi
     from livekit import rtc
     from livekit.agents.utils import http_context
     from livekit.agents.voice.room_io import RoomOptions
@@ -301,17 +301,10 @@ async def run_pod(line_file: Path | None) -> int:
             worker_pod=pod, status=status, retention_days=warm.spec.retention.metadata_days,
         )
         url = env[contract.ENV_LIVEKIT_URL]
-        key, secret_key = env[contract.ENV_LIVEKIT_API_KEY], env[contract.ENV_LIVEKIT_API_SECRET]
-        token = (
-            lkapi.AccessToken(key, secret_key)
-            .with_identity(AGENT_IDENTITY_PREFIX + pod)
-            .with_kind("agent")
-            .with_grants(lkapi.VideoGrants(room_join=True, room=room_name, agent=True))
-            .to_jwt()
-        )
-        async with http_context.open(), lkapi.LiveKitAPI(url=url, api_key=key, api_secret=secret_key) as livekit:
+        access = room_access(env, vs_raw, room=room_name, pod=pod)  # the operator's sealed room token
+        async with http_context.open(), access.api(url) as livekit:
             room = rtc.Room()
-            await room.connect(url, token)
+            await room.connect(url, access.token)
             turn = TurnTakingOptions()
             stats = TurnStats()
             models = provider_models(warm.spec, warm.endpoints)

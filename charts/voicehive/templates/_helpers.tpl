@@ -34,10 +34,34 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s/%s:%s" .root.Values.image.registry .component (.root.Values.image.tag | default .root.Chart.AppVersion) -}}
 {{- end -}}
 
-{{/* Every namespace worker pods run in: the release namespace plus worker.namespaces. */}}
+{{/*
+The hotel namespaces (where HotelLines, worker pods and VoiceSessions live): operator.watchNamespaces
+plus worker.namespaces plus, at install time, every namespace whose labels match
+operator.namespaceSelector (resolved with `lookup`: label a new namespace, then `helm upgrade`).
+Required unless operator.clusterWide: least privilege means Roles in these namespaces only.
+*/}}
+{{- define "voicehive.hotelNamespaces" -}}
+{{- $all := list -}}
+{{- range .Values.operator.watchNamespaces -}}{{- $all = append $all . -}}{{- end -}}
+{{- range .Values.worker.namespaces -}}{{- $all = append $all . -}}{{- end -}}
+{{- with .Values.operator.namespaceSelector -}}
+{{- range (lookup "v1" "Namespace" "" "").items -}}
+{{- $labels := .metadata.labels | default dict -}}
+{{- $match := true -}}
+{{- range $k, $v := $.Values.operator.namespaceSelector -}}{{- if ne (get $labels $k) $v -}}{{- $match = false -}}{{- end -}}{{- end -}}
+{{- if $match -}}{{- $all = append $all .metadata.name -}}{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if and (empty $all) (not .Values.operator.clusterWide) -}}
+{{- fail "operator.watchNamespaces (or operator.namespaceSelector) must name the hotel namespaces: the operator, orchestrator and workers get Roles there only. operator.clusterWide=true grants every namespace instead (not for production)." -}}
+{{- end -}}
+{{- $all | uniq | toJson -}}
+{{- end -}}
+
+{{/* Every namespace worker pods run in: the release namespace plus the hotel namespaces. */}}
 {{- define "voicehive.workerNamespaces" -}}
 {{- $all := list .Release.Namespace -}}
-{{- range .Values.worker.namespaces -}}{{- $all = append $all . -}}{{- end -}}
+{{- range (include "voicehive.hotelNamespaces" . | fromJsonArray) -}}{{- $all = append $all . -}}{{- end -}}
 {{- $all | uniq | toJson -}}
 {{- end -}}
 
