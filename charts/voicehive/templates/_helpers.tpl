@@ -73,6 +73,9 @@ Required unless operator.clusterWide: least privilege means Roles in these names
       name: {{ .Values.redis.urlSecret.name }}
       key: {{ .Values.redis.urlSecret.key }}
 {{- else }}
+{{- if regexMatch "^[a-z]+://[^/@]*:[^/@]+@" (.Values.redis.url | default "") }}
+{{- fail "redis.url carries a password, which would stand in clear in every Pod spec: put the URL in a Secret and name it in redis.urlSecret" }}
+{{- end }}
   value: {{ required "redis.url or redis.urlSecret.name is required" .Values.redis.url | quote }}
 {{- end }}
 {{- end -}}
@@ -105,4 +108,18 @@ allowPrivilegeEscalation: false
 readOnlyRootFilesystem: true
 capabilities:
   drop: [ALL]
+{{- end -}}
+
+
+{{/* The API server's addresses for NetworkPolicy egress: values, else the `kubernetes` Endpoints
+at install time, else every address (lab fallback; docs/delivery.md says to narrow it). */}}
+{{- define "voicehive.apiServerCIDRs" -}}
+{{- $cidrs := .Values.networkPolicy.apiServer.cidrs | default list -}}
+{{- if empty $cidrs -}}
+{{- range (lookup "v1" "Endpoints" "default" "kubernetes").subsets | default list -}}
+{{- range .addresses -}}{{- $cidrs = append $cidrs (printf "%s/32" .ip) -}}{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if empty $cidrs -}}{{- $cidrs = list "0.0.0.0/0" -}}{{- end -}}
+{{- $cidrs | toJson -}}
 {{- end -}}
