@@ -18,9 +18,9 @@ from typing import Any
 
 import kopf
 
-from voicehive import contract
+from voicehive import contract, transfer
 from voicehive.api.models import GROUP, VERSION, HotelLineSpec
-from voicehive_operator import lines, pool, sessions
+from voicehive_operator import lines, pool, sessions, transfers
 from voicehive_operator.kube import HOTELLINES, KUBE_THREADS
 from voicehive_operator.runtime import Runtime
 from voicehive_operator.settings import OperatorSettings
@@ -252,6 +252,18 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
             kopf.warn(body, reason=reason, message=message)
         if entry is not None and entry[1] is not None:
             _refill(runtime, namespace, line, entry)
+
+    @kopf.on.event(*VS, registry=registry, id="transfer_request")
+    async def transfer_request(event: Any, body: Any, namespace: str, name: str, uid: str, spec: Any, status: Any,
+                               memo: Any, line_specs: Any, **_: Any) -> None:
+        """A worker asked for a front-desk transfer (it holds no SIP grant): do it, report back."""
+        if event.get("type") == "DELETED" or transfer.state(status) != transfer.REQUESTED:
+            return
+        entry = _line(line_specs, namespace, (spec.get("lineRef") or {}).get("name", ""))
+        outcome = await transfers.perform(_runtime(memo), namespace=namespace, name=name, uid=uid, body=body,
+                                          line_spec=entry[1] if entry else None)
+        if outcome == transfer.FAILED:
+            kopf.warn(body, reason="TransferFailed", message="The front-desk transfer failed; see the condition.")
 
     # ------------------------------------------------------------------ worker pods
 

@@ -173,8 +173,7 @@ async def reconcile(
     changes += await riva.reconcile_namespace(runtime, settings.riva_namespace or namespace, asr_users)
 
     # 3. The line's Secret (per-line keys, Redis URL), then the warm pool -----------------------
-    if await runtime.kube.ensure_secret(builders.line_secret(namespace, name, uid, settings)):
-        changes.append(f"wrote Secret {builders.line_secret_name(name)} (the line's worker keys)")
+    changes += await _ensure_line_secret(runtime, namespace, name, uid)
     plan, pool_changes = await pool.reconcile(runtime, namespace, name, uid, spec,
                                               count_claimed=line_sessions is None)
     changes += pool_changes
@@ -197,6 +196,18 @@ async def reconcile(
         if obs.ok is False and obs.type != conditions.READY:
             warnings.append(f"{obs.type}: {obs.message}")
     return Outcome(status=patch, changes=changes, warnings=warnings, events=conditions.changed_types(existing, new))
+
+
+async def _ensure_line_secret(runtime: Runtime, namespace: str, name: str, uid: str) -> list[str]:
+    """The line's Secret (its derived keys, the Redis URL): checked once per operator run, then
+    only when its content would change, so a resync costs no Secret round trip."""
+    body = builders.line_secret(namespace, name, uid, runtime.settings)
+    fingerprint = _fingerprint(body["data"])
+    if runtime.line_secrets.get(uid) == fingerprint:
+        return []
+    written = await runtime.kube.ensure_secret(body)
+    runtime.line_secrets[uid] = fingerprint
+    return [f"wrote Secret {builders.line_secret_name(name)} (the line's worker keys)"] if written else []
 
 
 async def _ensure_sip(
@@ -343,4 +354,5 @@ async def teardown(runtime: Runtime, *, namespace: str, name: str, uid: str, raw
         riva_ns = shared.namespace if shared else riva_ns
     changes += await riva.reconcile_namespace(runtime, riva_ns, asr_users)
     runtime.provider_checks.pop(uid, None)
+    runtime.line_secrets.pop(uid, None)
     return changes

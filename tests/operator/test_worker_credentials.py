@@ -123,5 +123,5 @@ def test_no_token_without_the_operator_keys_and_no_silent_fallback() -> None:
     s = settings().replace(pii_key=None)
     assert tokens.sealed_room_token(s, namespace="hotels", line="lindenhof", session="vs", pod="p",
                                     sealed_call_ref="x", spec=line()) is None
-    with pytest.raises(NoRoomToken, match="no voicehive.io/sealed-livekit-token"):
+    with pytest.raises(NoRoomToken, match=r"no voicehive\.io/sealed-livekit-token"):
         room_access({}, {"metadata": {}}, room=ROOM, pod="p")

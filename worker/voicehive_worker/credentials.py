@@ -35,7 +35,7 @@ class RoomAccess:
 
         if self.api_key and self.api_secret:
             return lkapi.LiveKitAPI(url=url, api_key=self.api_key, api_secret=self.api_secret)
-        return lkapi.LiveKitAPI.with_token(url, self.token)
+        return lkapi.LiveKitAPI.with_token(self.token, url)
 
 
 def room_access(env: Mapping[str, str], session: Mapping[str, Any], *, room: str, pod: str) -> RoomAccess:
@@ -64,3 +64,34 @@ def room_access(env: Mapping[str, str], session: Mapping[str, Any], *, room: str
         return RoomAccess(token, key, secret)
     raise NoRoomToken(f"no {contract.ANNOTATION_SEALED_TOKEN} annotation (or no {contract.ENV_LINE_TOKEN_KEY}) "
                       "and no LiveKit API key: the operator mints room tokens only when it has the PII key")
+
+
+class TransferRefused(RuntimeError):
+    """The operator answered the transfer request with a failure (its message is plain words)."""
+
+
+async def request_transfer(status: Any, *, timeout_s: float = 40.0, poll_s: float = 0.5) -> None:
+    """Ask the operator to transfer the caller (:mod:`voicehive.transfer`) and wait for its answer.
+
+    ``status`` is the worker's :class:`~voicehive_worker.state.VoiceSessionStatus`. The worker has
+    no SIP grant (it could dial anywhere with one); the operator transfers to the line's front desk.
+    """
+    import asyncio
+    import datetime as dt
+
+    from voicehive import transfer
+
+    current = (await status.read()).get("status") or {}
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    await status.patch({"conditions": transfer.with_condition(current.get("conditions"), transfer.request(now))})
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while loop.time() < deadline:
+        seen = (await status.read()).get("status") or {}
+        answer = transfer.state(seen)
+        if answer == transfer.TRANSFERRED:
+            return
+        if answer == transfer.FAILED:
+            raise TransferRefused("the operator could not transfer the call")
+        await asyncio.sleep(poll_s)  # the operator answers through the API server; no push channel
+    raise TransferRefused(f"the operator did not answer the transfer request within {timeout_s:g} s")

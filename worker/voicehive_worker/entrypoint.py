@@ -29,7 +29,7 @@ from voicehive import contract, heap
 from voicehive.api.models import HotelLine, HotelLineSpec, VoiceSession
 from voicehive.lifecycle import EndReason
 from voicehive_worker.agent import HotelAgent
-from voicehive_worker.credentials import room_access
+from voicehive_worker.credentials import request_transfer, room_access
 from voicehive_worker.state import CallState
 from voicehive_worker.turn_taking import TurnStats
 from voicehive_worker.watchdog import Watchdog
@@ -314,6 +314,8 @@ async def run_pod(line_file: Path | None) -> int:
             runner = CallRunner(session=session, agent=agent, state=state, turn_stats=stats)
             runner.watchdog = Watchdog(session, warm.voice, on_give_up=lambda cause: _give_up(agent, runner))
             actions.hangup = runner.finish
+            if access.api_key is None:  # room token only: the operator does the SIP transfer
+                actions.request_transfer = lambda: request_transfer(status)
             runner.attach()
 
             @room.on("sip_dtmf_received")
