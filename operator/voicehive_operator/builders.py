@@ -259,6 +259,7 @@ def riva_service(pool: RivaPool, settings: OperatorSettings) -> dict[str, Any]:
 LINE_SECRET_TRANSCRIPT_KEY = "transcript-key"  # noqa: S105 (key names inside the Secret)
 LINE_SECRET_TOKEN_KEY = "token-key"  # noqa: S105
 LINE_SECRET_REDIS_URL = "redis-url"  # noqa: S105
+LINE_SECRET_REDIS_CA = "redis-ca.crt"  # noqa: S105 (a CA certificate: public, kept with the URL)
 PURPOSE_TRANSCRIPT = "transcript"
 PURPOSE_TOKEN = "livekit-token"  # noqa: S105
 
@@ -277,6 +278,8 @@ def line_secret_data(namespace: str, name: str, settings: OperatorSettings) -> d
         data[LINE_SECRET_TOKEN_KEY] = base64.b64encode(line_token_key(namespace, name, settings.pii_key)).decode()
     if settings.redis_url:
         data[LINE_SECRET_REDIS_URL] = settings.redis_url
+    if settings.redis_url and settings.redis_ca_pem:
+        data[LINE_SECRET_REDIS_CA] = settings.redis_ca_pem
     return data
 
 
@@ -310,7 +313,7 @@ def worker_spec_hash(namespace: str, name: str, spec: HotelLineSpec, settings: O
         "sa": settings.worker_service_account,
         # Which keys the line Secret holds (never their values: those stay out of labels).
         "secrets": [repr(settings.pii_key_ref), repr(settings.transcript_key_ref), settings.pii_key is not None,
-                    settings.transcript_key is not None, bool(settings.redis_url)],
+                    settings.transcript_key is not None, bool(settings.redis_url), bool(settings.redis_ca_pem)],
         "pull": settings.worker_image_pull_policy,
     }
     return _short_hash(json.dumps(relevant, sort_keys=True), length=16)
@@ -367,6 +370,16 @@ def worker_env(namespace: str, name: str, spec: HotelLineSpec, settings: Operato
     if LINE_SECRET_REDIS_URL in line_keys:
         env.append(_secret_env(contract.ENV_REDIS_URL, SecretRef(line, LINE_SECRET_REDIS_URL)))
     return env
+
+
+def _redis_ca(settings: OperatorSettings, line_name: str = "") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Mount and volume for the Redis CA from the line Secret (TLS to Redis), or nothing."""
+    if not (settings.redis_url and settings.redis_ca_pem):
+        return [], []
+    mount = {"name": "redis-ca", "mountPath": contract.REDIS_CA_DIR, "readOnly": True}
+    volume = {"name": "redis-ca", "secret": {"secretName": line_secret_name(line_name),
+                                             "items": [{"key": LINE_SECRET_REDIS_CA, "path": "ca.crt"}]}}
+    return [mount], [volume]
 
 
 def worker_labels(line_name: str, spec_hash: str) -> dict[str, str]:
@@ -430,10 +443,10 @@ def worker_pod(
                     "ports": [{"name": "probes", "containerPort": contract.WORKER_PROBE_PORT, "protocol": "TCP"}],
                     **WORKER_PROBES,
                     "securityContext": {**RESTRICTED_CONTAINER, "readOnlyRootFilesystem": True},
-                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108
+                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *_redis_ca(settings)[0]],  # noqa: S108
                 }
             ],
-            "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}],
+            "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}, *_redis_ca(settings, line_name)[1]],
         },
     }
 

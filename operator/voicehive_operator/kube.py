@@ -146,23 +146,17 @@ class Kube:
         return plain if isinstance(plain, str) else None
 
     async def ensure_secret(self, body: dict[str, Any]) -> bool:
-        """Create the Secret or bring its data to ``body``'s; ``True`` if something was written."""
+        """Create the Secret, or merge-patch its data to ``body``'s (idempotent; no read, no PUT)."""
         ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
-        current = await self._optional(self.core.read_namespaced_secret, name, ns)
-        if current is None:
-            try:
-                await self._dict(self.core.create_namespaced_secret, ns, body)
-                return True
-            except ApiException as exc:
-                if exc.status != 409:
-                    raise
-                current = await self._dict(self.core.read_namespaced_secret, name, ns)
-        if (current.get("data") or {}) == body["data"]:
-            return False
-        await self._dict(self.core.replace_namespaced_secret, name, ns,
-                         {**body, "metadata": {**body["metadata"],
-                                               "resourceVersion": current["metadata"].get("resourceVersion")}})
-        return True
+        try:
+            await self._dict(self.core.create_namespaced_secret, ns, body)
+            return True
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        await self._dict(self.core.patch_namespaced_secret, name, ns, {"data": body["data"]},
+                         _content_type="application/merge-patch+json")
+        return False
 
     # ---------------------------------------------------------------- deployments / services
 

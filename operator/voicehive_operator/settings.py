@@ -61,6 +61,7 @@ class OperatorSettings:
     redis_url: str | None = None  # for workers and for retention/erasure of Redis keys
     # Master keys the per-line keys derive from (voicehive.privacy.line_key); the operator opens
     # sealedCallRef with the PII key to mint each call's room-scoped LiveKit token.
+    redis_ca_pem: str | None = None  # CA of a rediss:// Redis, copied into each line Secret
     pii_key: bytes | None = field(default=None, repr=False)
     transcript_key: bytes | None = field(default=None, repr=False)
 
@@ -143,6 +144,16 @@ class OperatorSettings:
                 return default
             return tuple(h.strip().lower() for h in raw.split(",") if h.strip())
 
+        def read_file(name: str) -> str | None:
+            path = get(name)
+            if path is None:
+                return None
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    return handle.read()
+            except OSError as exc:
+                raise SettingsError(f"{ENV_PREFIX}{name}: cannot read {path} ({exc.strerror})") from None
+
         def master_key(variable: str) -> bytes | None:
             if not env.get(variable):
                 return None
@@ -168,6 +179,7 @@ class OperatorSettings:
             transcript_key_ref=ref("TRANSCRIPT_KEY_SECRET", base.transcript_key_ref),
             agent_token_ref=ref("AGENT_TOKEN_SECRET", SecretRef("x", "x")) if agent_token else None,
             redis_url=env.get(contract.ENV_REDIS_URL) or get("REDIS_URL"),
+            redis_ca_pem=read_file("REDIS_CA_FILE"),
             pii_key=master_key(contract.ENV_PII_KEY),
             transcript_key=master_key(contract.ENV_TRANSCRIPT_KEY),
             worker_service_account=get("WORKER_SERVICE_ACCOUNT", base.worker_service_account)

@@ -14,6 +14,7 @@ import base64
 import ipaddress
 import json
 import re
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,7 +74,8 @@ def test_allow_lists_reach_the_operator(helm_bin: str) -> None:
            by_kind(docs, "Deployment")["voicehive-operator"]["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["VOICEHIVE_OPERATOR_WORKER_IMAGES"] == "ghcr.io/voicehive/worker:0.1.0,registry.example.eu/worker:2.0"
     assert env["VOICEHIVE_OPERATOR_TTS_ALLOWED_HOSTS"] == "api.eu.residency.elevenlabs.io,tts.example.eu"
-    settings = OperatorSettings.from_env({k: v for k, v in env.items() if v is not None})
+    files = {"VOICEHIVE_OPERATOR_REDIS_CA_FILE"}  # a mounted file, not here
+    settings = OperatorSettings.from_env({k: v for k, v in env.items() if v is not None and k not in files})
     assert settings.worker_images == ("ghcr.io/voicehive/worker:0.1.0", "registry.example.eu/worker:2.0")
     assert settings.llm_allowed_hosts == ("*.openai.azure.com", "*.cognitiveservices.azure.com")
     assert settings.asr_allowed_hosts == ()
@@ -165,7 +167,7 @@ def test_worker_egress_only_to_what_a_call_needs(policies: list[dict[str, Any]])
     riva = Peer("hotels", ASR)
     assert allowed(policies, worker, dns, 53, "UDP")
     assert allowed(policies, worker, Peer(ip="192.0.2.10"), 6443)  # the API server: its VoiceSession
-    assert allowed(policies, worker, redis, 6379)
+    assert allowed(policies, worker, redis, 6380)  # rediss://
     assert allowed(policies, worker, riva, 50051)
     assert allowed(policies, worker, Peer(ip="203.0.113.5"), 7881)  # LiveKit signalling
     assert allowed(policies, worker, Peer(ip="203.0.113.5"), 50123, "UDP")  # LiveKit media
@@ -211,11 +213,11 @@ def _pod_specs(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def test_no_pod_spec_holds_a_secret_value_or_a_url_with_a_password(helm_bin: str) -> None:
-    password = generate_key_b64()
+    password = secrets.token_urlsafe(24)  # URL-safe, as a password in a URL must be (or %-encoded)
     for variant in ([], ["--set", "redis.urlSecret.name=redis-url", "--set", "orchestrator.tls.enabled=false"]):
         assert scan(_pod_specs(helm_template(helm_bin, *variant)), [password]) == []
     refused = run(helm_bin, "template", "voicehive", str(CHART), "--set", "operator.watchNamespaces={hotels}",
-                  "--set", f"redis.url=rediss://voicehive:{password.replace(',', '')}@redis:6380/0")
+                  "--set", f"redis.url=rediss://voicehive:{password}@redis:6380/0")
     assert refused.returncode != 0 and "redis.urlSecret" in refused.stderr and password not in refused.stderr
     # The operator's worker pods: master keys and a password-bearing Redis URL in the operator only.
     settings = OperatorSettings(

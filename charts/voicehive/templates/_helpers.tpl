@@ -123,3 +123,23 @@ at install time, else every address (lab fallback; docs/delivery.md says to narr
 {{- if empty $cidrs -}}{{- $cidrs = list "0.0.0.0/0" -}}{{- end -}}
 {{- $cidrs | toJson -}}
 {{- end -}}
+
+
+{{/* The Redis CA (TLS): a volume and its mount, when redis.caSecret.name is set. */}}
+{{- define "voicehive.redisCaMount" -}}
+{{- if .Values.redis.caSecret.name }}
+- name: redis-ca
+  mountPath: /etc/voicehive/redis-ca
+  readOnly: true
+{{- end }}
+{{- end -}}
+{{- define "voicehive.redisCaVolume" -}}
+{{- if .Values.redis.caSecret.name }}
+- name: redis-ca
+  secret:
+    secretName: {{ .Values.redis.caSecret.name }}
+    items:
+      - key: {{ .Values.redis.caSecret.key }}
+        path: ca.crt
+{{- end }}
+{{- end -}}
