@@ -54,7 +54,7 @@ def test_permission_matrix_by_impersonation(
             (operator, verb, res, ns) for ns in (hotel_a, hotel_b) for verb, res in [
                 ("watch", HL), ("patch", f"{HL}/status"), ("delete", VS), ("create", "pods"), ("delete", "pods"),
                 ("create", "deployments.apps"), ("create", "services"), ("get", "secrets"), ("create", "secrets"),
-                ("update", "secrets"), ("create", "events"), ("patch", "kopfpeerings.kopf.dev")]
+                ("patch", "secrets"), ("create", "events"), ("patch", "kopfpeerings.kopf.dev")]
         ] + [(operator, "watch", "customresourcedefinitions.apiextensions.k8s.io", None)] + [
             (orchestrator, verb, res, ns) for ns in (hotel_a, hotel_b) for verb, res in [
                 ("list", HL), ("create", VS), ("patch", f"{VS}/status")]
