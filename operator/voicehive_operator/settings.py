@@ -53,15 +53,13 @@ class OperatorSettings:
     livekit_timeout_s: float = 10.0
 
     # Secrets worker pods receive via secretKeyRef (names in the worker's namespace)
-    livekit_secret: str = "voicehive-livekit"  # noqa: S105 (a Secret name; keys api-key, api-secret)
     livekit_worker_url: str | None = None  # URL workers dial; defaults to livekit_url
     pii_key_ref: SecretRef = SecretRef("voicehive-keys", "pii-key")
-    transcript_key_ref: SecretRef = SecretRef("voicehive-keys", "transcript-key")
-    agent_token_ref: SecretRef | None = None
+    transcript_key_ref: SecretRef = SecretRef("voicehive-keys", "transcript-key")  # only without master keys
     redis_url: str | None = None  # for workers and for retention/erasure of Redis keys
+    redis_ca_pem: str | None = None  # CA of a rediss:// Redis, copied into each line Secret
     # Master keys the per-line keys derive from (voicehive.privacy.line_key); the operator opens
     # sealedCallRef with the PII key to mint each call's room-scoped LiveKit token.
-    redis_ca_pem: str | None = None  # CA of a rediss:// Redis, copied into each line Secret
     pii_key: bytes | None = field(default=None, repr=False)
     transcript_key: bytes | None = field(default=None, repr=False)
 
@@ -167,17 +165,14 @@ class OperatorSettings:
             return default if raw is None else tuple(i.strip() for i in raw.split(",") if i.strip())
 
         base = cls()
-        agent_token = get("AGENT_TOKEN_SECRET")
         return cls(
             livekit_url=env.get(contract.ENV_LIVEKIT_URL) or base.livekit_url,
             livekit_api_key=env.get(contract.ENV_LIVEKIT_API_KEY, ""),
             livekit_api_secret=env.get(contract.ENV_LIVEKIT_API_SECRET, ""),
             livekit_timeout_s=number("LIVEKIT_TIMEOUT_S", base.livekit_timeout_s, minimum=0.1),
-            livekit_secret=get("LIVEKIT_SECRET", base.livekit_secret) or base.livekit_secret,
             livekit_worker_url=get("LIVEKIT_WORKER_URL"),
             pii_key_ref=ref("PII_KEY_SECRET", base.pii_key_ref),
             transcript_key_ref=ref("TRANSCRIPT_KEY_SECRET", base.transcript_key_ref),
-            agent_token_ref=ref("AGENT_TOKEN_SECRET", SecretRef("x", "x")) if agent_token else None,
             redis_url=env.get(contract.ENV_REDIS_URL) or get("REDIS_URL"),
             redis_ca_pem=read_file("REDIS_CA_FILE"),
             pii_key=master_key(contract.ENV_PII_KEY),
