@@ -125,3 +125,21 @@ def test_no_token_without_the_operator_keys_and_no_silent_fallback() -> None:
                                     sealed_call_ref="x", spec=line()) is None
     with pytest.raises(NoRoomToken, match=r"no voicehive\.io/sealed-livekit-token"):
         room_access({}, {"metadata": {}}, room=ROOM, pod="p")
+
+
+def test_a_worker_cannot_open_another_lines_transcripts() -> None:
+    """What a worker seals with its line's transcript key (the Privacy it loads from its env) does
+    not open with another line's key, nor with the master key."""
+    s = settings()
+    ours = builders.line_secret_data("hotels", "lindenhof", s)
+    theirs = builders.line_secret_data("hotels", "seeblick", s)
+
+    def sealer(data: dict[str, str]) -> privacy.Sealer:
+        return privacy.Sealer(privacy.decode_key("k", data[builders.LINE_SECRET_TRANSCRIPT_KEY]))
+
+    sealed = sealer(theirs).seal_text("I'd like to book room 12 for Friday", context="c-0123456789abcdef0123")
+    assert sealer(theirs).open_text(sealed, context="c-0123456789abcdef0123").startswith("I'd like")
+    assert s.transcript_key is not None
+    for other in (sealer(ours), privacy.Sealer(s.transcript_key)):
+        with pytest.raises(privacy.SealError):
+            other.open_text(sealed, context="c-0123456789abcdef0123")
