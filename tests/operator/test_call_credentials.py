@@ -80,6 +80,7 @@ async def test_worker_holds_a_room_token_for_its_call_only_and_the_operator_tran
     await kube_client.create_custom(namespace, VOICESESSIONS, {
         "apiVersion": "voicehive.io/v1alpha1", "kind": "VoiceSession", "metadata": {"name": name, "namespace": namespace},
         "spec": {"lineRef": {"name": "lindenhof"}, "roomHash": privacy.hasher.room(room),
+                 "callerHash": privacy.hasher.phone(number),
                  "sealedCallRef": privacy.seal_call_ref(room, sip_identity), "language": "de"}})
     vs = await wait_for(lambda: kube_client.get_custom(namespace, VOICESESSIONS, name),
                         lambda o: contract.LABEL_WORKER in ((o or {}).get("metadata", {}).get("labels") or {}),
