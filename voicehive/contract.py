@@ -43,6 +43,17 @@ WORKER_POD_LABELS: Final = {LABEL_COMPONENT: COMPONENT_WORKER, LABEL_MANAGED_BY:
 
 # Annotations -----------------------------------------------------------------------------
 ANNOTATION_ERASE: Final = f"{GROUP}/erase-caller"  # on a HotelLine: caller hash(es) to erase
+# On a VoiceSession: the room-scoped LiveKit token the operator minted for the bound worker,
+# sealed with the line's token key (AES-GCM, context "<namespace>/<session>").
+ANNOTATION_SEALED_TOKEN: Final = f"{GROUP}/sealed-livekit-token"
+# On a VoiceSession's status: the worker asks the operator to transfer the caller (the SIP grant
+# that a transfer needs would let a worker place calls anywhere, so only the operator holds it).
+def sealed_token_context(namespace: str, session: str) -> str:
+    """AAD of ANNOTATION_SEALED_TOKEN: a sealed token opens only on the session it was written to."""
+    return f"{namespace}/{session}"
+
+
+CONDITION_TRANSFER: Final = "TransferToFrontDesk"
 
 # Worker pod environment (operator writes, worker reads); names of variables, not values.
 # ruff: noqa: S105
@@ -60,6 +71,11 @@ ENV_LIVEKIT_API_KEY: Final = "LIVEKIT_API_KEY"
 ENV_LIVEKIT_API_SECRET: Final = "LIVEKIT_API_SECRET"
 ENV_AZURE_OPENAI_API_KEY: Final = "AZURE_OPENAI_API_KEY"
 ENV_ELEVEN_API_KEY: Final = "ELEVEN_API_KEY"
+ENV_LINE_TOKEN_KEY: Final = "VOICEHIVE_LINE_TOKEN_KEY"  # opens ANNOTATION_SEALED_TOKEN (per line)
+ENV_RECORDING_LINE_KEY: Final = "VOICEHIVE_RECORDING_LINE_KEY"  # one line's recording key (worker, staff)
+# Where worker pods find the CA of a rediss:// Redis (the URL names it: ?ssl_ca_certs=<dir>/ca.crt).
+REDIS_CA_DIR: Final = "/etc/voicehive/redis-ca"
+AGENT_IDENTITY_PREFIX: Final = "voicehive-agent-"  # + pod name: the worker's LiveKit identity
 ENV_READY_PORT: Final = "VOICEHIVE_READY_PORT"  # the worker's probe server (/healthz, /readyz)
 WORKER_PROBE_PORT: Final = 8081
 ENV_PMS_ID: Final = "VOICEHIVE_PMS_ID"  # Mews ClientToken / Apaleo client id (spec.pms.credentials)
