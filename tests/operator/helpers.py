@@ -56,7 +56,7 @@ def hex64() -> str:
 
 
 async def wait_for(
-    probe: Callable[[], Awaitable[T]], accept: Callable[[T], bool], *, timeout: float = 30.0, what: str = "condition"  # noqa: ASYNC109
+    probe: Callable[[], Awaitable[T]], accept: Callable[[T], bool], *, timeout: float = 90.0, what: str = "condition"  # noqa: ASYNC109
 ) -> T:
     """Poll ``probe`` until ``accept`` holds; fails with the last value seen."""
     loop = asyncio.get_running_loop()

@@ -171,8 +171,8 @@ class CallRunner:
         """The caller objected to the recording: delete it, then say so."""
         assert self.recording is not None
         try:
-            if await self.recording.object():
-                self.session.say(recording_stopped(str(self.agent.language)))
+            if await self.recording.object():  # the caller must hear it in full: not interruptible
+                self.session.say(recording_stopped(str(self.agent.language)), allow_interruptions=False)
         except Exception as err:
             log.error("recording could not be deleted on objection", extra={"error": type(err).__name__})
 
