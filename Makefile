@@ -6,15 +6,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-APT_PACKAGES := redis-server redis-tools espeak-ng sox prometheus
+APT_PACKAGES := redis-server redis-tools redis-sentinel espeak-ng sox prometheus
 
 .PHONY: help
 help: ## list the commands
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 # --- set-up -------------------------------------------------------------------------------
 .PHONY: system-deps
-system-deps: ## install the Debian packages tests and demo need (redis-server, espeak-ng, sox, promtool)
+system-deps: ## install the Debian packages tests and demo need (redis-server, redis-sentinel, espeak-ng, sox, promtool)
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -110,6 +110,18 @@ cluster-up: system-deps venv ## the rig + node agent (kubelet stand-in) + `helm 
 
 cluster-down: ## uninstall the chart and stop the node agent, the fakes and the call-state Redis (the rig stays up)
 	$(BIN)/python -m rig.cluster down
+
+# --- a phone call through the installed product (tests/e2e, issue 10) --------------------------
+# The SIP gateway simulator (tests/e2e/sip_gateway_sim.py) dials the example line on `make cluster-up`;
+# livekit-server's signed webhooks reach the orchestrator's Service. Root (the node agent). `make test`
+# runs the same tests when the rig is up.
+.PHONY: e2e bench-e2e
+e2e: system-deps venv ## a hotel call through the installed chart, every step asserted (cluster brought up if needed)
+	rig/with-rig.sh env VOICEHIVE_RIG=1 $(BIN)/pytest -p no:cacheprovider tests/e2e $(PYTEST_ARGS)
+
+bench-e2e: system-deps venv ## pickup and voice-to-voice of calls through the installed chart -> bench/results/e2e.json
+	$(BIN)/python -m rig.cluster up
+	$(BIN)/python bench/e2e.py $(BENCH_E2E_ARGS)
 
 .PHONY: manifests
 manifests: ## re-render manifests/base/voicehive.yaml from the Helm chart (Kustomize base for Argo CD)

@@ -6,12 +6,22 @@ then sends call lifecycles (agent_ready, call_started, 2 transcriptions, call_en
 concurrent senders. Reports events/s, p50/p99 latency, and lost events (acknowledged with 2xx
 but absent from the call's Redis event stream; must be 0).
 
+The anchor (issue 16) is measured in the same run, against the same redis-server: a bare-bones
+FastAPI + redis.asyncio handler of the seed's transcription endpoint (``bench/bare_handler.py``:
+pydantic model, bearer check, one MULTI pipeline XADD + HSET + 2x EXPIRE) and the orchestrator
+each take the same load from the same generator: new transcription events (unique event ids)
+spread over 64 live calls, from 64 concurrent senders, with one server process and with two
+(two processes on two ports, the senders split evenly between them, as a Service would), each
+pair repeated in alternating order (``--anchor-repeats``) because the shared machine's load
+drifts. Our median events/s and p50/p99 are reported as ratios to the anchor's medians, every
+sample is kept, and lost events are counted for both.
+
 The ceiling is measured in the same run with ``redis-benchmark`` on the same server: the rate
 of each Redis command one event issues (HGETALL, SISMEMBER, and EVALSHA of the CallStore apply
 script with a real event's arguments), at the same concurrency, combined as
 ``1 / sum(1 / rate_i)``: the events/s Redis could sustain if the service cost nothing.
 
-Usage: ``python bench/webhooks.py [--calls 1000] [--concurrency 64] [--out bench/results/webhooks.json]``
+Usage: ``python bench/webhooks.py [--calls 1000] [--anchor-events 3000] [--anchor-repeats 3] [--out ...]``
 """
 
 from __future__ import annotations
@@ -40,6 +50,8 @@ import redis.asyncio
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.anchor import run_anchor  # noqa: E402
+from voicehive.callstore import events_key  # noqa: E402
 from voicehive.privacy import PiiHasher, generate_key_b64  # noqa: E402
 
 TOKEN = secrets.token_urlsafe(24)  # generated per run, never committed
@@ -49,7 +61,17 @@ def per_event_commands() -> list[tuple[str, list[str]]]:
     """The Redis commands one state-changing event issues (CallStore.apply), for
     redis-benchmark: the pipelined read (HGETALL + SISMEMBER) and the apply script itself,
     with the argument sizes of a real call_started event on fresh keys."""
-    from voicehive.callstore import _APPLY_LUA, CallRecord, CallStore, Outcome, Plan
+    from voicehive.callstore import (
+        _APPLY_LUA,
+        _INDEX_LUA,
+        INDEX_KEYS,
+        CallRecord,
+        CallStore,
+        Outcome,
+        Plan,
+        call_key,
+        seen_key,
+    )
     from voicehive.lifecycle import CallPhase
 
     store = CallStore(redis.asyncio.Redis())
@@ -61,10 +83,12 @@ def per_event_commands() -> list[tuple[str, list[str]]]:
     keys, args = store._script_call(ref, before, plan, "d" * 32, 30 * 86400)
     args[0] = "0"  # fresh random keys: the version check passes, the whole write path runs
     sha = hashlib.sha1(_APPLY_LUA.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
+    index_args = [ref, f"{time.time():.6f}", "1", "", str(30 * 86400), "21600"]
     return [
-        ("HGETALL", ["HGETALL", "vh:call:c-__rand_int__"]),
-        ("SISMEMBER", ["SISMEMBER", "vh:call:c-__rand_int__:seen", "d" * 32]),
+        ("HGETALL", ["HGETALL", call_key(ref)]),
+        ("SISMEMBER", ["SISMEMBER", seen_key(ref), "d" * 32]),
         ("EVALSHA apply", ["EVALSHA", sha, str(len(keys)), *keys, *args]),
+        ("EVAL index", ["EVAL", _INDEX_LUA, str(len(INDEX_KEYS)), *INDEX_KEYS, *index_args]),
     ]
 
 
@@ -98,11 +122,12 @@ def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
         time.sleep(0.05)  # start-up polling
 
 
-def start_orchestrator(redis_port: int, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
+def start_orchestrator(redis_port: int, env: dict[str, str], *, bare: bool = False) -> tuple[subprocess.Popen[bytes], int]:
+    """The orchestrator (``bare``: the anchor handler instead) as its own process."""
     port = free_port()
+    program = [str(ROOT / "bench" / "bare_handler.py")] if bare else ["-m", "voicehive_orchestrator", "--plain-http"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "voicehive_orchestrator", "--plain-http", "--port", str(port),
-         "--redis-url", f"redis://127.0.0.1:{redis_port}/0"],
+        [sys.executable, *program, "--port", str(port), "--redis-url", f"redis://127.0.0.1:{redis_port}/0"],
         env={**os.environ, **env}, stdout=subprocess.DEVNULL,
         stderr=open(os.environ.get("VOICEHIVE_BENCH_LOG", os.devnull), "ab"),  # noqa: SIM115
     )
@@ -179,7 +204,7 @@ def lost_events(redis_port: int, hasher: PiiHasher, acked: dict[str, int]) -> in
     for call, ids in by_call.items():
         sid = str(call_events(call)[0][1]["call_sid"])
         ref = hasher.call_ref(sid)
-        stored = [entry["event_id"] for _id, entry in client.xrange(f"vh:call:{ref}:events")]
+        stored = [entry["event_id"] for _id, entry in client.xrange(events_key(ref))]
         for event_id in ids:
             if stored.count(hasher.event_id(f"id:{event_id}")) != 1:
                 lost += 1
@@ -216,6 +241,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--redis-benchmark-requests", type=int, default=20000)
+    parser.add_argument("--anchor-events", type=int, default=3000, help="transcription events per anchor run")
+    parser.add_argument("--anchor-repeats", type=int, default=3, help="alternating bare/ours runs per process count")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "webhooks.json"))
     args = parser.parse_args()
 
@@ -235,6 +262,10 @@ def main() -> None:
             redis.Redis(port=redis_port).flushall()
             latencies, acked, failures, elapsed = asyncio.run(send_all(orch_port, args.calls, args.concurrency))
             lost = lost_events(redis_port, hasher, acked)
+            orch_proc.terminate()
+            orch_proc.wait(timeout=30)
+            anchor = run_anchor(redis_port, env, hasher, args.anchor_events, args.concurrency, start_orchestrator,
+                                args.anchor_repeats)
             rates = redis_benchmark(redis_port, args.concurrency, args.redis_benchmark_requests)
             info = redis.Redis(port=redis_port).info("server")
         finally:
@@ -272,6 +303,7 @@ def main() -> None:
             "ceiling_events_per_second": round(ceiling, 1),
         },
         "ratio_to_ceiling": round(ours / ceiling, 3),
+        "anchor": anchor,
         "redis": {"version": info.get("redis_version"), "appendonly": "yes", "appendfsync": "always"},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
                     "load_average_1m_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)]},
@@ -283,6 +315,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
+    lost += sum(int(run["lost_events"]) for runs in anchor["runs"].values() for run in runs.values())
     if lost:
         raise SystemExit(f"{lost} acknowledged events are missing from Redis")
 

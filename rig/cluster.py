@@ -135,7 +135,7 @@ def start_fakes(tls_dir: Path) -> dict[str, Any]:
     if not alive("fakes"):
         out.unlink(missing_ok=True)
         start("fakes", [str(REPO / ".venv/bin/python"), "-m", "tests.fakes", "--json", "--tls-dir", str(tls_dir),
-                        "--json-file", str(out)])
+                        "--json-file", str(out), "--phone"])
     wait_for(out.exists, 60, "provider fakes")
     return dict(json.loads(out.read_text()))
 
@@ -304,6 +304,17 @@ def helm_install(helm: str, kubeconfig: Path, values: dict[str, Any]) -> None:
         raise SystemExit(f"[cluster] helm install failed: {result.stderr.strip()}")
 
 
+def start_webhook_forwarder(kubeconfig: Path, port: int) -> None:
+    """livekit-server's webhook URL (rig/up.sh) -> the orchestrator's Service (rig/servicefwd.py)."""
+    if not port:
+        log("the rig's ports.env names no LIVEKIT_WEBHOOK_PORT (rig/up.sh of an older rig): no webhooks")
+        return
+    if not alive("servicefwd"):
+        start("servicefwd", [str(REPO / ".venv/bin/python"), "-m", "rig.servicefwd", "--kubeconfig", str(kubeconfig),
+                             "--state", str(STATE / "nodeagent"), "--listen", f"127.0.0.1:{port}",
+                             "--service", f"{RELEASE_NS}/{RELEASE}-orchestrator:443"])
+
+
 def up(timeout: float) -> None:
     t0 = time.monotonic()
     subprocess.run([str(REPO / "rig" / "up.sh"), "--build"], check=True)
@@ -312,7 +323,8 @@ def up(timeout: float) -> None:
         raise SystemExit("[cluster] the rig has no kube-apiserver, livekit-server or helm (see rig/up.sh output)")
     kubeconfig, kubectl = Path(rig_env["KUBECONFIG"]), Kubectl(Path(rig_env["KUBECONFIG"]))
     redis_url = start_redis(cluster_ports()["redis"])
-    if not alive("fakes"):
+    # one CA per rig state: livekit-server trusts it for its webhooks (rig/up.sh, SSL_CERT_FILE)
+    if not (CLUSTER / "tls" / "ca.pem").exists():
         from tests.fakes.tls import make_tls_files
 
         make_tls_files(CLUSTER / "tls", hosts=orchestrator_hosts())
@@ -326,6 +338,7 @@ def up(timeout: float) -> None:
     kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=voicehive-cluster-up", "-f",
             str(REPO / "crds"))
     helm_install(rig_env["HELM"], kubeconfig, chart_values(rig_env["LIVEKIT_URL"]))
+    start_webhook_forwarder(kubeconfig, int(rig_ports.get("LIVEKIT_WEBHOOK_PORT", "0")))
     log(f"chart installed ({time.monotonic() - t0:.0f}s); applying the example HotelLine")
     kubectl.apply(*example_line(fakes))
     line = "lindenhof-main"
@@ -357,7 +370,7 @@ def down() -> None:
         # a Terminating namespace refuses new objects: the next `up` must find them gone
         wait_for(lambda: not any(kubectl.maybe("get", "namespace", ns) for ns in (HOTEL_NS, RELEASE_NS)), 300,
                  "namespaces deleted")
-    for name in ("nodeagent", "fakes", "redis"):
+    for name in ("servicefwd", "nodeagent", "fakes", "redis"):
         stop(name, timeout=120 if name == "nodeagent" else 30)
     (CLUSTER / "env").unlink(missing_ok=True)
     if "KUBECONFIG" in rig_env:

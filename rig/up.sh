@@ -55,6 +55,10 @@ if [ -z "${SCHEDULER_PORT:-}" ]; then  # ports.env written before the scheduler 
   SCHEDULER_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   echo "SCHEDULER_PORT=$SCHEDULER_PORT" >>"$PORTS"
 fi
+if [ -z "${LIVEKIT_WEBHOOK_PORT:-}" ]; then  # where livekit-server posts webhooks (rig/servicefwd.py)
+  LIVEKIT_WEBHOOK_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  echo "LIVEKIT_WEBHOOK_PORT=$LIVEKIT_WEBHOOK_PORT" >>"$PORTS"
+fi
 
 # ---- process helpers: only ever signal the pids we recorded ----
 alive() { rig_pid "$1" >/dev/null; }
@@ -242,10 +246,19 @@ keys:
   $LIVEKIT_API_KEY: $LIVEKIT_API_SECRET
 logging:
   level: info
+# Webhooks signed with the API key, as in production, to the installed orchestrator's Service:
+# make cluster-up forwards 127.0.0.1:$LIVEKIT_WEBHOOK_PORT to it (rig/servicefwd.py); without
+# a cluster the port is closed and livekit-server only logs the failed posts.
+webhook:
+  api_key: $LIVEKIT_API_KEY
+  urls: ["https://127.0.0.1:$LIVEKIT_WEBHOOK_PORT/v1/livekit/webhook"]
 LK
   chmod 600 "$RIG_STATE/livekit.yaml"
   if ! { alive livekit-server && livekit_ready; }; then
-    start livekit-server "$(rig_bin livekit livekit-server)" --config "$RIG_STATE/livekit.yaml"
+    # the orchestrator's certificate comes from the cluster's CA (rig/cluster.py keeps it stable;
+    # Go reads SSL_CERT_FILE at the first TLS handshake, i.e. the first webhook a cluster answers)
+    SSL_CERT_FILE="$RIG_STATE/cluster/tls/ca.pem" \
+      start livekit-server "$(rig_bin livekit livekit-server)" --config "$RIG_STATE/livekit.yaml"
     wait_for livekit-server 60 livekit_ready || return 1
   fi
   LIVEKIT_UP=1

@@ -2,6 +2,7 @@
 
 pytest_plugins = [
     "tests.fixtures.redis",
+    "tests.fixtures.redis_topologies",
     "tests.fixtures.rig",
     "tests.fixtures.kube",
     "tests.fixtures.livekit",

@@ -9,7 +9,8 @@ status and the audit log in agreement.
 Rules:
 
 * Every delivery has a dedupe id (the sender's event id, or a keyed hash of its content);
-  a repeated delivery changes nothing and reports :attr:`Outcome.DUPLICATE`.
+  a repeated delivery changes nothing and reports :attr:`Outcome.DUPLICATE`. Transcripts are
+  the exception: without an event id each one is new (equal words are distinct turns).
 * Phases only move forward (``lifecycle.can_transition``). An end that arrives before the
   start ends the call; a start that arrives after the end is logged as ``stale`` and does not
   revive it.
@@ -26,6 +27,7 @@ import functools
 import json
 import logging
 import os
+import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,7 +45,7 @@ from voicehive.callstore import (
 )
 from voicehive.intents import Intent, IntentResult, classify, normalise_language
 from voicehive.lifecycle import CallPhase, EndReason, can_transition, is_terminal
-from voicehive.privacy import Privacy
+from voicehive.privacy import PiiHasher, Privacy
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +161,19 @@ class Transcript:
     event_id: str | None = None
 
 
+def transcript_dedupe_source(segment: Transcript) -> str:
+    """What makes two transcript deliveries "the same": the sender's ``event_id`` only.
+
+    WHY not the content: a caller who says "yes" twice sends the same text twice, and the
+    seed's contract carries no segment time or sequence to tell the two apart. Without an id
+    every delivery is a new segment (a blind retry may then store a segment twice; a sender that
+    retries sends an ``event_id``, as the worker does).
+    """
+    if segment.event_id:
+        return f"id:{segment.event_id}"
+    return f"unkeyed:{secrets.token_hex(16)}"
+
+
 @dataclass(frozen=True)
 class PhaseChange:
     """What hooks see after a change committed: no personal data except the sealed ref."""
@@ -239,6 +254,15 @@ RetentionLookup = Callable[[str | None, str | None], int | None]
 """``(namespace, line) -> metadata retention in days`` (None: default 30)."""
 
 
+def line_retention(namespace: str, line: str, days: int) -> RetentionLookup:
+    """The lookup of a process that serves one line (the worker): that line's retention."""
+
+    def lookup(ns: str | None, name: str | None) -> int | None:
+        return days if name == line and ns in (None, namespace) else None
+
+    return lookup
+
+
 @dataclass
 class CallManager:
     """Applies events to calls in Redis; see the module docstring for the rules."""
@@ -280,9 +304,9 @@ class CallManager:
     async def handle(self, event: CallEvent) -> EventResult:
         """Apply one event. Raises ``StoreUnavailable`` (nothing written) if Redis is down."""
         facts = self._facts(event)
-        ttl = retention_seconds(self._retention_days(event.namespace, event.line))
         result = await self.store.apply(facts.ref, functools.partial(decide_event, event, facts),
-                                        dedupe_id=self.privacy.hasher.event_id(event.dedupe_source()), retention_s=ttl)
+                                        dedupe_id=self.privacy.hasher.event_id(event.dedupe_source()),
+                                        retention_s=self._ttl(event.namespace, event.line))
         await self._after(event.call_sid, facts.ref, event.kind, event.actor, result)
         return _event_result(facts.ref, result)
 
@@ -302,7 +326,7 @@ class CallManager:
         return EventFacts(
             ref=hasher.call_ref(event.call_sid),
             now=self.clock(),
-            caller_hash=hasher.phone(event.caller_number) if event.caller_number else None,
+            caller_hash=_caller_hash(hasher, event.caller_number, joined),
             participant_hash=hasher.identity(event.participant_identity) if event.participant_identity else None,
             target=target,
             reason=reason,
@@ -320,16 +344,7 @@ class CallManager:
         language = normalise_language(segment.language)
         intent = classify(segment.text, language)
         now = self.clock()
-        source = (
-            f"id:{segment.event_id}"
-            if segment.event_id
-            else "transcript:"
-            + json.dumps(
-                [segment.call_sid, segment.text, segment.language, segment.confidence, segment.is_final],
-                separators=(",", ":"),
-            )
-        )
-        dedupe_id = hasher.event_id(source)
+        dedupe_id = hasher.event_id(transcript_dedupe_source(segment))
         sealed = self.privacy.transcripts.seal_text(segment.text, context=ref)
 
         def decide(current: CallRecord | None, seen: bool) -> Plan:
@@ -361,8 +376,7 @@ class CallManager:
                     plan.fields["last_intent"] = intent.intent.value
             return plan
 
-        ttl = retention_seconds(self._retention_days(None, None))
-        result = await self.store.apply(ref, decide, dedupe_id=dedupe_id, retention_s=ttl)
+        result = await self.store.apply(ref, decide, dedupe_id=dedupe_id, retention_s=self._ttl(None, None))
         return TranscriptResult(_event_result(ref, result), intent)
 
     # ------------------------------------------------------------------ conveniences (worker)
@@ -399,6 +413,21 @@ class CallManager:
         return refs
 
     # ------------------------------------------------------------------ internals
+
+    def _ttl(self, namespace: str | None, line: str | None) -> Callable[[CallRecord | None], int]:
+        """The TTL of a call's keys: its line's retention. An event that names no line (a
+        transcript, an agent event) uses the line stored on the call; if the lookup does not
+        know the line (directory not loaded yet) the call keeps the retention it has."""
+
+        def ttl(current: CallRecord | None) -> int:
+            ns = namespace or (current.namespace if current else None)
+            name = line or (current.line if current else None)
+            days = self._retention_days(ns, name)
+            if days is None and current is not None:
+                return current.retention_s
+            return retention_seconds(days)
+
+        return ttl
 
     def _retention_days(self, namespace: str | None, line: str | None) -> int | None:
         if self.retention is None:
@@ -440,6 +469,14 @@ class CallManager:
                 await hook.on_change(change)
             except Exception:  # hooks retry on their own; the event is already durable
                 log.warning("call hook %s failed", type(hook).__name__, exc_info=True, extra={"call_ref": ref})
+
+
+def _caller_hash(hasher: PiiHasher, number: str | None, sip_joined: bool) -> str | None:
+    """The caller hash an event carries. A SIP join always has one (a withheld number gets the
+    anonymous hash, so the call still gets its VoiceSession); other events only with a number."""
+    if sip_joined:
+        return hasher.caller(number)
+    return hasher.phone(number) if number else None
 
 
 @dataclass(frozen=True)

@@ -7,34 +7,46 @@ compares the record's ``version`` with the one the CallManager decided on (optim
 concurrency: on a conflict the decision is recomputed) and then writes all keys; a dropped
 connection leaves either all of the change or none of it.
 
+Redis Cluster: every key of one call carries the hash tag ``{<ref>}``, so the call's script
+touches one slot. The shared indexes (active calls, the VoiceSession retry queues) share the tag
+``{idx}`` and a caller's set the tag ``{<caller>}``; they are written *after* the call's script,
+by their own idempotent script (``_INDEX_LUA``). If that second step is cut off, the event is
+answered 503, the sender retries, the retry is a duplicate, and a duplicate re-writes the
+indexes from the stored call (the call keeps its queued VoiceSession request for this). An
+ended call leaves a tombstone in the ``{idx}`` slot so a late "active" cannot revive it there.
+How to connect (single, Sentinel, Cluster) and what each guarantees: docs/redis.md.
+
 Key layout (``<ref>`` is the call reference ``c-<20 hex>``, a keyed hash of the room name;
 ``<caller>`` is the 64-hex keyed hash of the caller's number). No key or value holds a phone
-number, a room name or transcript text in clear. Every key carries a TTL equal to the line's
-metadata retention (default 30 days), refreshed on every write of the call.
+number, a room name or transcript text in clear. Every key of a call carries a TTL equal to its
+line's metadata retention (default 30 days while the line is unknown), set on every write of the
+call; keys shared by calls (caller set, ``vh:{idx}:active``, retry queues) keep the longest TTL.
 
 ===================================  ======  ==================================================
 key                                  type    content
 ===================================  ======  ==================================================
-``vh:call:<ref>``                    hash    call record: phase, line, namespace, hotel_id,
+``vh:call:{<ref>}``                  hash    call record: phase, line, namespace, hotel_id,
                                              caller_hash, participant_hash, language, reason,
                                              created_at, updated_at, answered_at, ended_at,
                                              turns, last_intent, intent:<name> counters,
-                                             events, retention_s, version
-``vh:call:<ref>:events``             stream  append-only log, one entry per accepted delivery:
+                                             events, retention_s, version, session,
+                                             session_request (JSON, while one is queued)
+``vh:call:{<ref>}:events``           stream  append-only log, one entry per accepted delivery:
                                              event_id, type, actor, outcome, from, to, reason, at
-``vh:call:<ref>:seen``               set     dedupe ids of accepted deliveries (keyed hashes)
-``vh:call:<ref>:transcript``         stream  one entry per transcript segment: text (AES-GCM
+``vh:call:{<ref>}:seen``             set     dedupe ids of accepted deliveries (keyed hashes)
+``vh:call:{<ref>}:transcript``       stream  one entry per transcript segment: text (AES-GCM
                                              token, AAD = ref), language, confidence, is_final,
                                              intent, intent_confidence, at
-``vh:call:<ref>:requests``           list    staff requests the worker took (AES-GCM tokens, AAD =
+``vh:call:{<ref>}:requests``         list    staff requests the worker took (AES-GCM tokens, AAD =
                                              ref); written by the worker with the same TTL
-``vh:caller:<caller>``               set     call refs of one caller (erasure by caller hash)
-``vh:active``                        zset    live call refs scored by last update (active calls)
-``vh:sessions:pending``              hash    ref -> JSON VoiceSession request (sealed room name)
+``vh:caller:{<caller>}``             set     call refs of one caller (erasure by caller hash)
+``vh:{idx}:active``                  zset    live call refs scored by last update (active calls)
+``vh:{idx}:ended``                   zset    refs ended in the last ACTIVE_STALE_SECONDS
+``vh:{idx}:sessions:pending``        hash    ref -> JSON VoiceSession request (sealed room name)
                                              not yet created in Kubernetes (retry queue)
-``vh:sessions:ending``               hash    ref -> JSON terminal phase still to be written to
+``vh:{idx}:sessions:ending``         hash    ref -> JSON terminal phase still to be written to
                                              the VoiceSession status (retry queue)
-``vh:outbox:<q>:*``                 z/hash  staff-delivery outbox of one line: due, item:<id>,
+``vh:outbox:{<q>}:*``               z/hash  staff-delivery outbox of one line: due, item:<id>,
                                              dead (sealed payloads); see ``voicehive.delivery``
 ===================================  ======  ==================================================
 """
@@ -49,16 +61,25 @@ from enum import StrEnum
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
 from redis.exceptions import ClusterDownError, ReadOnlyError, RedisError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from voicehive.lifecycle import CallPhase, EndReason
+from voicehive.lifecycle import CallPhase, EndReason, is_terminal
+from voicehive.redis_client import connect, parse_redis_url
 
 KEY_PREFIX = "vh:"
-ACTIVE_KEY = "vh:active"
-PENDING_SESSIONS_KEY = "vh:sessions:pending"
-ENDING_SESSIONS_KEY = "vh:sessions:ending"
+# Redis Cluster: the part of a key between the first "{" and "}" (the hash tag) picks its slot.
+# Every key of one call is tagged with the call ref, so each script/MULTI on a call touches one
+# slot; the global indexes share the tag "{idx}" (one slot), a caller's set its caller hash.
+_INDEX = "vh:{idx}"
+ACTIVE_KEY = f"{_INDEX}:active"
+PENDING_SESSIONS_KEY = f"{_INDEX}:sessions:pending"
+ENDING_SESSIONS_KEY = f"{_INDEX}:sessions:ending"
+ENDED_KEY = f"{_INDEX}:ended"  # tombstones: refs that ended within ACTIVE_STALE_SECONDS
+INDEX_KEYS = (ACTIVE_KEY, PENDING_SESSIONS_KEY, ENDED_KEY)  # the index script's KEYS
+SESSION_REQUEST_FIELD = "session_request"  # the call's queued VoiceSession request (JSON)
 DEFAULT_RETENTION_DAYS = 30
 DAY_SECONDS = 86_400
 # How long a call may stay "active" without an update before /metrics stops counting it
@@ -72,29 +93,34 @@ _UNAVAILABLE = (
 )
 
 
+def hash_tag(part: str) -> str:
+    """``{part}``: Redis Cluster hashes only this part of a key, so keys sharing it share a slot."""
+    return "{" + part + "}"
+
+
 def call_key(ref: str) -> str:
-    return f"vh:call:{ref}"
+    return f"vh:call:{hash_tag(ref)}"
 
 
 def events_key(ref: str) -> str:
-    return f"vh:call:{ref}:events"
+    return f"{call_key(ref)}:events"
 
 
 def seen_key(ref: str) -> str:
-    return f"vh:call:{ref}:seen"
+    return f"{call_key(ref)}:seen"
 
 
 def transcript_key(ref: str) -> str:
-    return f"vh:call:{ref}:transcript"
+    return f"{call_key(ref)}:transcript"
 
 
 def requests_key(ref: str) -> str:
     """Sealed staff requests the worker took during the call (written by the worker)."""
-    return f"vh:call:{ref}:requests"
+    return f"{call_key(ref)}:requests"
 
 
 def caller_key(caller_hash: str) -> str:
-    return f"vh:caller:{caller_hash}"
+    return f"vh:caller:{hash_tag(caller_hash)}"
 
 
 def call_keys(ref: str) -> tuple[str, ...]:
@@ -239,28 +265,35 @@ class ApplyResult:
 Decide = Callable[[CallRecord | None, bool], Plan]
 """``decide(current_record_or_None, already_seen) -> Plan``; must be pure (it may run again)."""
 
+Retention = int | Callable[[CallRecord | None], int]
+"""TTL seconds of a call's keys, or ``ttl(current_record_or_None)`` (must be pure)."""
+
 
 class CallStore:
     """Async access to the ``vh:`` key space. All writes of one call are atomic."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, *, wait_replicas: int = 0, wait_timeout_ms: int = 1000) -> None:
         # redis-py's async stubs type replies as "Awaitable[T] | T"; Any keeps call sites honest
-        # without a cast on every line.
+        # without a cast on every line. ``redis`` may be a Redis, a Sentinel master or a RedisCluster.
         self.redis: Any = redis
+        self.wait_replicas = wait_replicas  # > 0: an event is acknowledged once replicas have it
+        self.wait_timeout_ms = wait_timeout_ms
         self._apply_script = self.redis.register_script(_APPLY_LUA)
         self._session_created_script = self.redis.register_script(_SESSION_CREATED_LUA)
 
     @classmethod
-    def from_url(cls, url: str, *, timeout_s: float = 2.0, max_connections: int = 128) -> CallStore:
-        client = Redis.from_url(
-            url,
-            decode_responses=True,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            max_connections=max_connections,
-            health_check_interval=10,
-        )
-        return cls(client)
+    def from_url(cls, url: str, *, timeout_s: float = 2.0, max_connections: int = 128,
+                 retry: Retry | None = None) -> CallStore:
+        """Single, Sentinel or Cluster, and the WAIT policy, all from the URL (voicehive.redis_client).
+
+        ``retry``: redis-py's own retry on connection errors and timeouts (the worker rides out
+        a Redis restart with it); None keeps redis-py's short default, so the orchestrator
+        answers 503 soon and the sender retries.
+        """
+        target = parse_redis_url(url)
+        timeout_s = max(timeout_s, target.wait_timeout_ms / 1000 + 1) if target.wait_replicas else timeout_s
+        client = connect(target, timeout_s=timeout_s, max_connections=max_connections, retry=retry)  # WAIT fits in it
+        return cls(client, wait_replicas=target.wait_replicas, wait_timeout_ms=target.wait_timeout_ms)
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -295,8 +328,12 @@ class CallStore:
 
     # ------------------------------------------------------------------ the one write path
 
-    async def apply(self, ref: str, decide: Decide, *, dedupe_id: str, retention_s: int) -> ApplyResult:
+    async def apply(self, ref: str, decide: Decide, *, dedupe_id: str, retention_s: Retention) -> ApplyResult:
         """Run ``decide`` on the current state and write its plan atomically.
+
+        ``retention_s``: the TTL of the call's keys, or a function of the current record giving
+        it (the line's retention: an event may not name the line, the record does). The call's
+        own keys get exactly this TTL; the shared keys are only ever extended by it.
 
         Optimistic concurrency: one pipelined read (record + dedupe membership), the pure
         ``decide``, then one Lua script that writes everything only if the record's ``version``
@@ -312,15 +349,20 @@ class CallStore:
                     raw, seen = await pipe.execute()
                 before = CallRecord.from_hash(ref, raw) if raw else None
                 plan = decide(before, bool(seen))
-                if plan.outcome in (Outcome.DUPLICATE, Outcome.NOT_FOUND):
+                if plan.outcome is Outcome.NOT_FOUND:
                     return ApplyResult(plan.outcome, before, before, None)
-                ttl = max(retention_s, before.retention_s if before else 0)
+                if plan.outcome is Outcome.DUPLICATE:
+                    await self._resync_indexes(ref, raw)
+                    return ApplyResult(plan.outcome, before, before, None)
+                ttl = retention_s(before) if callable(retention_s) else retention_s
                 keys, args = self._script_call(ref, before, plan, dedupe_id, ttl)
-                verdict = await self._apply_script(keys=keys, args=args)
+                sync = plan_indexes(before, plan, ttl)
+                verdict = await self._run_apply(keys, args, wait=sync is None)
                 if verdict == "ok":
+                    await self.sync_indexes(ref, sync)
                     return ApplyResult(plan.outcome, before, _merge(ref, before, plan, ttl), plan)
                 if verdict == "duplicate":
-                    return ApplyResult(Outcome.DUPLICATE, before, before, None)
+                    continue  # a concurrent twin won: the next read sees it and re-syncs the indexes
                 # "conflict": another writer changed the call since the read; decide again.
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(str(type(exc).__name__)) from exc
@@ -351,24 +393,64 @@ class CallStore:
         mapping["retention_s"] = str(ttl)
         increments = {"version": 1, "events": 1, **plan.increments}
         script_plan: dict[str, Any] = {
-            "ref": ref,
-            "now": now,
             "hset": [item for pair in mapping.items() for item in pair],
             "incr": [item for name, amount in increments.items() for item in (name, str(amount))],
             "event": [item for pair in {**plan.event, "event_id": dedupe_id, "outcome": plan.outcome.value}.items()
                       for item in pair],
-            "active": -1 if plan.active is None else int(plan.active),
         }
         if plan.transcript is not None:
             script_plan["transcript"] = [item for pair in plan.transcript.items() for item in pair]
         if plan.pending_session is not None:
-            script_plan["pending"] = json.dumps(plan.pending_session, separators=(",", ":"))
-        keys = [*call_keys(ref), ACTIVE_KEY, PENDING_SESSIONS_KEY]
-        caller = plan.caller_hash or (before.caller_hash if before else None)
-        if caller:
-            keys.append(caller_key(caller))
+            # kept on the call too, so a retried delivery can re-queue it (see _resync_indexes)
+            script_plan["hset"] += [SESSION_REQUEST_FIELD, json.dumps(plan.pending_session, separators=(",", ":"))]
+        keys = list(call_keys(ref))
         expected_version = str(before.version) if before else "0"
         return keys, [expected_version, dedupe_id, str(ttl), json.dumps(script_plan, separators=(",", ":"))]
+
+    async def _run_apply(self, keys: list[str], args: list[str], *, wait: bool) -> str:
+        """The call's script; with ``wait`` (it is the change's last write) and a WAIT policy,
+        in one pipeline with ``WAIT`` on the same connection, as WAIT covers that connection."""
+        if not (wait and self.wait_replicas):
+            return str(await self._apply_script(keys=keys, args=args))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            await self._apply_script(keys=keys, args=args, client=pipe)  # queued, sent by execute()
+            pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+            verdict, acked = await pipe.execute()
+        if verdict == "ok":
+            self._check_acked(acked)
+        return str(verdict)
+
+    def _check_acked(self, acked: Any) -> None:
+        if int(acked) < self.wait_replicas:
+            raise StoreUnavailable(f"{acked} of {self.wait_replicas} replicas acknowledged in time")
+
+    # ------------------------------------------------------------------ indexes (other slots)
+
+    async def sync_indexes(self, ref: str, sync: IndexSync | None) -> None:
+        """Write what a committed change means for the shared indexes: the caller's set (its
+        own slot) and active/pending/tombstones (the ``{idx}`` slot). Separate from the call's
+        script so no script crosses slots; every step is idempotent and the index script
+        ignores a late "active" for a call that already ended, so replays and races converge."""
+        if sync is None:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            if sync.caller_hash:
+                pipe.eval(_CALLER_LUA, 1, caller_key(sync.caller_hash), ref, str(sync.ttl))
+            if sync.active is not None or sync.pending:
+                active = -1 if sync.active is None else int(sync.active)
+                pipe.eval(_INDEX_LUA, len(INDEX_KEYS), *INDEX_KEYS, ref, sync.now, str(active), sync.pending or "",
+                          str(sync.ttl), str(ACTIVE_STALE_SECONDS))
+            if self.wait_replicas:  # the change's last write: replicas have everything before it
+                pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+            replies = await pipe.execute()
+        if self.wait_replicas:
+            self._check_acked(replies[-1])
+
+    async def _resync_indexes(self, ref: str, raw: Mapping[str, str]) -> None:
+        """A delivery seen before may have been answered 503 after its call script committed
+        and before its index writes: write them again from the record (idempotent)."""
+        if raw:
+            await self.sync_indexes(ref, record_indexes(CallRecord.from_hash(ref, raw), raw))
 
     # ------------------------------------------------------------------ VoiceSession retry queue
 
@@ -379,9 +461,8 @@ class CallStore:
         """Drop a request from the retry queue once its VoiceSession exists, or ``marker`` says
         why not ("dropped"). Marks the call only if it still exists: a marker must not
         resurrect an erased call as a key without a TTL."""
-        await self._guard(
-            self._session_created_script(keys=[PENDING_SESSIONS_KEY, call_key(ref)], args=[ref, marker])
-        )
+        await self._guard(self._session_created_script(keys=[call_key(ref)], args=[marker]))
+        await self._guard(self.redis.hdel(PENDING_SESSIONS_KEY, ref))
 
     async def queue_session_end(self, ref: str, payload: dict[str, Any], ttl: int) -> None:
         """Remember that a VoiceSession still has to be marked ended (Kubernetes was down)."""
@@ -414,7 +495,7 @@ class CallStore:
 
     async def delete_call(self, ref: str, caller_hash: str | None = None) -> None:
         """Delete every trace of one call (retention, erasure); the keys also expire by TTL."""
-        async with self.redis.pipeline(transaction=True) as pipe:
+        async with self.redis.pipeline(transaction=False) as pipe:
             _delete_call(pipe, ref)
             if caller_hash:
                 pipe.srem(caller_key(caller_hash), ref)
@@ -423,7 +504,7 @@ class CallStore:
     async def erase_caller(self, caller_hash: str) -> list[str]:
         """Delete every call of one caller (GDPR erasure by caller hash); returns the refs."""
         refs = sorted(await self.calls_of_caller(caller_hash))
-        async with self.redis.pipeline(transaction=True) as pipe:
+        async with self.redis.pipeline(transaction=False) as pipe:
             for ref in refs:
                 _delete_call(pipe, ref)
             pipe.delete(caller_key(caller_hash))
@@ -440,16 +521,18 @@ class CallStore:
 
 
 def _delete_call(pipe: Any, ref: str) -> None:
-    """Queue the deletion of one call's own keys and its entries in the shared keys."""
+    """Queue the deletion of one call's own keys and its entries in the shared keys. Each
+    command stays on one slot; a retry after a broken connection deletes the rest."""
     pipe.delete(*owned_keys(ref))
     pipe.zrem(ACTIVE_KEY, ref)
     pipe.hdel(PENDING_SESSIONS_KEY, ref)
     pipe.hdel(ENDING_SESSIONS_KEY, ref)
+    pipe.zrem(ENDED_KEY, ref)
 
 
 # The write half of CallStore.apply: compare-and-set on the record's version plus the dedupe
 # check, then every write of the plan. Redis runs a script atomically, so a plan is written
-# whole or not at all. KEYS: call, events, seen, transcript, active, pending[, caller].
+# whole or not at all. KEYS: call, events, seen, transcript (one call: one hash slot).
 _APPLY_LUA = """
 local current = redis.call('HGET', KEYS[1], 'version')
 if not current then current = '0' end
@@ -463,29 +546,80 @@ redis.call('SADD', KEYS[3], ARGV[2])
 redis.call('XADD', KEYS[2], '*', unpack(plan.event))
 if plan.transcript then redis.call('XADD', KEYS[4], '*', unpack(plan.transcript)) end
 for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ttl) end
-if KEYS[7] then
-  redis.call('SADD', KEYS[7], plan.ref)
-  redis.call('EXPIRE', KEYS[7], ttl)
+return 'ok'
+"""
+
+# The shared indexes of one committed change (all keys tagged {idx}: one slot). KEYS: active,
+# pending, ended. ARGV: ref, now, active (1 live, 0 ended, -1 unchanged), pending JSON or "",
+# ttl, stale seconds. An ended call leaves a tombstone, so a late "live"/"pending" is ignored.
+_INDEX_LUA = """
+local ref, now, active, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[5])
+-- keys shared with other calls (maybe of lines keeping data longer) only ever get a longer TTL
+local function extend(key)
+  if redis.call('TTL', key) < ttl then redis.call('EXPIRE', key, ttl) end
 end
-if plan.active == 1 then
-  redis.call('ZADD', KEYS[5], plan.now, plan.ref)
-elseif plan.active == 0 then
-  redis.call('ZREM', KEYS[5], plan.ref)
-  redis.call('HDEL', KEYS[6], plan.ref)
+if active == 0 then
+  redis.call('ZREM', KEYS[1], ref)
+  redis.call('HDEL', KEYS[2], ref)
+  redis.call('ZADD', KEYS[3], now, ref)
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[6]))
+  extend(KEYS[3])
+  return 'ended'
 end
-redis.call('EXPIRE', KEYS[5], ttl)
-if plan.pending then
-  redis.call('HSET', KEYS[6], plan.ref, plan.pending)
-  redis.call('EXPIRE', KEYS[6], ttl)
+if redis.call('ZSCORE', KEYS[3], ref) then return 'already ended' end
+if active == 1 then
+  redis.call('ZADD', KEYS[1], now, ref)
+  extend(KEYS[1])
+end
+if ARGV[4] ~= '' then
+  redis.call('HSET', KEYS[2], ref, ARGV[4])
+  extend(KEYS[2])
 end
 return 'ok'
 """
 
-_SESSION_CREATED_LUA = """
-redis.call('HDEL', KEYS[1], ARGV[1])
-if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HSET', KEYS[2], 'session', ARGV[2]) end
+# A caller's set of calls (its own slot, tagged by the caller hash): shared by that caller's
+# calls, maybe on lines keeping data longer, so its TTL only ever grows. KEYS: the set.
+# ARGV: ref, ttl.
+_CALLER_LUA = """
+redis.call('SADD', KEYS[1], ARGV[1])
+if redis.call('TTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
 return 1
 """
+
+# KEYS: call. Marks the call only if it still exists (an erased call must not come back).
+_SESSION_CREATED_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'session', ARGV[1]) end
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class IndexSync:
+    """The index writes one committed change asks for (see ``CallStore.sync_indexes``)."""
+
+    now: str
+    ttl: int
+    caller_hash: str | None = None
+    active: bool | None = None
+    pending: str | None = None
+
+
+def plan_indexes(before: CallRecord | None, plan: Plan, ttl: int) -> IndexSync | None:
+    """Pure: the index writes of a plan just committed (None: it touches no index). The
+    caller's set is refreshed with every phase change, so it outlives the call's keys."""
+    pending = json.dumps(plan.pending_session, separators=(",", ":")) if plan.pending_session else None
+    if plan.active is None and pending is None and not plan.caller_hash:
+        return None
+    caller = plan.caller_hash or (before.caller_hash if before else None)
+    return IndexSync(plan.event.get("at", f"{time.time():.6f}"), ttl, caller, plan.active, pending)
+
+
+def record_indexes(record: CallRecord, raw: Mapping[str, str]) -> IndexSync:
+    """Pure: the index entries a stored call should have (to replay lost index writes)."""
+    live = not is_terminal(record.phase)
+    pending = raw.get(SESSION_REQUEST_FIELD) if live and record.session == "pending" else None
+    return IndexSync(f"{record.updated_at:.6f}", record.retention_s, record.caller_hash, live, pending or None)
 
 
 def _merge(ref: str, before: CallRecord | None, plan: Plan, ttl: int) -> CallRecord:

@@ -77,6 +77,8 @@ ENV_RECORDING_LINE_KEY: Final = "VOICEHIVE_RECORDING_LINE_KEY"  # one line's rec
 REDIS_CA_DIR: Final = "/etc/voicehive/redis-ca"
 AGENT_IDENTITY_PREFIX: Final = "voicehive-agent-"  # + pod name: the worker's LiveKit identity
 ENV_READY_PORT: Final = "VOICEHIVE_READY_PORT"  # the worker's probe server (/healthz, /readyz)
+# the worker pod's terminationGracePeriodSeconds: how long a draining worker lets its call run
+ENV_TERMINATION_GRACE_SECONDS: Final = "VOICEHIVE_TERMINATION_GRACE_SECONDS"
 WORKER_PROBE_PORT: Final = 8081
 ENV_PMS_ID: Final = "VOICEHIVE_PMS_ID"  # Mews ClientToken / Apaleo client id (spec.pms.credentials)
 ENV_PMS_SECRET: Final = "VOICEHIVE_PMS_SECRET"  # Mews AccessToken / Apaleo client secret

@@ -17,9 +17,9 @@ from free text. Payloads in Redis are sealed (AES-GCM, AAD = item id); keys hold
 Redis layout (``<q>`` = first 16 hex of sha256 of ``namespace/line``):
 
 =================================  ======  ==================================================
-``vh:outbox:<q>:due``              zset    item id -> unix time it is due next (claim = lease)
-``vh:outbox:<q>:item:<id>``        hash    channel, payload (sealed JSON), attempts, created_at
-``vh:outbox:<q>:dead``             zset    item id -> unix time it was dead-lettered
+``vh:outbox:{<q>}:due``            zset    item id -> unix time it is due next (claim = lease)
+``vh:outbox:{<q>}:item:<id>``      hash    channel, payload (sealed JSON), attempts, created_at
+``vh:outbox:{<q>}:dead``           zset    item id -> unix time it was dead-lettered
 =================================  ======  ==================================================
 """
 
@@ -45,6 +45,8 @@ import httpx
 from prometheus_client import CollectorRegistry, Counter
 from redis.asyncio import Redis
 
+from voicehive.callstore import hash_tag
+
 log = logging.getLogger("voicehive.delivery")
 
 SIGNATURE_HEADER = "X-VoiceHive-Signature"
@@ -65,15 +67,16 @@ def queue_id(namespace: str, line: str) -> str:
 
 
 def due_key(q: str) -> str:
-    return f"vh:outbox:{q}:due"
+    """Every key of one queue carries the hash tag ``{<q>}``: one Redis Cluster slot per queue."""
+    return f"vh:outbox:{hash_tag(q)}:due"
 
 
 def item_key(q: str, item: str) -> str:
-    return f"vh:outbox:{q}:item:{item}"
+    return f"vh:outbox:{hash_tag(q)}:item:{item}"
 
 
 def dead_key(q: str) -> str:
-    return f"vh:outbox:{q}:dead"
+    return f"vh:outbox:{hash_tag(q)}:dead"
 
 
 def scrub(text: str) -> str:

@@ -145,6 +145,25 @@ class PiiHasher:
             canonical = number.strip()
         return self.digest("phone", canonical)
 
+    def caller(self, number: str | None) -> str:
+        """Caller hash of a SIP participant: its number's hash, or :meth:`anonymous_caller`
+        when LiveKit delivered no usable number (caller ID withheld: absent, ``anonymous``)."""
+        if number:
+            try:
+                return self.digest("phone", normalise_e164(number))
+            except ValueError:
+                pass
+        return self.anonymous_caller()
+
+    def anonymous_caller(self) -> str:
+        """The one caller hash shared by every call without a caller number.
+
+        WHY one value, not none: ``callerHash`` is required, a call without a number must still
+        be served, and its own domain means it never equals a phone hash. Erasure by caller
+        cannot single out a withheld number; such calls go by retention (docs/orchestrator.md).
+        """
+        return self.digest("anonymous-caller", "")
+
     def room(self, room_name: str) -> str:
         return self.digest("room", room_name)
 

@@ -30,7 +30,14 @@ METADATA_MANAGED_BY = "managedBy"
 METADATA_LINE = "line"
 ANNOTATION_ASR_MODEL = f"{GROUP}/asr-model"
 # Seconds a worker gets after SIGTERM on top of the call cap: say goodbye, flush state.
+# (A worker draining on SIGTERM lets its call run until this margin minus its goodbye time.)
 TERMINATION_MARGIN_S = 30
+
+
+def worker_grace_seconds(spec: HotelLineSpec) -> int:
+    """A worker pod's terminationGracePeriodSeconds: long enough for a whole call, so SIGTERM
+    (rollout, upgrade, drain) lets a live call finish (voicehive_worker.drain)."""
+    return spec.workers.max_call_duration_seconds + TERMINATION_MARGIN_S
 
 
 def _short_hash(*parts: str, length: int = 16) -> str:
@@ -381,6 +388,7 @@ def worker_env(namespace: str, name: str, spec: HotelLineSpec, settings: Operato
         {"name": contract.ENV_LINE_NAME, "value": name},
         {"name": contract.ENV_NAMESPACE, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         {"name": contract.ENV_POD_NAME, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": contract.ENV_TERMINATION_GRACE_SECONDS, "value": str(worker_grace_seconds(spec))},
         {"name": contract.ENV_LINE_SPEC, "value": json.dumps(spec.to_wire(), separators=(",", ":"), sort_keys=True)},
         {"name": contract.ENV_READY_PORT, "value": str(contract.WORKER_PROBE_PORT)},
         {"name": contract.ENV_RIVA_SERVER, "value": asr_address(namespace, spec, settings)},
@@ -462,7 +470,7 @@ def worker_pod(
         "spec": {
             "serviceAccountName": settings.worker_service_account,
             "restartPolicy": "Never",  # one call per pod: a crashed worker is replaced, not restarted
-            "terminationGracePeriodSeconds": spec.workers.max_call_duration_seconds + TERMINATION_MARGIN_S,
+            "terminationGracePeriodSeconds": worker_grace_seconds(spec),
             "enableServiceLinks": False,
             "affinity": _node_affinity(str(spec.region)),
             "securityContext": {
@@ -574,7 +582,9 @@ def dispatch_rule(namespace: str, name: str, trunk_id: str) -> lk_sip.SIPDispatc
         name=livekit_name(namespace, name),
         metadata=livekit_metadata(namespace, name),
         trunk_ids=[trunk_id],
-        hide_phone_number=True,
+        # False: LiveKit omits sip.phoneNumber when it is set (livekit/protocol attrs.go), and the
+        # orchestrator needs the number for the caller hash; it hashes it on arrival, never stores it.
+        hide_phone_number=False,
         attributes={contract.ATTRIBUTE_LINE: contract.line_key(namespace, name)},
         rule=lk_sip.SIPDispatchRule(
             dispatch_rule_individual=lk_sip.SIPDispatchRuleIndividual(room_prefix=contract.room_prefix(namespace, name))

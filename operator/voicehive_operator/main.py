@@ -27,9 +27,9 @@ from voicehive_operator.settings import OperatorSettings
 def build_runtime(settings: OperatorSettings, kube: Kube) -> Runtime:
     redis_client: Any = None
     if settings.redis_url:
-        from redis.asyncio import Redis
+        from voicehive.redis_client import connect_url
 
-        redis_client = Redis.from_url(settings.redis_url, decode_responses=True)
+        redis_client = connect_url(settings.redis_url)  # single, Sentinel or Cluster (docs/redis.md)
     sip = LiveKitSip(settings.livekit_url, settings.livekit_api_key, settings.livekit_api_secret,
                      timeout_s=settings.livekit_timeout_s)
     return Runtime(settings=settings, kube=kube, sip=sip, redis=redis_client)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -20,6 +21,7 @@ from riva.client.proto import riva_asr_pb2_grpc
 from tests.fakes.riva import RivaFake, ScriptedTranscriber
 
 SERVING = b"\x08\x01"
+REPO = str(Path(__file__).resolve().parents[2])
 
 
 def health_handler() -> grpc.GenericRpcHandler:
@@ -47,7 +49,12 @@ async def serve_http(port: int) -> Any:
 
 
 async def serve(ports: list[int], http_port: int | None = None) -> None:
-    fake = RivaFake(ScriptedTranscriber(["hello"], clauses=True))
+    # pocketsphinx on the example line's words when installed (the e2e caller is understood),
+    # else a script; tests/e2e/voices.py
+    from tests.e2e.voices import riva_transcriber
+
+    local = riva_transcriber(REPO)
+    fake = RivaFake(local if local is not None else ScriptedTranscriber(["hello"], clauses=True))
     server = grpc.aio.server()
     riva_asr_pb2_grpc.add_RivaSpeechRecognitionServicer_to_server(fake, server)  # type: ignore[no-untyped-call]
     server.add_generic_rpc_handlers((health_handler(),))

@@ -53,14 +53,20 @@ def environment(
 
 
 async def serve(asr_texts: list[str], llm_texts: list[str], as_json: bool, tls_dir: Path | None = None,
-                json_file: Path | None = None) -> None:
+                json_file: Path | None = None, phone: bool = False) -> None:
     """With ``tls_dir`` (ca.pem, server.pem, server.key: tests.fakes.tls) the HTTP fakes serve TLS."""
     ssl_context = None
     if tls_dir is not None:
         ssl_context = TlsFiles(tls_dir / "ca.pem", tls_dir / "server.pem", tls_dir / "server.key").server_context()
     riva = RivaFake(ScriptedTranscriber(asr_texts, clauses=True))
-    azure = AzureOpenAIFake(ScriptedResponder(llm_texts), api_key=secrets.token_urlsafe(24), ssl_context=ssl_context)
-    eleven = ElevenLabsFake(api_key=secrets.token_urlsafe(24), ssl_context=ssl_context)
+    rules, speech = [], None
+    if phone:  # the e2e phone line (tests/e2e/voices.py): spoken replies, rules for its caller
+        from tests.e2e.voices import phone_rules, tts_speech
+
+        rules, speech = phone_rules(), tts_speech()
+    azure = AzureOpenAIFake(ScriptedResponder(llm_texts, rules=rules), api_key=secrets.token_urlsafe(24),
+                            ssl_context=ssl_context)
+    eleven = ElevenLabsFake(api_key=secrets.token_urlsafe(24), ssl_context=ssl_context, speech=speech)
     lk = LiveKitFake(auto_join_agents=True)
     async with riva, azure, eleven, lk:
         env = environment(riva, azure, eleven, lk)
@@ -95,8 +101,10 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of export lines")
     parser.add_argument("--tls-dir", type=Path, help="serve the HTTP fakes over TLS with ca.pem/server.pem/server.key")
     parser.add_argument("--json-file", type=Path, help="also write the JSON object to this file")
+    parser.add_argument("--phone", action="store_true",
+                        help="speak replies with eSpeak NG and answer the e2e caller (tests/e2e/voices.py)")
     args = parser.parse_args()
-    asyncio.run(serve(args.asr, args.llm, args.json, args.tls_dir, args.json_file))
+    asyncio.run(serve(args.asr, args.llm, args.json, args.tls_dir, args.json_file, args.phone))
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import secrets
 import ssl
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,6 +136,7 @@ class ElevenLabsFake(AiohttpFake):
         chunk_ms: int = 100,
         chunk_interval: float = 0.010,
         tone_hz: float = 220.0,
+        speech: Callable[[str, int], bytes] | None = None,
         port: int = 0,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
@@ -149,6 +150,7 @@ class ElevenLabsFake(AiohttpFake):
         self.chunk_ms = chunk_ms
         self.chunk_interval = chunk_interval
         self.tone_hz = tone_hz
+        self.speech = speech  # fn(text, rate) -> PCM instead of the tone (tests/e2e/voices.py)
         self.sockets: list[RecordedSocket] = []
         self.http_requests: list[RecordedHttpRequest] = []
         self.auth_failures = 0
@@ -175,6 +177,8 @@ class ElevenLabsFake(AiohttpFake):
         chars = len(text.strip())
         if not chars:
             return b""
+        if self.speech is not None:
+            return self.speech(text.strip(), sample_rate)
         seconds = min(self.max_seconds, chars * self.ms_per_char / 1000)
         t = np.arange(round(seconds * sample_rate)) / sample_rate
         return (np.sin(2 * np.pi * self.tone_hz * t) * 0.3 * 32767).astype("<i2").tobytes()

@@ -127,7 +127,7 @@ def test_livekit_trunk_and_rule_carry_the_line_identity() -> None:
     rule = builders.dispatch_rule("hotels", "lindenhof", "ST_x")
     assert rule.rule.dispatch_rule_individual.room_prefix == contract.room_prefix("hotels", "lindenhof")
     assert dict(rule.attributes) == {contract.ATTRIBUTE_LINE: "hotels/lindenhof"}
-    assert rule.hide_phone_number and list(rule.trunk_ids) == ["ST_x"]
+    assert not rule.hide_phone_number and list(rule.trunk_ids) == ["ST_x"]
     assert builders.line_of_metadata('{"line":"x/y"}') is None  # not ours without managedBy
 
 

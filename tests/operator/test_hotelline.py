@@ -49,7 +49,7 @@ async def test_line_create_update_delete_round_trip(
     rule = livekit_fake.dispatch_rules[status["dispatchRuleId"]]
     assert rule.rule.dispatch_rule_individual.room_prefix == contract.room_prefix(namespace, "lindenhof")
     assert dict(rule.attributes) == {contract.ATTRIBUTE_LINE: f"{namespace}/lindenhof"}
-    assert list(rule.trunk_ids) == [trunk.sip_trunk_id] and rule.hide_phone_number
+    assert list(rule.trunk_ids) == [trunk.sip_trunk_id] and not rule.hide_phone_number
     for type_ in ("SipTrunkReady", "AsrReady", "LlmReady", "TtsReady", "WorkersReady"):
         assert condition(ready, type_)["status"] == "True", condition(ready, type_)
     assert "Sweden Central" in condition(ready, "LlmReady")["message"]

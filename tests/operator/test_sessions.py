@@ -17,6 +17,7 @@ from tests.operator.helpers import spec, wait_for
 from voicehive import callstore, contract
 from voicehive.contract import HOTELLINES, VOICESESSIONS
 from voicehive.privacy import Privacy, call_ref_of, generate_key_b64
+from voicehive.redis_client import connect_url
 from voicehive_operator import sessions
 from voicehive_operator.kube import Kube
 
@@ -219,11 +220,12 @@ async def test_a_line_whose_workers_never_answer_fails_every_waiting_call(
 
 async def test_retention_sweep_and_erasure_by_caller_hash(
     start_operator: Any, hotelline: Any, kube_client: Kube, namespace: str, providers: Providers,
-    line_secret: dict[str, str], privacy: Privacy, redis_url: str, caplog: pytest.LogCaptureFixture,
+    line_secret: dict[str, str], privacy: Privacy, call_state_url: str, caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """On a single redis-server and on a Redis Cluster (the operator builds its client from the URL)."""
     handle = await _ready_line(start_operator, hotelline, kube_client, namespace, providers, warm=1,
-                               redis_url=redis_url)
-    redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
+                               redis_url=call_state_url)
+    redis = connect_url(call_state_url)
     repeat_caller = "+4917611122233"
     old, erased_a, erased_b, kept = (Call(privacy, "lindenhof"), Call(privacy, "lindenhof", repeat_caller),
                                      Call(privacy, "lindenhof", repeat_caller), Call(privacy, "lindenhof"))

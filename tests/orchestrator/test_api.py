@@ -1,4 +1,5 @@
-"""The seed's webhook contract over a real socket, against the real redis-server."""
+"""The seed's webhook contract over a real socket, against the real redis-server and against a
+three-master Redis Cluster (every test runs on both: ``orch_env`` below)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,15 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.orchestrator.helpers import admin_auth, auth
+from tests.orchestrator.helpers import admin_auth, auth, orchestrator_env
 
 SID = "vh-0123456789-_+4915112345678_AbCd"
+
+
+@pytest.fixture
+def orch_env(call_state_url: str) -> dict[str, str]:
+    """The orchestrator unchanged on a single redis-server and on Redis Cluster (only the URL differs)."""
+    return orchestrator_env(call_state_url)
 
 
 def seed_agent_ready(sid: str = SID) -> dict[str, Any]:

@@ -1,4 +1,7 @@
-"""CallManager on the real redis-server: idempotency, out-of-order tolerance, TTLs, erasure."""
+"""CallManager on the real redis-server: idempotency, out-of-order tolerance, TTLs, erasure.
+
+Every test that takes ``manager`` (or ``call_state_url``) runs twice: on a single redis-server
+and on a three-master Redis Cluster (tests/fixtures/redis_topologies.py)."""
 
 from __future__ import annotations
 
@@ -17,11 +20,11 @@ ROOM = "vh-0a1b2c3d4e-_+4930901820_xYz"
 
 
 @pytest.fixture
-async def manager(redis_url: str) -> AsyncIterator[CallManager]:
+async def manager(call_state_url: str) -> AsyncIterator[CallManager]:
     privacy = Privacy.from_env({"VOICEHIVE_PII_KEY": generate_key_b64(), "VOICEHIVE_TRANSCRIPT_KEY": generate_key_b64()})
-    store = CallStore.from_url(redis_url)
+    store = CallStore.from_url(call_state_url)
     try:
-        yield CallManager(store, privacy, retention=lambda _ns, _line: 7)
+        yield CallManager(store, privacy, retention=lambda ns, line: {("hotels", "grand"): 7}.get((ns, line)))
     finally:
         await store.close()
 
@@ -134,9 +137,9 @@ async def test_erasure_by_caller_hash_removes_every_call(manager: CallManager) -
     assert await manager.get("vh-x-_+4411111111_z") is not None
 
 
-async def test_from_env_builds_a_working_manager(redis_url: str) -> None:
+async def test_from_env_builds_a_working_manager(call_state_url: str) -> None:
     env = {"VOICEHIVE_PII_KEY": generate_key_b64(), "VOICEHIVE_TRANSCRIPT_KEY": generate_key_b64(),
-           "VOICEHIVE_REDIS_URL": redis_url}
+           "VOICEHIVE_REDIS_URL": call_state_url}
     manager = CallManager.from_env(environ=env)
     try:
         result = await manager.agent_ready(ROOM, line="grand")

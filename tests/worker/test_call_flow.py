@@ -84,8 +84,9 @@ def _voice_session(privacy: Privacy, room: str, identity: str, name: str) -> dic
 
 
 async def test_booking_question_transfer_recorded_without_personal_data(
-    redis_url: str, kube: KubeAPI, namespace: str, livekit_fake: LiveKitFake, caplog: pytest.LogCaptureFixture
+    call_state_url: str, kube: KubeAPI, namespace: str, livekit_fake: LiveKitFake, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """A whole call through the worker, on a single redis-server and on a Redis Cluster."""
     import kubernetes
 
     caplog.set_level(logging.INFO)  # the pod's level; every record is checked for personal data below
@@ -101,7 +102,7 @@ async def test_booking_question_transfer_recorded_without_personal_data(
         GROUP, VERSION, namespace, "voicesessions", _voice_session(privacy, room, identity, vs_name)
     )
 
-    store = CallStore.from_url(redis_url)
+    store = CallStore.from_url(call_state_url)
     manager = CallManager(store=store, privacy=privacy)
     await manager.handle(
         CallEvent(room, EventKind.SIP_JOINED, "livekit", line="lindenhof-main", namespace=namespace,

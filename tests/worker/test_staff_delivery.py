@@ -23,7 +23,7 @@ from tests.fakes.tls import TlsFiles, make_tls_files
 from tests.fixtures.redis import RedisServer, free_port
 from tests.worker.callrig import line_spec
 from voicehive import contract
-from voicehive.delivery import Deliverer, DeliveryMetrics, Outbox, build_notice, scrub, sign, verify
+from voicehive.delivery import Deliverer, DeliveryMetrics, Outbox, build_notice, due_key, scrub, sign, verify
 from voicehive.intents import Intent
 from voicehive.privacy import Sealer, generate_key_b64
 from voicehive_worker.agent import LocalCallActions
@@ -141,7 +141,7 @@ async def test_dead_letter_after_max_attempts(receiver: WebhookReceiver, tls: Tl
     await drain(deliverer, lambda: metrics.dead.labels("webhook")._value.get() == 1)
     assert await outbox.dead() == ["R9.webhook"] and await outbox.pending() == 0
     keys = [k.decode() for k in await redis.keys("vh:outbox:*")]
-    assert all(k.startswith("vh:outbox:q-test:") for k in keys)
+    assert all(k.startswith(due_key("q-test").removesuffix("due")) for k in keys)  # one queue, one hash tag
     items = [await redis.hgetall(k) for k in keys if ":item:" in k]
     assert len(items) == 1 and items[0][b"payload"].startswith(b"v1_")  # sealed at rest
     assert b"message" not in items[0][b"payload"]

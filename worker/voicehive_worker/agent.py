@@ -421,6 +421,9 @@ class HotelAgent(Agent):
             await self.actions.transfer_to_front_desk(self.spec.front_desk.transfer_to)
         except Exception:
             log.warning("front-desk transfer failed", extra={"reason": reason})
+            if reason == "dtmf":  # no LLM turn follows a key press: say it here (found by tests/e2e)
+                self.session.say(phrase(phrases.TRANSFER_FAILED, self.language))
+                return None
             return phrase(phrases.TRANSFER_FAILED, self.language)
         await self.actions.end_call(EndReason.TRANSFERRED)
         return None

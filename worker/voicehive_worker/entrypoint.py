@@ -16,8 +16,10 @@ Sequence (each step is a small function so tests can drive the parts without a c
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
+import re
 import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -30,6 +32,7 @@ from voicehive.api.models import HotelLine, HotelLineSpec, VoiceSession
 from voicehive.lifecycle import EndReason
 from voicehive_worker.agent import HotelAgent
 from voicehive_worker.credentials import RoomAccess, request_transfer, room_access
+from voicehive_worker.drain import Drain, grace_seconds, serve_until_end, unless_stopped
 from voicehive_worker.metrics import WorkerMetrics
 from voicehive_worker.metrics import add_route as add_metrics_route
 from voicehive_worker.recording import CallRecording, is_objection, recording_stopped
@@ -238,6 +241,14 @@ class Readiness:
     async def cleanup(self) -> None:
         await self.runner.cleanup()
 
+    def stop(self, stopping: asyncio.Event) -> None:
+        """SIGTERM: /readyz answers 503 from now on (no new call), then ``stopping`` is set
+        (an idle worker exits, a live call drains: voicehive_worker.drain)."""
+        warm = self.state["warm"]
+        if warm is not None:
+            warm.ready = False
+        stopping.set()
+
 
 async def serve_readiness(warm: Warm | None, port: int) -> Readiness:
     """``/healthz`` (alive) and ``/readyz`` (warm and idle or serving), plain HTTP for kubelet probes."""
@@ -312,7 +323,7 @@ async def run_pod(line_file: Path | None) -> int:
     staff: StaffDelivery | None = None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
+        loop.add_signal_handler(sig, readiness.stop, stopping)
     try:
         try:
             warm = await warm_up(line_file)
@@ -326,7 +337,8 @@ async def run_pod(line_file: Path | None) -> int:
         if staff is not None:  # staff-delivery counters (dead letters are the alert) on the same /metrics
             readiness.state["metrics"].extra.append(staff.metrics.registry)
         log.info("worker warm and idle", extra={"pod": pod})
-        vs_raw = await asyncio.to_thread(_watch_assignment, namespace, pod, stopping.is_set)
+        # an idle warm worker exits at once on SIGTERM, without waiting out the watch
+        vs_raw = await unless_stopped(functools.partial(_watch_assignment, namespace, pod, stopping.is_set), stopping)
         if vs_raw is None:
             return 0
         await _serve_call(warm, VoiceSession.model_validate(vs_raw), namespace, pod, stopping, staff,
@@ -349,20 +361,17 @@ async def _serve_call(warm: Warm, vs: VoiceSession, namespace: str, pod: str, st
     """Open the sealed call reference, join the room as the agent, serve the call to its end."""
     from livekit.agents.utils import http_context
 
-    from voicehive.callmanager import CallManager
-    from voicehive.callstore import CallStore
-    from voicehive_worker.state import VoiceSessionStatus
+    from voicehive_worker.state import VoiceSessionStatus, worker_store
 
     env = os.environ
     secret = warm.privacy.open_call_ref(vs.spec.sealed_call_ref)
-    store = CallStore.from_url(env[contract.ENV_REDIS_URL])
+    store = worker_store(env[contract.ENV_REDIS_URL])
     from kubernetes import client as kclient
 
-    state = CallState(
-        manager=CallManager(store=store, privacy=warm.privacy), call_sid=secret.room, line=vs.spec.line_ref.name,
-        namespace=namespace, worker_pod=pod,
-        status=VoiceSessionStatus(kclient.ApiClient(), namespace, vs.metadata.name or ""),
+    state = CallState.of_line(
+        store, warm.privacy, call_sid=secret.room, line=vs.spec.line_ref.name, namespace=namespace, worker_pod=pod,
         retention_days=warm.spec.retention.metadata_days,
+        status=VoiceSessionStatus(kclient.ApiClient(), namespace, vs.metadata.name or ""),
     )
     url = env[contract.ENV_LIVEKIT_URL]
     # the operator's sealed room token (no API secret in the Pod); a lab worker mints its own
@@ -420,12 +429,9 @@ async def _in_room(warm: Warm, vs: VoiceSession, state: CallState, livekit: Any,
                                    recording, warm)
     runner.watchdog.expect_speech()  # no greeting (TTS down at answer time) is dead air too
     await state.answered()
-    waiter = asyncio.ensure_future(runner.ended.wait())
-    stopper = asyncio.ensure_future(stopping.wait())
-    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    if stopping.is_set() and not runner.ended.is_set():
-        # SIGTERM mid-call: finish the call politely instead of dropping it
-        await agent.say_goodbye_and_end(EndReason.WORKER_LOST)
+    # SIGTERM mid-call: the call runs on to its natural end; a goodbye only before SIGKILL
+    drain = Drain(grace_seconds(os.environ), float(warm.spec.workers.max_call_duration_seconds))
+    await serve_until_end(runner.ended, stopping, drain, agent.say_goodbye_and_end, answered_at=time.monotonic())
     await session.aclose()
     if room_io is not None:
         await room_io.aclose()
@@ -492,7 +498,31 @@ class DropLiveKitPii(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         for key in [k for k in vars(record) if k.startswith("lk.pii")]:
             delattr(record, key)
+        if record.name.startswith("livekit"):
+            _redact_rooms(record)
         return True
+
+
+# LiveKit names a caller's room and SIP identity after the number (``<prefix>_<number>_<id>``,
+# ``sip_<number>``); livekit-agents and the Rust SDK log both, as extras and inside messages
+# (found by tests/e2e: "closing agent session due to participant disconnect", "Disconnected
+# from room ..."). Keep the line's prefix, drop the rest.
+_LIVEKIT_PII_EXTRAS = ("room", "room_name", "participant", "participant_identity", "identity")
+_LIVEKIT_PII_TEXT = re.compile(r"(vh-[0-9a-z-]*)_[^\"'\s,)]+|sip_[^\"'\s,)]+|\+\d{6,15}")
+
+
+def _redact_text(text: str) -> str:
+    return _LIVEKIT_PII_TEXT.sub(lambda m: f"{m.group(1)}_[redacted]" if m.group(1) else "[redacted]", text)
+
+
+def _redact_rooms(record: logging.LogRecord) -> None:
+    for key in _LIVEKIT_PII_EXTRAS:
+        value = getattr(record, key, None)
+        if isinstance(value, str):
+            setattr(record, key, _redact_text(value))
+    message = record.getMessage()
+    if _LIVEKIT_PII_TEXT.search(message):
+        record.msg, record.args = _redact_text(message), ()
 
 
 def install_log_privacy(logger: logging.Logger | None = None) -> None:

@@ -34,6 +34,7 @@ from voicehive.delivery import (
 )
 from voicehive.intents import Intent
 from voicehive.lifecycle import EndReason
+from voicehive.redis_client import connect_url
 from voicehive_worker.agent import CallActions
 
 
@@ -133,7 +134,7 @@ def start_staff_delivery(
     channels, url = channels_of(spec), env.get(contract.ENV_REDIS_URL, "")
     if not channels or not url:
         return None
-    outbox = outbox_for(Redis.from_url(url), sealer, namespace, line)
+    outbox = outbox_for(connect_url(url, decode_responses=False), sealer, namespace, line)
     deliverer = deliverer_for(spec, outbox, env)
     stop = asyncio.Event()
     task = asyncio.create_task(deliverer.run(stop))

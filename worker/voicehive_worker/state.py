@@ -20,13 +20,31 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from voicehive.callmanager import CallManager, Transcript
-from voicehive.callstore import requests_key, retention_seconds
+from voicehive.callmanager import CallManager, Transcript, line_retention
+from voicehive.callstore import CallStore, requests_key, retention_seconds
 from voicehive.contract import GROUP, VERSION, VOICESESSIONS
 from voicehive.intents import Intent
 from voicehive.lifecycle import CallPhase, EndReason
+from voicehive.privacy import Privacy
 
 log = logging.getLogger("voicehive.worker.state")
+
+# How long the worker's state writes ride out Redis being away (a restart replaying its AOF, a
+# failover): redis-py retries each command with exponential backoff, 0.1 s doubling up to 2 s,
+# 20 times (about 30 s in all), before the write is given up (and logged; the call goes on).
+STATE_RETRIES = 20
+STATE_BACKOFF_CAP_S = 2.0
+STATE_BACKOFF_BASE_S = 0.1
+
+
+def worker_store(url: str, retries: int = STATE_RETRIES) -> CallStore:
+    """The worker's CallStore: redis-py's Retry/ExponentialBackoff on connection errors."""
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialBackoff
+
+    backoff = ExponentialBackoff(cap=STATE_BACKOFF_CAP_S, base=STATE_BACKOFF_BASE_S)
+    return CallStore.from_url(url, retry=Retry(backoff, retries))
+
 
 def _now_rfc3339() -> str:
     return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
@@ -98,13 +116,28 @@ class CallState:
     phase: CallPhase = CallPhase.STARTING
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
+    @classmethod
+    def of_line(cls, store: CallStore, privacy: Privacy, *, call_sid: str, line: str, namespace: str,
+                worker_pod: str, retention_days: int, status: VoiceSessionStatus | None = None) -> CallState:
+        """The worker's call state: its CallManager keeps every key for the line's retention."""
+        manager = CallManager(store=store, privacy=privacy, retention=line_retention(namespace, line, retention_days))
+        return cls(manager=manager, call_sid=call_sid, line=line, namespace=namespace, worker_pod=worker_pod,
+                   status=status, retention_days=retention_days)
+
     @property
     def ref(self) -> str:
         return self.manager.call_ref(self.call_sid)
 
     async def answered(self) -> None:
-        await self.manager.agent_ready(self.call_sid, line=self.line, namespace=self.namespace)
-        await self.manager.call_started(self.call_sid, line=self.line, namespace=self.namespace)
+        """Records that the agent answered. The store retries through a Redis blip
+        (:func:`worker_store`); a write that still fails is logged, never raised: the caller is
+        already talking to the agent, and a call is not dropped for its bookkeeping."""
+        try:
+            await self.manager.agent_ready(self.call_sid, line=self.line, namespace=self.namespace)
+            await self.manager.call_started(self.call_sid, line=self.line, namespace=self.namespace)
+        except Exception as err:  # error texts may quote what they failed on: log the type only
+            log.error("could not record the answered call; the call goes on",
+                      extra={"call_ref": self.ref, "error": type(err).__name__})
         self.phase = CallPhase.ACTIVE
         answered = {"phase": CallPhase.ACTIVE.value, "workerPod": self.worker_pod, "answeredAt": _now_rfc3339()}
         if self.language:
