@@ -363,13 +363,21 @@ def down() -> None:
     rig_env = read_env(STATE / "env") if (STATE / "env").exists() else {}
     if "KUBECONFIG" in rig_env and alive("nodeagent"):
         kubectl = Kubectl(Path(rig_env["KUBECONFIG"]))
+        started = time.monotonic()
         kubectl("delete", "hotellines", "--all", "-n", HOTEL_NS, "--wait=true", "--timeout=120s", check=False)
+        log(f"HotelLines deleted in {time.monotonic() - started:.0f}s")
+        # Tearing the rig down is not a drain: a worker still in a call (a test that failed midway)
+        # would hold its Pod for its whole grace period. The graceful path has its own tests.
+        kubectl("delete", "pods", "--all", "-n", HOTEL_NS, "--grace-period=0", "--force", "--wait=false",
+                check=False)
         subprocess.run([rig_env["HELM"], "--kubeconfig", rig_env["KUBECONFIG"], "uninstall", RELEASE,
                         "--namespace", RELEASE_NS, "--wait", "--timeout", "120s"], check=False, timeout=180)
+        log(f"release uninstalled at {time.monotonic() - started:.0f}s")
         kubectl("delete", "namespace", HOTEL_NS, RELEASE_NS, "--wait=false", check=False)
         # a Terminating namespace refuses new objects: the next `up` must find them gone
         wait_for(lambda: not any(kubectl.maybe("get", "namespace", ns) for ns in (HOTEL_NS, RELEASE_NS)), 300,
                  "namespaces deleted")
+        log(f"namespaces gone at {time.monotonic() - started:.0f}s")
     for name in ("servicefwd", "nodeagent", "fakes", "redis"):
         stop(name, timeout=120 if name == "nodeagent" else 30)
     (CLUSTER / "env").unlink(missing_ok=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from voicehive.intents import SUPPORTED_LANGUAGES, Intent, classify, guess_language
+from voicehive.intents import SUPPORTED_LANGUAGES, Intent, classify, guess_language, with_asr_confidence
 
 DATA = Path(__file__).parent / "data" / "intents.jsonl"
 ROWS = [json.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -73,6 +73,21 @@ def test_confidence_and_determinism() -> None:
     assert strong.confidence > weak.confidence
     assert classify("", "en").intent is Intent.UNKNOWN
     assert classify("qwertz uiop", None).intent is Intent.UNKNOWN
+
+
+def test_asr_confidence_scales_the_intent_confidence() -> None:
+    """The intent is only as sure as the words it was read from; nothing else of the result changes."""
+    result = classify("Please cancel my reservation", "en")
+    heard = [with_asr_confidence(result, asr) for asr in (1.0, 0.83, 0.4, 0.0)]
+    assert heard[0] == result
+    assert [h.confidence for h in heard] == sorted((h.confidence for h in heard), reverse=True)
+    assert heard[1].confidence == pytest.approx(result.confidence * 0.83, abs=0.001)
+    assert heard[-1].confidence == 0.0
+    assert all(h.intent is result.intent and h.matched == result.matched for h in heard)
+    # out-of-range confidences (a sender bug) are clamped, never amplify or go negative
+    assert with_asr_confidence(result, 1.7) == result
+    assert with_asr_confidence(result, -0.2).confidence == 0.0
+    assert with_asr_confidence(result, float("nan")) == result
 
 
 def test_spelling_variants_fold_to_one_form() -> None:

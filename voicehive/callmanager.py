@@ -43,7 +43,7 @@ from voicehive.callstore import (
     Plan,
     retention_seconds,
 )
-from voicehive.intents import Intent, IntentResult, classify, normalise_language
+from voicehive.intents import Intent, IntentResult, classify, normalise_language, with_asr_confidence
 from voicehive.lifecycle import CallPhase, EndReason, can_transition, is_terminal
 from voicehive.privacy import PiiHasher, Privacy
 
@@ -342,7 +342,7 @@ class CallManager:
         hasher = self.privacy.hasher
         ref = hasher.call_ref(segment.call_sid)
         language = normalise_language(segment.language)
-        intent = classify(segment.text, language)
+        intent = with_asr_confidence(classify(segment.text, language), segment.confidence)
         now = self.clock()
         dedupe_id = hasher.event_id(transcript_dedupe_source(segment))
         sealed = self.privacy.transcripts.seal_text(segment.text, context=ref)

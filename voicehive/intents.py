@@ -11,15 +11,21 @@ Scoring: every pattern that matches adds its weight to its intent. Strong, speci
 booking" is a cancellation, not a booking. The highest score wins; confidence grows with the
 score and with the margin over the runner-up. No cue at all gives ``unknown``.
 
+Confidence of a recorded intent (``with_asr_confidence``, the one place this rule lives): the
+classifier's confidence times the ASR's confidence of the words. The classifier scores the words
+as transcribed; the intent can only be right if the words are, so a sure intent read from a
+transcript the ASR was unsure of is unsure too.
+
 With a language hint (the ASR's language tag) only that language's patterns are tried first;
 if none match, all languages are tried (callers switch language, ASR tags are sometimes wrong).
 """
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from voicehive.negation import split_negation
@@ -245,3 +251,14 @@ def classify(text: str, language: str | None = None) -> IntentResult:
     margin = (top - runner_up) / top
     confidence = round(0.35 + 0.4 * strength + 0.24 * margin, 3)
     return IntentResult(best, min(confidence, 0.99), detected, tuple(matched), negated)
+
+
+def with_asr_confidence(result: IntentResult, asr_confidence: float) -> IntentResult:
+    """``result`` with its confidence scaled by the ASR's confidence of the words (see the module doc).
+
+    The ASR's figure is clamped to [0, 1]; a missing one (NaN) leaves the classifier's as is.
+    """
+    if math.isnan(asr_confidence):
+        return result
+    scale = min(1.0, max(0.0, asr_confidence))
+    return replace(result, confidence=round(result.confidence * scale, 3))

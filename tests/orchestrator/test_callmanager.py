@@ -13,6 +13,7 @@ import pytest
 
 from voicehive.callmanager import CallEvent, CallManager, EventKind, Transcript
 from voicehive.callstore import CallStore, Outcome, call_keys, caller_key, requests_key
+from voicehive.intents import classify
 from voicehive.lifecycle import CallPhase, EndReason
 from voicehive.privacy import Privacy, generate_key_b64
 
@@ -106,6 +107,24 @@ async def test_transcripts_are_sealed_and_counted(manager: CallManager) -> None:
     segments = await manager.store.transcript(record.ref)
     assert len(segments) == 1 and said not in str(segments)
     assert manager.privacy.transcripts.open_text(segments[0]["text"], context=record.ref) == said
+
+
+async def test_intent_confidence_follows_the_asr_confidence(manager: CallManager) -> None:
+    """The same words heard with less certainty give a less certain intent, in the reply and in Redis."""
+    await manager.handle(_sip_joined())
+    said = "I would like to cancel my reservation"
+    classifier = classify(said, "en")
+    sure = await manager.record_transcript(Transcript(ROOM, said, "en", 0.95, True, event_id="seg-sure"))
+    unsure = await manager.record_transcript(Transcript(ROOM, said, "en", 0.4, True, event_id="seg-unsure"))
+    assert sure.intent.intent is unsure.intent.intent is classifier.intent
+    assert unsure.intent.confidence < sure.intent.confidence < classifier.confidence
+    assert sure.intent.confidence == pytest.approx(classifier.confidence * 0.95, abs=0.001)
+    assert unsure.intent.confidence == pytest.approx(classifier.confidence * 0.4, abs=0.001)
+    record = await manager.get(ROOM)
+    assert record is not None
+    segments = await manager.store.transcript(record.ref)
+    assert [s["intent_confidence"] for s in segments] == [
+        f"{sure.intent.confidence:.3f}", f"{unsure.intent.confidence:.3f}"]
 
 
 async def test_every_key_has_the_line_retention_ttl(manager: CallManager) -> None:

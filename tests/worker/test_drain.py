@@ -129,3 +129,21 @@ async def test_sigterm_turns_the_readiness_probe_to_503(monkeypatch: pytest.Monk
                 assert r.status == 503  # the operator claims no new call for this pod
     finally:
         await readiness.cleanup()
+
+
+async def test_sigterm_ends_at_once_a_call_whose_caller_is_not_in_the_room() -> None:
+    """Nothing to drain: a worker bound to a call whose caller never joined (or was erased first)
+    must not hold its Pod for the whole grace period (found on the installed chart: uninstall
+    waited for such a worker)."""
+    ended, stopping = asyncio.Event(), asyncio.Event()
+    said: list[EndReason] = []
+
+    async def goodbye(reason: EndReason) -> None:
+        said.append(reason)
+        ended.set()
+
+    drain = Drain(grace_s=1830, max_call_s=1800)
+    serving = asyncio.ensure_future(serve_until_end(ended, stopping, drain, goodbye, caller_present=lambda: False))
+    stopping.set()
+    assert await asyncio.wait_for(serving, 60) is EndReason.WORKER_LOST
+    assert said == [EndReason.WORKER_LOST]

@@ -26,6 +26,7 @@ from voicehive import contract
 from voicehive.api.models import API_VERSION, GROUP, VERSION, HotelLineSpec
 from voicehive.callmanager import CallEvent, CallManager, EventKind
 from voicehive.callstore import CallStore
+from voicehive.intents import classify
 from voicehive.privacy import Privacy
 from voicehive_worker.entrypoint import CallRunner
 from voicehive_worker.state import CallState, VoiceSessionStatus
@@ -152,6 +153,11 @@ async def test_greeted_in_english_answered_in_german_continues_in_german(recorde
     segments = await recorded.manager.store.transcript(record.ref)
     assert [s["language"] for s in segments] == ["de", "de"]
     assert [s["confidence"] for s in segments] == ["0.8300", "0.8300"]  # the ASR's, not 1.0
+    # the recorded intent is only as sure as the words it was read from (voicehive.intents.with_asr_confidence)
+    for said, segment in zip((GERMAN_1, GERMAN_2), segments, strict=True):
+        classifier = classify(said, "de")
+        assert segment["intent"] == classifier.intent.value
+        assert float(segment["intent_confidence"]) == pytest.approx(classifier.confidence * 0.83, abs=0.001)
 
 
 FRENCH = "Bonjour, je voudrais réserver une chambre pour deux nuits"

@@ -65,11 +65,13 @@ async def serve_until_end(
     goodbye: Callable[[EndReason], Awaitable[None]],
     *,
     answered_at: float | None = None,
+    caller_present: Callable[[], bool] | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> EndReason | None:
     """Wait for the call to end. After SIGTERM (``stopping``) keep waiting, up to the drain
-    deadline; then ``goodbye``. Returns the reason the worker ended the call with, or None when
-    the call ended by itself."""
+    deadline; then ``goodbye``. A call whose caller is not in the room (never joined, or a
+    VoiceSession erased before the caller came) has nothing to drain: it ends at once.
+    Returns the reason the worker ended the call with, or None when it ended by itself."""
     stop = asyncio.ensure_future(stopping.wait())
     end = asyncio.ensure_future(ended.wait())
     try:
@@ -77,6 +79,8 @@ async def serve_until_end(
         if ended.is_set():
             return None
         deadline, reason = drain.goodbye_at(clock(), answered_at)
+        if caller_present is not None and not caller_present():
+            deadline = clock()
         try:
             await asyncio.wait_for(asyncio.shield(end), timeout=max(0.0, deadline - clock()))
             return None

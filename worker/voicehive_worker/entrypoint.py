@@ -425,13 +425,19 @@ async def _in_room(warm: Warm, vs: VoiceSession, state: CallState, livekit: Any,
         if p.identity == sip_identity:
             runner.on_caller_left()
 
+    @room.on("disconnected")  # the room closed (or the server dropped us): no caller can hear us
+    def _room_gone(*_: Any) -> None:
+        if not runner.ended.is_set():  # not our own disconnect after the call
+            runner.on_caller_left()
+
     room_io = await _start_session(session, agent, room, RoomOptions(participant_identity=sip_identity), runner,
                                    recording, warm)
     runner.watchdog.expect_speech()  # no greeting (TTS down at answer time) is dead air too
     await state.answered()
     # SIGTERM mid-call: the call runs on to its natural end; a goodbye only before SIGKILL
     drain = Drain(grace_seconds(os.environ), float(warm.spec.workers.max_call_duration_seconds))
-    await serve_until_end(runner.ended, stopping, drain, agent.say_goodbye_and_end, answered_at=time.monotonic())
+    await serve_until_end(runner.ended, stopping, drain, agent.say_goodbye_and_end, answered_at=time.monotonic(),
+                          caller_present=lambda: sip_identity in room.remote_participants)
     await session.aclose()
     if room_io is not None:
         await room_io.aclose()

@@ -206,13 +206,20 @@ async def simulate_call(
     *,
     models: Any = None,
     on_turn: Any = None,
+    line: str = "cli",
 ) -> list[TurnReport]:
-    """Run the call; ``utterances`` are (text said or None for a recording, 16 kHz int16 PCM)."""
+    """Run the call; ``utterances`` are (text said or None for a recording, 16 kHz int16 PCM).
+
+    With ``spec.staffDelivery`` and VOICEHIVE_REDIS_URL set, requests go to the line's staff
+    channels as from a pod, and the call returns once they are delivered (voicehive_worker.call_staff).
+    """
     from livekit.agents.utils import http_context
 
+    from .call_staff import staff_for_call
+
     # the provider plugins need an HTTP session bound to the context when there is no job worker
-    async with http_context.open():
-        return await _simulate_call(spec, utterances, out_dir, models=models, on_turn=on_turn)
+    async with http_context.open(), staff_for_call(spec, os.environ, line) as wrap:
+        return await _simulate_call(spec, utterances, out_dir, models=models, on_turn=on_turn, wrap=wrap)
 
 
 async def _simulate_call(
@@ -222,6 +229,7 @@ async def _simulate_call(
     *,
     models: Any,
     on_turn: Any,
+    wrap: Any,
 ) -> list[TurnReport]:
     from .agent import LocalCallActions
     from .audio_io import AgentAudioSink, CallerAudioInput
@@ -231,7 +239,8 @@ async def _simulate_call(
     models = models or build_models(spec)
     session = create_session(spec, models, vad=load_vad())
     actions = LocalCallActions()
-    agent = create_agent(spec, actions, pms=build_pms(spec, os.environ))  # spec.pms: Mews/Apaleo as in the pod
+    # spec.pms: Mews/Apaleo as in the pod; wrap: requests also to the line's staff channels
+    agent = create_agent(spec, wrap(actions), pms=build_pms(spec, os.environ))
     caller = CallerAudioInput()
     sink = AgentAudioSink()
     observer = _CallObserver(session)
@@ -352,6 +361,7 @@ def run_call(line_file: Path, says: list[str], audios: list[Path], out_dir: Path
     """The `voicehive call` command: 0 when every turn got a reply, 1 when not, 2 on bad input."""
     import logging
 
+    from .call_staff import line_name
     from .entrypoint import load_line_spec
 
     logging.getLogger("livekit.agents").setLevel(logging.ERROR)
@@ -377,7 +387,7 @@ def run_call(line_file: Path, says: list[str], audios: list[Path], out_dir: Path
         if not utterances:
             raise CallError("nothing to say: give at least one --say TEXT or --audio WAV")
         printer = (lambda r: print(json.dumps(asdict(r), ensure_ascii=False), flush=True)) if as_json else _print_human
-        return await simulate_call(spec, utterances, out_dir, on_turn=printer)
+        return await simulate_call(spec, utterances, out_dir, on_turn=printer, line=line_name(line_file, os.environ))
 
     try:
         reports = asyncio.run(main())
