@@ -46,6 +46,18 @@ def test_every_pod_of_the_release_runs_and_is_ready(cluster: Cluster) -> None:
 
 
 @pytest.mark.parametrize("component", ["operator", "orchestrator"])
+def test_no_component_asks_for_more_than_its_role_grants(cluster: Cluster, component: str) -> None:
+    """Namespaced Roles only: a request the apiserver forbids (e.g. Kopf listing every namespace)
+    is a start-up delay of a minute of retries at best and a silent standstill at worst."""
+    pods = cluster.pods(cluster.release_ns, f"app.kubernetes.io/component={component}")
+    assert pods
+    for pod in pods:
+        forbidden = [line[:300] for line in cluster.log(cluster.release_ns, pod.metadata.name, component).splitlines()
+                     if "Forbidden" in line or " 403" in line]
+        assert forbidden == [], forbidden
+
+
+@pytest.mark.parametrize("component", ["operator", "orchestrator"])
 def test_chart_pods_run_the_dockerfile_entrypoint(cluster: Cluster, component: str) -> None:
     pods = cluster.pods(cluster.release_ns, f"app.kubernetes.io/component={component}")
     assert len(pods) == 2

@@ -128,7 +128,6 @@ class OperatorHandle:
         memo = kopf.Memo()
         memo.runtime = self.runtime
         ksettings = kopf_settings()
-        ksettings.scanning.disabled = True
         ksettings.watching.server_timeout = 10
         ksettings.watching.client_timeout = 15
         ksettings.peering.lifetime = 3  # a dead peer's lease runs out in seconds, not a minute
