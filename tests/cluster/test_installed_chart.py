@@ -67,8 +67,15 @@ def test_chart_pods_run_the_dockerfile_entrypoint(cluster: Cluster, component: s
 
 
 def _peers(cluster: Cluster) -> dict[str, int]:
-    """Live peers of the ClusterKopfPeering as {operator Pod name: priority} (Kopf's own record)."""
-    peering = cluster.custom.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", "voicehive")
+    """Live peers as {operator Pod name: priority}, from Kopf's own record: the KopfPeering in the
+    hotel namespace (the chart's namespaced default), or the ClusterKopfPeering (clusterWide)."""
+    try:
+        peering = cluster.custom.get_namespaced_custom_object("kopf.dev", "v1", cluster.hotel_ns, "kopfpeerings",
+                                                              "voicehive")
+    except kubernetes.client.ApiException as exc:
+        if exc.status != 404:
+            raise
+        peering = cluster.custom.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", "voicehive")
     peers = {}
     for peer_id, record in (peering.get("status") or {}).items():  # "<user>@<host>/<started>/<random>"
         host = peer_id.split("@", 1)[-1].split("/", 1)[0]
@@ -125,6 +132,7 @@ def test_permission_matrix_of_the_service_accounts(cluster: Cluster) -> None:
     allowed = [
         (operator, "create", "pods", hotel, ""), (operator, "patch", "hotellines/status", hotel, GROUP),
         (operator, "create", "deployments", hotel, "apps"), (operator, "get", "secrets", hotel, ""),
+        (operator, "create", "secrets", hotel, ""), (operator, "patch", "secrets", hotel, ""),  # the per-line Secret
         (orchestrator, "create", "voicesessions", hotel, GROUP), (orchestrator, "get", "hotellines", hotel, GROUP),
     ]
     allowed += [(worker, verb, rule_resource, hotel, GROUP) for rule in rbac.WORKER_RULES
@@ -134,7 +142,8 @@ def test_permission_matrix_of_the_service_accounts(cluster: Cluster) -> None:
         (worker, "list", "voicesessions", rel, GROUP), (worker, "create", "pods", hotel, ""),
         (worker, "patch", "voicesessions", hotel, GROUP), (worker, "get", "hotellines", hotel, GROUP),
         (orchestrator, "get", "secrets", hotel, ""), (orchestrator, "create", "pods", hotel, ""),
-        (operator, "list", "secrets", hotel, ""), (operator, "create", "secrets", hotel, ""),
+        (operator, "list", "secrets", hotel, ""), (operator, "delete", "secrets", hotel, ""),
+        (operator, "create", "pods", rel, ""),
         (operator, "delete", "namespaces", None, ""),
     ]
     wrong = [(sa.rsplit(":", 1)[1], v, r, ns, "allowed" if not ok else "denied")

@@ -85,6 +85,14 @@ def _status(call: Any) -> int:
 
 def test_a_compromised_worker_reaches_nothing_beyond_its_call(cluster: Cluster) -> None:
     session, pod = _claimed_worker(cluster)
+    try:
+        _attempts_beyond_its_call(cluster, session, pod)
+    finally:  # the call ends: its worker leaves, whatever was found
+        cluster.custom.delete_namespaced_custom_object(GROUP, VERSION, cluster.hotel_ns, "voicesessions",
+                                                       session["metadata"]["name"])
+
+
+def _attempts_beyond_its_call(cluster: Cluster, session: dict[str, Any], pod: Any) -> None:
     ns, other_ns = cluster.hotel_ns, cluster.release_ns
     worker = _as_worker(cluster, _token_of(pod))
     core, custom = kubernetes.client.CoreV1Api(worker), kubernetes.client.CustomObjectsApi(worker)
@@ -123,7 +131,6 @@ def test_a_compromised_worker_reaches_nothing_beyond_its_call(cluster: Cluster) 
     access = room_access(env, vs, room=secret.room, pod=pod.metadata.name)
     assert access.api_key is None, "the worker minted its own token: it holds an API secret"
     _livekit_refuses_other_rooms(access.token, secret.room)
-    cluster.custom.delete_namespaced_custom_object(GROUP, VERSION, ns, "voicesessions", session["metadata"]["name"])
 
 
 def _privacy(keys: dict[str, str]) -> Any:
@@ -133,7 +140,7 @@ def _privacy(keys: dict[str, str]) -> Any:
 
 
 def _livekit_refuses_other_rooms(token: str, room: str) -> None:
-    """The real livekit-server: the token lists nothing, creates nothing, removes no one."""
+    """The real livekit-server: the token lists nothing, creates nothing, removes no one elsewhere."""
     from livekit import api as lkapi
 
     from tests.fixtures.rig import parse_env_file
@@ -148,8 +155,9 @@ def _livekit_refuses_other_rooms(token: str, room: str) -> None:
                 ("another room's participants",
                  lambda: lk.room.list_participants(lkapi.ListParticipantsRequest(room=room + "-other"))),
                 ("create a room", lambda: lk.room.create_room(lkapi.CreateRoomRequest(name=room + "-new"))),
-                ("remove the caller", lambda: lk.room.remove_participant(
-                    lkapi.RoomParticipantIdentity(room=room, identity="sip_caller"))),
+                # its own room it administers (it hangs up its caller); another call's, no
+                ("remove another call's caller", lambda: lk.room.remove_participant(
+                    lkapi.RoomParticipantIdentity(room=room + "-other", identity="sip_caller"))),
                 ("SIP trunks", lambda: lk.sip.list_sip_inbound_trunk(lkapi.ListSIPInboundTrunkRequest())),
             ):
                 try:
@@ -160,7 +168,7 @@ def _livekit_refuses_other_rooms(token: str, room: str) -> None:
         return refused
 
     refused = asyncio.run(attempts())
-    assert refused == ["list rooms", "another room's participants", "create a room", "remove the caller",
+    assert refused == ["list rooms", "another room's participants", "create a room", "remove another call's caller",
                        "SIP trunks"], refused
 
 

@@ -44,7 +44,8 @@ def test_permission_matrix_by_impersonation(
     hotel_a, hotel_b, elsewhere = hotels
     release = f"vh-{uuid.uuid4().hex[:6]}"
     installed = helm(helm_bin, rig, "install", release, str(CHART), "--namespace", rig_namespace,
-                     "--set", f"operator.peering={release}", "--set", f"operator.watchNamespaces={{{hotel_a},{hotel_b}}}")
+                     "--set", f"operator.peering={release}", "--set", f"operator.watchNamespaces={{{hotel_a},{hotel_b}}}",
+                     "--set", "crds.install=false")  # rig_crds applied them (another release may own them)
     assert installed.returncode == 0, installed.stderr
     try:
         sa = "system:serviceaccount:{}:{}".format
