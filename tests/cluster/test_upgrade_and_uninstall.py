@@ -8,9 +8,12 @@ Runs after test_installed_chart.py (file order): it takes the installation down.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
+import kubernetes
 import pytest
 import yaml
 
@@ -21,6 +24,7 @@ from tests.rig.conftest import eventually
 pytestmark = pytest.mark.rig
 
 GROUP, VERSION = "voicehive.io", "v1alpha1"
+UPGRADED_COLUMN = "UpgradeMark"
 
 
 def _helm(*args: str) -> subprocess.CompletedProcess[str]:
@@ -40,15 +44,41 @@ def _all_ready(cluster: Cluster, expected: int) -> list[str] | None:
     return ready if len(ready) == len(pods) == expected else None
 
 
-def test_helm_upgrade_rolls_every_pod_and_leaves_no_old_one(cluster: Cluster) -> None:
+def _next_chart_version(tmp: Path) -> Path:
+    """The chart as its next release would ship it: version bumped, the VoiceSession CRD changed
+    (a new printer column), from the installed (previous) chart."""
+    chart = tmp / "voicehive"
+    shutil.copytree(ROOT / "charts" / "voicehive", chart, symlinks=False)
+    meta = yaml.safe_load((chart / "Chart.yaml").read_text())
+    major, minor, patch = (int(x) for x in meta["version"].split("."))
+    meta["version"] = f"{major}.{minor}.{patch + 1}"
+    (chart / "Chart.yaml").write_text(yaml.safe_dump(meta))
+    crd_file = chart / "files" / "crds" / "voicesessions.voicehive.io.yaml"
+    crd = yaml.safe_load(crd_file.read_text())
+    crd["spec"]["versions"][0].setdefault("additionalPrinterColumns", []).append(
+        {"name": UPGRADED_COLUMN, "type": "string", "jsonPath": ".status.endReason"})
+    crd_file.write_text(yaml.safe_dump(crd))
+    return chart
+
+
+def _printer_columns(cluster: Cluster) -> list[str]:
+    crd = kubernetes.client.ApiextensionsV1Api(cluster.api).read_custom_resource_definition("voicesessions.voicehive.io")
+    return [c.name for c in crd.spec.versions[0].additional_printer_columns or []]
+
+
+def test_helm_upgrade_rolls_every_pod_and_leaves_no_old_one(cluster: Cluster, tmp_path: Path) -> None:
+    """`helm upgrade` to the next chart version: every Pod replaced, and the changed CRD upgraded
+    in the apiserver (Helm would never upgrade a chart's crds/ folder; ours are templates)."""
     before = {p.metadata.name for p in _release_pods(cluster)}
+    assert UPGRADED_COLUMN not in _printer_columns(cluster)
     values = yaml.safe_load((CLUSTER_ENV.parent / "values.yaml").read_text())
     for component in ("operator", "orchestrator"):
         values.setdefault(component, {}).setdefault("extraEnv", []).append({"name": "VOICEHIVE_UPGRADE_MARK", "value": "2"})
     path = CLUSTER_ENV.parent / "values-upgrade.yaml"
     path.write_text(yaml.safe_dump(values))
-    result = _helm("upgrade", "voicehive", str(ROOT / "charts" / "voicehive"), "-n", cluster.release_ns, "-f", str(path))
+    result = _helm("upgrade", "voicehive", str(_next_chart_version(tmp_path)), "-n", cluster.release_ns, "-f", str(path))
     assert result.returncode == 0, result.stderr
+    assert UPGRADED_COLUMN in _printer_columns(cluster), "helm upgrade left the CRD as it was"
     after = eventually(lambda: (ready := _all_ready(cluster, len(before))) and not set(ready) & before and ready,
                        timeout=300, what="every release Pod replaced and Ready")
     assert len(after) == len(before)

@@ -21,9 +21,13 @@ def registries() -> dict[str, CollectorRegistry]:
 
 
 def exposed_names(registry: CollectorRegistry) -> set[str]:
+    return names_in_exposition(generate_latest(registry).decode())
+
+
+def names_in_exposition(text: str) -> set[str]:
     """Sample names as a scrape shows them (families with no sample yet still count via their type)."""
     names: set[str] = set()
-    for family in text_string_to_metric_families(generate_latest(registry).decode()):
+    for family in text_string_to_metric_families(text):
         names.add(family.name)
         names.update(sample.name for sample in family.samples)
         if family.type == "counter":
