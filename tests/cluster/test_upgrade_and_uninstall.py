@@ -61,6 +61,20 @@ def _next_chart_version(tmp: Path) -> Path:
     return chart
 
 
+def _adopt_crds(cluster: Cluster) -> None:
+    """cluster-up applied crds/ itself (`crds.install=false`, as a platform team that manages
+    CRDs does); moving them under the release is Helm's documented adoption: its ownership
+    label and annotations, then an upgrade with `crds.install=true` (docs/delivery.md)."""
+    ext = kubernetes.client.ApiextensionsV1Api(cluster.api)
+    for crd in ext.list_custom_resource_definition().items:
+        if crd.spec.group not in (GROUP, "kopf.dev"):
+            continue
+        ext.patch_custom_resource_definition(crd.metadata.name, {"metadata": {
+            "labels": {"app.kubernetes.io/managed-by": "Helm"},
+            "annotations": {"meta.helm.sh/release-name": "voicehive",
+                            "meta.helm.sh/release-namespace": cluster.release_ns}}})
+
+
 def _printer_columns(cluster: Cluster) -> list[str]:
     crd = kubernetes.client.ApiextensionsV1Api(cluster.api).read_custom_resource_definition("voicesessions.voicehive.io")
     return [c.name for c in crd.spec.versions[0].additional_printer_columns or []]
@@ -74,8 +88,10 @@ def test_helm_upgrade_rolls_every_pod_and_leaves_no_old_one(cluster: Cluster, tm
     values = yaml.safe_load((CLUSTER_ENV.parent / "values.yaml").read_text())
     for component in ("operator", "orchestrator"):
         values.setdefault(component, {}).setdefault("extraEnv", []).append({"name": "VOICEHIVE_UPGRADE_MARK", "value": "2"})
+    values["crds"] = {"install": True}
     path = CLUSTER_ENV.parent / "values-upgrade.yaml"
     path.write_text(yaml.safe_dump(values))
+    _adopt_crds(cluster)
     result = _helm("upgrade", "voicehive", str(_next_chart_version(tmp_path)), "-n", cluster.release_ns, "-f", str(path))
     assert result.returncode == 0, result.stderr
     assert UPGRADED_COLUMN in _printer_columns(cluster), "helm upgrade left the CRD as it was"

@@ -267,8 +267,8 @@ class Stopwatch:
         self.timings.steps[step] = round(time.monotonic() - self.t0, 3)
 
 
-async def dial_and_bind(inst: Installed, caller: str = CALLER_NUMBER,
-                        session_timeout: float = 30) -> tuple[SimCall, CallOutcome]:
+async def dial_and_bind(inst: Installed, caller: str = CALLER_NUMBER, session_timeout: float = 30,
+                        bind_timeout: float = 60) -> tuple[SimCall, CallOutcome]:
     """Dial the line; wait for the signed participant_joined, the VoiceSession and the worker."""
     await asyncio.to_thread(warm_listener)
     outcome_timings = Timings()
@@ -288,7 +288,7 @@ async def dial_and_bind(inst: Installed, caller: str = CALLER_NUMBER,
         session = inst.session_for(d.room) or {}
         return (session.get("status") or {}).get("workerPod")
 
-    out.worker_pod = await wait(bound, 60, "a warm worker claimed (status.workerPod)")
+    out.worker_pod = await wait(bound, bind_timeout, "a warm worker claimed (status.workerPod)")
     watch.mark("worker_claimed")
 
     async def agent_in_room() -> bool:
@@ -296,7 +296,7 @@ async def dial_and_bind(inst: Installed, caller: str = CALLER_NUMBER,
             res = await lk.room.list_participants(api.ListParticipantsRequest(room=d.room))
         return any(p.identity != d.identity for p in res.participants)
 
-    await wait(agent_in_room, 60, "the worker in the room", interval=0.2)
+    await wait(agent_in_room, bind_timeout, "the worker in the room", interval=0.2)
     watch.mark("worker_in_room")
     return call, out
 

@@ -93,11 +93,12 @@ async def _dial(installed: Installed) -> tuple[SimCall, CallOutcome]:
 
 
 def _assert_heard(out: CallOutcome) -> None:
-    spotted = {k: v.split("|")[0] for k, v in out.heard.items()}  # "<spotted phrases> | <transcript>"
-    assert DISCLOSURE in spotted["greeting"], out.heard
-    assert AVAILABILITY in spotted["availability"], out.heard
-    assert DESK_UNREACHABLE in spotted["desk_by_voice"], out.heard
-    assert DESK_UNREACHABLE in spotted["desk_by_key"], out.heard
+    """Each phrase recognised in its reply: spotted by keyword, or in the full decode (either of
+    pocketsphinx's two passes can miss a word of eSpeak's voice on a loaded machine)."""
+    for step, phrase in (("greeting", DISCLOSURE), ("availability", AVAILABILITY),
+                         ("desk_by_voice", DESK_UNREACHABLE), ("desk_by_key", DESK_UNREACHABLE)):
+        spotted, _, transcript = out.heard[step].partition("|")  # "<spotted phrases> | <transcript>"
+        assert phrase in spotted or f" {phrase} " in f" {transcript} ", (step, phrase, out.heard[step])
 
 
 async def _assert_ttls(installed: Installed) -> None:

@@ -216,7 +216,8 @@ class CallState:
         try:
             await self.status.patch(status)
         except Exception as err:
-            log.warning("VoiceSession status patch failed", extra={"call_ref": self.ref, "error": type(err).__name__})
+            log.warning("VoiceSession status patch failed", extra={"call_ref": self.ref, "error": type(err).__name__,
+                                                                   "fields": rejected_fields(err)})
 
 
 @dataclass
@@ -272,3 +273,14 @@ class WorkerCallActions:
 
     def record_intent(self, intent: Intent) -> None:
         self.state.add_intent(intent)
+
+
+def rejected_fields(err: Exception) -> list[str]:
+    """``field: reason`` of each cause the API server gave for refusing a write (a 422), without
+    its message, which may quote the refused value."""
+    body = getattr(err, "body", None)
+    try:
+        causes = json.loads(body)["details"]["causes"] if body else []
+    except (ValueError, KeyError, TypeError):
+        return []
+    return [f"{c.get('field', '?')}: {c.get('reason', '?')}" for c in causes if isinstance(c, dict)]
