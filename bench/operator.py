@@ -200,6 +200,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "LIVEKIT_API_KEY": lk.api_key,
             "LIVEKIT_API_SECRET": lk.api_secret,
             "VOICEHIVE_OPERATOR_CHECK_PROVIDERS": "false",
+            "VOICEHIVE_OPERATOR_ASR_ALLOWED_HOSTS": "127.0.0.1",  # the lines name a loopback Riva
             "VOICEHIVE_OPERATOR_LIVENESS": f"http://127.0.0.1:{_free_port()}/healthz",
             "VOICEHIVE_OPERATOR_RESYNC_INTERVAL_S": "30",
             "VOICEHIVE_OPERATOR_SWEEP_INTERVAL_S": "5",

@@ -204,19 +204,20 @@ def keys_material() -> dict[str, str]:
 
 def chart_values(livekit_url: str) -> dict[str, Any]:
     """Test values: images map to the Dockerfile's targets; providers are the loopback fakes."""
-    allowed = [{"name": "VOICEHIVE_OPERATOR_LLM_ALLOWED_HOSTS", "value": "127.0.0.1"},
-               {"name": "VOICEHIVE_OPERATOR_LLM_EU_HOSTS", "value": "127.0.0.1"},
-               # the rig's nodes are small: Riva's real 4 CPU / 16 GiB would not fit on them
-               {"name": "VOICEHIVE_OPERATOR_RIVA_CPU", "value": "500m"},
-               {"name": "VOICEHIVE_OPERATOR_RIVA_MEMORY", "value": "1Gi"}]
+    # the rig's nodes are small: Riva's real 4 CPU / 16 GiB would not fit on them
+    small_riva = [{"name": "VOICEHIVE_OPERATOR_RIVA_CPU", "value": "500m"},
+                  {"name": "VOICEHIVE_OPERATOR_RIVA_MEMORY", "value": "1Gi"}]
     return {
         # the suite's other tests apply crds/ to the rig's apiserver first, as a platform team
         # that manages CRDs itself would (`kubectl apply -f crds/`); cluster-up does the same
         "crds": {"install": False},
         "image": {"registry": "ghcr.io/voicehive", "tag": "0.1.0"},
-        "redis": {"urlSecret": {"name": "voicehive-redis", "key": "url"}},
+        # the rig's redis-server speaks plain TCP on loopback: the chart's lab switch-off of TLS
+        "redis": {"urlSecret": {"name": "voicehive-redis", "key": "url"}, "caSecret": {"name": ""}},
         "livekit": {"url": livekit_url, "secretName": "voicehive-livekit"},
-        "operator": {"extraEnv": allowed},
+        "operator": {"extraEnv": small_riva, "watchNamespaces": [HOTEL_NS]},
+        # the providers are the loopback fakes (allow-lists: docs/tenant-isolation.md)
+        "providers": {"llmHosts": ["127.0.0.1"], "llmEuHosts": ["127.0.0.1"], "ttsHosts": ["127.0.0.1"]},
         "worker": {"namespaces": [HOTEL_NS]},
     }
 
@@ -282,7 +283,7 @@ def install_prerequisites(kubectl: Kubectl, rig_env: dict[str, str], redis_url: 
     kubectl.apply(namespace(RELEASE_NS, RESTRICTED), namespace(HOTEL_NS, RESTRICTED))
     keys = keys_material()
     livekit = {"api-key": rig_env["LIVEKIT_API_KEY"], "api-secret": rig_env["LIVEKIT_API_SECRET"]}
-    docs = [secret("voicehive-livekit", ns, livekit) for ns in (RELEASE_NS, HOTEL_NS)]
+    docs = [secret("voicehive-livekit", RELEASE_NS, livekit)]  # the operator's; workers get room tokens
     docs += [secret("voicehive-keys", ns, keys) for ns in (RELEASE_NS, HOTEL_NS)]
     docs.append(secret("voicehive-redis", RELEASE_NS, {"url": redis_url}))
     # the NGC key Riva's NIM reads (the rig's Riva is the loopback fake: a throwaway value)

@@ -46,6 +46,17 @@ ANNOTATION_ERASE: Final = f"{GROUP}/erase-caller"  # on a HotelLine: caller hash
 # On a VoiceSession: the W3C trace context (``traceparent`` value) of the orchestrator's span that
 # created it; the operator's bind span and the worker's call span are its children (docs/tracing.md).
 ANNOTATION_TRACEPARENT: Final = f"{GROUP}/traceparent"
+# On a VoiceSession: the room-scoped LiveKit token the operator minted for the bound worker,
+# sealed with the line's token key (AES-GCM, context "<namespace>/<session>").
+ANNOTATION_SEALED_TOKEN: Final = f"{GROUP}/sealed-livekit-token"
+# On a VoiceSession's status: the worker asks the operator to transfer the caller (the SIP grant
+# that a transfer needs would let a worker place calls anywhere, so only the operator holds it).
+def sealed_token_context(namespace: str, session: str) -> str:
+    """AAD of ANNOTATION_SEALED_TOKEN: a sealed token opens only on the session it was written to."""
+    return f"{namespace}/{session}"
+
+
+CONDITION_TRANSFER: Final = "TransferToFrontDesk"
 
 # Worker pod environment (operator writes, worker reads); names of variables, not values.
 # ruff: noqa: S105
@@ -63,6 +74,11 @@ ENV_LIVEKIT_API_KEY: Final = "LIVEKIT_API_KEY"
 ENV_LIVEKIT_API_SECRET: Final = "LIVEKIT_API_SECRET"
 ENV_AZURE_OPENAI_API_KEY: Final = "AZURE_OPENAI_API_KEY"
 ENV_ELEVEN_API_KEY: Final = "ELEVEN_API_KEY"
+ENV_LINE_TOKEN_KEY: Final = "VOICEHIVE_LINE_TOKEN_KEY"  # opens ANNOTATION_SEALED_TOKEN (per line)
+ENV_RECORDING_LINE_KEY: Final = "VOICEHIVE_RECORDING_LINE_KEY"  # one line's recording key (worker, staff)
+# Where worker pods find the CA of a rediss:// Redis (the URL names it: ?ssl_ca_certs=<dir>/ca.crt).
+REDIS_CA_DIR: Final = "/etc/voicehive/redis-ca"
+AGENT_IDENTITY_PREFIX: Final = "voicehive-agent-"  # + pod name: the worker's LiveKit identity
 ENV_READY_PORT: Final = "VOICEHIVE_READY_PORT"  # the worker's probe server (/healthz, /readyz)
 # the worker pod's terminationGracePeriodSeconds: how long a draining worker lets its call run
 ENV_TERMINATION_GRACE_SECONDS: Final = "VOICEHIVE_TERMINATION_GRACE_SECONDS"

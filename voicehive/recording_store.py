@@ -34,6 +34,8 @@ RULE_ID_PREFIX = "voicehive-recordings-"
 # Worker pod environment (from spec.recording's Secret references); names, not values.
 ENV_ACCESS_KEY_ID = "VOICEHIVE_RECORDING_ACCESS_KEY_ID"
 ENV_SECRET_ACCESS_KEY = "VOICEHIVE_RECORDING_SECRET_ACCESS_KEY"  # noqa: S105
+# HKDF purpose of the per-line key that wraps recording data keys (privacy.derive_line_key)
+RECORDING_PURPOSE = "recording"
 _CHUNK_RE = re.compile(r"chunk-(\d{6})\.bin$")
 
 

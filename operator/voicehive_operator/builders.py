@@ -7,6 +7,7 @@ objects over the wire (the mysql-operator / dask-kubernetes split).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import math
@@ -17,7 +18,7 @@ from typing import Any
 from google.protobuf.duration_pb2 import Duration
 from livekit.protocol import sip as lk_sip
 
-from voicehive import contract, rbac, recording_store
+from voicehive import contract, privacy, rbac, recording_store
 from voicehive.api.models import HotelLineSpec, MediaEncryption
 from voicehive.contract import API_VERSION, GROUP, HOTELLINE_KIND, VOICESESSION_KIND
 from voicehive_operator.settings import OperatorSettings, SecretRef
@@ -269,16 +270,71 @@ def riva_service(pool: RivaPool, settings: OperatorSettings) -> dict[str, Any]:
 # --------------------------------------------------------------------------- workers
 
 
+# The per-line Secret the operator maintains in the line's namespace: what a worker of this line
+# needs and nothing of another line (issue 11). Keys derive from the master keys per line, so a
+# compromised worker can open only its own line's transcripts and call tokens.
+LINE_SECRET_TRANSCRIPT_KEY = "transcript-key"  # noqa: S105 (key names inside the Secret)
+LINE_SECRET_TOKEN_KEY = "token-key"  # noqa: S105
+LINE_SECRET_RECORDING_KEY = "recording-key"  # noqa: S105 (wraps the line's recording data keys)
+LINE_SECRET_REDIS_URL = "redis-url"  # noqa: S105
+LINE_SECRET_REDIS_CA = "redis-ca.crt"  # noqa: S105 (a CA certificate: public, kept with the URL)
+PURPOSE_TRANSCRIPT = "transcript"
+PURPOSE_TOKEN = "livekit-token"  # noqa: S105
+
+
+def line_secret_name(line_name: str) -> str:
+    return f"{line_name[:200].rstrip('-')}-voicehive-line"
+
+
+def line_secret_data(namespace: str, name: str, settings: OperatorSettings) -> dict[str, str]:
+    """The per-line Secret's values (plain text; :func:`line_secret` base64-encodes them)."""
+    data: dict[str, str] = {}
+    if settings.transcript_key is not None:
+        key = privacy.derive_line_key(settings.transcript_key, namespace, name, PURPOSE_TRANSCRIPT)
+        data[LINE_SECRET_TRANSCRIPT_KEY] = base64.b64encode(key).decode()
+        # the same key `voicehive recording key` hands the line's staff (recording_store.RECORDING_PURPOSE)
+        rec = privacy.derive_line_key(settings.transcript_key, namespace, name, recording_store.RECORDING_PURPOSE)
+        data[LINE_SECRET_RECORDING_KEY] = base64.b64encode(rec).decode()
+    if settings.pii_key is not None:
+        data[LINE_SECRET_TOKEN_KEY] = base64.b64encode(line_token_key(namespace, name, settings.pii_key)).decode()
+    if settings.redis_url:
+        data[LINE_SECRET_REDIS_URL] = settings.redis_url
+    if settings.redis_url and settings.redis_ca_pem:
+        data[LINE_SECRET_REDIS_CA] = settings.redis_ca_pem
+    return data
+
+
+def line_token_key(namespace: str, name: str, pii_key: bytes) -> bytes:
+    return privacy.derive_line_key(pii_key, namespace, name, PURPOSE_TOKEN)
+
+
+def line_secret(namespace: str, name: str, uid: str, settings: OperatorSettings) -> dict[str, Any]:
+    """The line's Secret, owned by the HotelLine (garbage-collected with it)."""
+    data = line_secret_data(namespace, name, settings)
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": line_secret_name(name),
+            "namespace": namespace,
+            "labels": {**common_labels(contract.COMPONENT_WORKER), contract.LABEL_LINE: name},
+            "ownerReferences": [line_owner(name, uid)],
+        },
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in sorted(data.items())},
+    }
+
+
 def worker_spec_hash(namespace: str, name: str, spec: HotelLineSpec, settings: OperatorSettings) -> str:
     """Hash of everything a warm pod was built from; a change replaces idle pods."""
     relevant = {
         "spec": spec.to_wire(),
         "riva": asr_address(namespace, spec, settings),
         "livekit": settings.url_workers_dial,
-        "redis": settings.redis_url,
         "sa": settings.worker_service_account,
-        "secrets": [settings.livekit_secret, repr(settings.pii_key_ref), repr(settings.transcript_key_ref),
-                    repr(settings.agent_token_ref)],
+        # Which keys the line Secret holds (never their values: those stay out of labels).
+        "secrets": [repr(settings.pii_key_ref), repr(settings.transcript_key_ref), settings.pii_key is not None,
+                    settings.transcript_key is not None, bool(settings.redis_url), bool(settings.redis_ca_pem)],
         "pull": settings.worker_image_pull_policy,
         "otlp": settings.tracing.endpoint if settings.tracing else None,
     }
@@ -320,6 +376,15 @@ def backoffice_env(spec: HotelLineSpec) -> list[dict[str, Any]]:
 
 
 def worker_env(namespace: str, name: str, spec: HotelLineSpec, settings: OperatorSettings) -> list[dict[str, Any]]:
+    """What one call needs, secrets only by reference (issue 11).
+
+    Not here: the LiveKit API key and secret (the operator mints a room-scoped token per call),
+    the orchestrator's agent token (workers do not call it), a Redis URL in clear. Still global:
+    the PII key, because call references are HMAC(PII key, room) shared with the orchestrator
+    (docs/operator.md "Tenant isolation").
+    """
+    line_keys = line_secret_data(namespace, name, settings)
+    line = line_secret_name(name)
     env: list[dict[str, Any]] = [
         {"name": contract.ENV_LINE_NAME, "value": name},
         {"name": contract.ENV_NAMESPACE, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
@@ -329,10 +394,9 @@ def worker_env(namespace: str, name: str, spec: HotelLineSpec, settings: Operato
         {"name": contract.ENV_READY_PORT, "value": str(contract.WORKER_PROBE_PORT)},
         {"name": contract.ENV_RIVA_SERVER, "value": asr_address(namespace, spec, settings)},
         {"name": contract.ENV_LIVEKIT_URL, "value": settings.url_workers_dial},
-        _secret_env(contract.ENV_LIVEKIT_API_KEY, SecretRef(settings.livekit_secret, "api-key")),
-        _secret_env(contract.ENV_LIVEKIT_API_SECRET, SecretRef(settings.livekit_secret, "api-secret")),
         _secret_env(contract.ENV_PII_KEY, settings.pii_key_ref),
-        _secret_env(contract.ENV_TRANSCRIPT_KEY, settings.transcript_key_ref),
+        _secret_env(contract.ENV_TRANSCRIPT_KEY, SecretRef(line, LINE_SECRET_TRANSCRIPT_KEY)
+                    if LINE_SECRET_TRANSCRIPT_KEY in line_keys else settings.transcript_key_ref),
         _secret_env(
             contract.ENV_AZURE_OPENAI_API_KEY,
             SecretRef(spec.llm.api_key_secret_ref.name, spec.llm.api_key_secret_ref.key),
@@ -342,18 +406,30 @@ def worker_env(namespace: str, name: str, spec: HotelLineSpec, settings: Operato
         ),
     ]
     env += backoffice_env(spec)
-    if settings.redis_url:
-        env.append({"name": contract.ENV_REDIS_URL, "value": settings.redis_url})
+    if LINE_SECRET_TOKEN_KEY in line_keys:
+        env.append(_secret_env(contract.ENV_LINE_TOKEN_KEY, SecretRef(line, LINE_SECRET_TOKEN_KEY)))
+    if LINE_SECRET_REDIS_URL in line_keys:
+        env.append(_secret_env(contract.ENV_REDIS_URL, SecretRef(line, LINE_SECRET_REDIS_URL)))
     if spec.recording is not None and spec.recording.enabled:
+        if LINE_SECRET_RECORDING_KEY in line_keys:
+            env.append(_secret_env(contract.ENV_RECORDING_LINE_KEY, SecretRef(line, LINE_SECRET_RECORDING_KEY)))
         rec = spec.recording
         for var, ref in ((recording_store.ENV_ACCESS_KEY_ID, rec.access_key_id_secret_ref),
                          (recording_store.ENV_SECRET_ACCESS_KEY, rec.secret_access_key_secret_ref)):
             env.append(_secret_env(var, SecretRef(ref.name, ref.key)))
-    if settings.agent_token_ref is not None:
-        env.append(_secret_env(contract.ENV_AGENT_TOKEN, settings.agent_token_ref))
     if settings.tracing is not None:  # the worker exports its call's spans where the operator does
         env.append({"name": contract.ENV_OTLP_TRACES_ENDPOINT, "value": settings.tracing.endpoint})
     return env
+
+
+def _redis_ca(settings: OperatorSettings, line_name: str = "") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Mount and volume for the Redis CA from the line Secret (TLS to Redis), or nothing."""
+    if not (settings.redis_url and settings.redis_ca_pem):
+        return [], []
+    mount = {"name": "redis-ca", "mountPath": contract.REDIS_CA_DIR, "readOnly": True}
+    volume = {"name": "redis-ca", "secret": {"secretName": line_secret_name(line_name),
+                                             "items": [{"key": LINE_SECRET_REDIS_CA, "path": "ca.crt"}]}}
+    return [mount], [volume]
 
 
 def worker_labels(line_name: str, spec_hash: str) -> dict[str, str]:
@@ -417,10 +493,10 @@ def worker_pod(
                     "ports": [{"name": "probes", "containerPort": contract.WORKER_PROBE_PORT, "protocol": "TCP"}],
                     **WORKER_PROBES,
                     "securityContext": {**RESTRICTED_CONTAINER, "readOnlyRootFilesystem": True},
-                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108
+                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *_redis_ca(settings)[0]],  # noqa: S108
                 }
             ],
-            "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}],
+            "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}, *_redis_ca(settings, line_name)[1]],
         },
     }
 

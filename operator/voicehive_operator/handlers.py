@@ -18,10 +18,10 @@ from typing import Any
 
 import kopf
 
-from voicehive import contract
+from voicehive import contract, transfer
 from voicehive.api.models import HotelLineSpec
 from voicehive.contract import API_VERSION, GROUP, HOTELLINES, VERSION, VOICESESSION_KIND, VOICESESSIONS
-from voicehive_operator import lines, pool, recordings, sessions
+from voicehive_operator import lines, pool, recordings, sessions, transfers
 from voicehive_operator.kube import KUBE_THREADS
 from voicehive_operator.runtime import Runtime
 from voicehive_operator.settings import OperatorSettings
@@ -98,6 +98,7 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
     # and Kopf persists nothing for it (no annotation patch on the binding path). Binding is
     # idempotent (status + an in-memory record of bound sessions), so repeated events are no-ops.
     kopf.on.event(*VS, registry=registry, id="bind_session")(bind_session)
+    kopf.on.event(*VS, registry=registry, id="transfer_request")(transfer_request)
     kopf.on.event(*PODS, registry=registry, id="worker_pod_event", labels=WORKER_POD_LABELS)(worker_pod_event)
     return registry
 
@@ -125,11 +126,10 @@ def index_asr_users(namespace: str, name: str, uid: str, spec: Any, meta: Any, m
     return lines.pool_user(namespace, name, uid, spec, meta, _runtime(memo))
 
 
-def index_line_specs(namespace: str, name: str, uid: str, spec: Any, meta: Any, **_: Any) -> Any:
+def index_line_specs(namespace: str, name: str, uid: str, spec: Any, meta: Any, memo: Any, **_: Any) -> Any:
     if meta.get("deletionTimestamp"):
         return None
-    parsed, _refusal = lines.parse_spec(spec)
-    return {(namespace, name): (uid, parsed)}
+    return {(namespace, name): (uid, lines.usable_spec(spec, _runtime(memo).settings))}
 
 
 def index_sessions_by_line(namespace: str, name: str, body: Any, spec: Any, **_: Any) -> Any:
@@ -146,7 +146,8 @@ def index_sessions_by_line(namespace: str, name: str, body: Any, spec: Any, **_:
             "annotations": {k: v for k, v in (body["metadata"].get("annotations") or {}).items()
                             if k == contract.ANNOTATION_TRACEPARENT},
         },
-        "spec": {"lineRef": {"name": line}, "roomHash": spec.get("roomHash"), "callerHash": spec.get("callerHash")},
+        "spec": {"lineRef": {"name": line}, "roomHash": spec.get("roomHash"), "callerHash": spec.get("callerHash"),
+                 "sealedCallRef": spec.get("sealedCallRef")},  # sealed; a retried bind mints the token
         "status": dict(body.get("status") or {}),
     }
     return {(namespace, line): snapshot}
@@ -300,6 +301,18 @@ async def bind_session(event: Any, body: Any, namespace: str, name: str, uid: st
 
 
 # ------------------------------------------------------------------ worker pods
+
+async def transfer_request(event: Any, body: Any, namespace: str, name: str, uid: str, spec: Any, status: Any,
+                           memo: Any, line_specs: Any, **_: Any) -> None:
+    """A worker asked for a front-desk transfer (it holds no SIP grant): do it, report back."""
+    if event.get("type") == "DELETED" or transfer.state(status) != transfer.REQUESTED:
+        return
+    entry = _line(line_specs, namespace, (spec.get("lineRef") or {}).get("name", ""))
+    outcome = await transfers.perform(_runtime(memo), namespace=namespace, name=name, uid=uid, body=body,
+                                      line_spec=entry[1] if entry else None)
+    if outcome == transfer.FAILED:
+        kopf.warn(body, reason="TransferFailed", message="The front-desk transfer failed; see the condition.")
+
 
 async def worker_pod_event(event: Any, body: Any, namespace: str, memo: Any, line_specs: Any,
                            **_: Any) -> None:

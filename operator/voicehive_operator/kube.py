@@ -143,6 +143,19 @@ class Kube:
         plain = (secret.get("stringData") or {}).get(key)
         return plain if isinstance(plain, str) else None
 
+    async def ensure_secret(self, body: dict[str, Any]) -> bool:
+        """Create the Secret, or merge-patch its data to ``body``'s (idempotent; no read, no PUT)."""
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        try:
+            await self._dict(self.core.create_namespaced_secret, ns, body)
+            return True
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        await self._dict(self.core.patch_namespaced_secret, name, ns, {"data": body["data"]},
+                         _content_type="application/merge-patch+json")
+        return False
+
     # ---------------------------------------------------------------- deployments / services
 
     async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:

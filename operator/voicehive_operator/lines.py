@@ -24,6 +24,7 @@ from voicehive_operator.conditions import Observation
 from voicehive_operator.livekit_sip import SipError, SipIds
 from voicehive_operator.riva import PoolUser
 from voicehive_operator.runtime import ProviderCheck, Runtime
+from voicehive_operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,33 @@ def parse_spec(raw: Mapping[str, Any]) -> tuple[HotelLineSpec | None, Observatio
         return None, Observation(conditions.READY, False, "SpecInvalid", f"The spec is invalid: {validation_message(exc)}")
 
 
+def allow_list_refusal(spec: HotelLineSpec, settings: OperatorSettings) -> Observation | None:
+    """Why a line names an image or endpoint the operator does not allow, before any Pod or request.
+
+    A HotelLine author may only choose among what the platform team configured (chart values):
+    otherwise they could run their own code with the line's keys, or have the provider check
+    send a Secret of the namespace to a host of their choosing.
+    """
+    problems = [
+        policy.image_problem(spec.workers.image, settings.worker_images),
+        policy.llm_endpoint_problem(spec.llm.endpoint, settings.llm_allowed_hosts),
+        policy.https_endpoint_problem("tts.endpoint", spec.tts.endpoint, settings.tts_allowed_hosts),
+        policy.address_problem("asr.endpoint", spec.asr.endpoint, settings.asr_allowed_hosts)
+        if spec.asr.endpoint else None,
+    ]
+    found = [p for p in problems if p]
+    if not found:
+        return None
+    reason = "ImageNotAllowed" if problems[0] else "EndpointNotAllowed"
+    return Observation(conditions.READY, False, reason, " ".join(found))
+
+
+def usable_spec(raw: Mapping[str, Any], settings: OperatorSettings) -> HotelLineSpec | None:
+    """The spec workers may be built from: valid and within the allow-lists, else ``None``."""
+    spec, _ = parse_spec(raw)
+    return spec if spec is not None and allow_list_refusal(spec, settings) is None else None
+
+
 def pool_user(namespace: str, name: str, uid: str, raw_spec: Mapping[str, Any], meta: Mapping[str, Any],
               runtime: Runtime) -> (
     dict[str, PoolUser] | None
@@ -72,7 +100,7 @@ def pool_user(namespace: str, name: str, uid: str, raw_spec: Mapping[str, Any], 
     """Index entry of a line in the shared-Riva index (``None``: uses no shared pool)."""
     if meta.get("deletionTimestamp"):
         return None
-    spec, _ = parse_spec(raw_spec)
+    spec = usable_spec(raw_spec, runtime.settings)
     if spec is None:
         return None
     pool_spec = builders.riva_pool_for(namespace, spec, runtime.settings)
@@ -121,6 +149,9 @@ async def reconcile(
     if spec is None:
         assert refusal is not None
         return _refusal(refusal, existing, generation, runtime)
+    refusal = allow_list_refusal(spec, runtime.settings)
+    if refusal is not None:
+        return _refusal(refusal, existing, generation, runtime)
 
     settings = runtime.settings
     observed: dict[str, Observation] = {}
@@ -142,7 +173,8 @@ async def reconcile(
     # Always reconcile: a line that moved to its own endpoint or another model frees a pool.
     changes += await riva.reconcile_namespace(runtime, settings.riva_namespace or namespace, asr_users)
 
-    # 3. Warm pool ----------------------------------------------------------------------------
+    # 3. The line's Secret (per-line keys, Redis URL), then the warm pool -----------------------
+    changes += await _ensure_line_secret(runtime, namespace, name, uid)
     plan, pool_changes = await pool.reconcile(runtime, namespace, name, uid, spec,
                                               count_claimed=line_sessions is None)
     changes += pool_changes
@@ -162,6 +194,18 @@ async def reconcile(
     new = conditions.merge(existing, observed.values(), generation=generation, now=settings.clock.now())
     patch["conditions"] = new
     return LineResult(status=patch, changes=changes, events=conditions.changed_types(existing, new))
+
+
+async def _ensure_line_secret(runtime: Runtime, namespace: str, name: str, uid: str) -> list[str]:
+    """The line's Secret (its derived keys, the Redis URL): checked once per operator run, then
+    only when its content would change, so a resync costs no Secret round trip."""
+    body = builders.line_secret(namespace, name, uid, runtime.settings)
+    fingerprint = _fingerprint(body["data"])
+    if runtime.line_secrets.get(uid) == fingerprint:
+        return []
+    written = await runtime.kube.ensure_secret(body)
+    runtime.line_secrets[uid] = fingerprint
+    return [f"wrote Secret {builders.line_secret_name(name)} (the line's worker keys)"] if written else []
 
 
 async def _ensure_sip(
@@ -309,4 +353,5 @@ async def teardown(runtime: Runtime, *, namespace: str, name: str, uid: str, raw
         riva_ns = shared.namespace if shared else riva_ns
     changes += await riva.reconcile_namespace(runtime, riva_ns, asr_users)
     runtime.provider_checks.pop(uid, None)
+    runtime.line_secrets.pop(uid, None)
     return changes

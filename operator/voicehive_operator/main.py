@@ -36,8 +36,11 @@ def build_runtime(settings: OperatorSettings, kube: Kube) -> Runtime:
     return Runtime(settings=settings, kube=kube, sip=sip, redis=redis_client, tracing=Tracing.start(settings.tracing))
 
 
-def kopf_settings() -> kopf.OperatorSettings:
+def kopf_settings(clusterwide: bool = False) -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
+    # Serving named namespaces, Kopf would still list every namespace (and CRD) to follow changes:
+    # forbidden by the namespaced Roles the chart grants, it retries for a minute before starting.
+    settings.scanning.disabled = not clusterwide
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
@@ -99,7 +102,7 @@ def run(
     try:
         kopf.run(
             registry=registry,
-            settings=kopf_settings(),
+            settings=kopf_settings(clusterwide=all_namespaces),
             memo=memo,
             clusterwide=all_namespaces,
             namespaces=list(namespaces),

@@ -80,3 +80,49 @@ def llm_endpoint_problem(url: str, allowed_hosts: tuple[str, ...]) -> str | None
             f"(allowed: {', '.join(allowed_hosts) or 'none'})."
         )
     return None
+
+
+# --------------------------------------------------------------------------- allow-lists
+# WHY: whoever may write a HotelLine must not choose the code that runs with the line's keys, nor
+# a host the operator (provider checks) or the workers send an API key or audio to. The operator's
+# configuration (chart values) lists what a line may choose; anything else refuses the whole line
+# before any Pod is created or any request leaves the operator.
+
+
+def image_problem(image: str, allowed: tuple[str, ...]) -> str | None:
+    """Plain-words reason a worker image is refused, or ``None`` (patterns are shell globs)."""
+    if any(fnmatch.fnmatchcase(image, pattern) for pattern in allowed):
+        return None
+    return (
+        f"workers.image {image} is not one of the worker images this operator allows "
+        f"({', '.join(allowed) or 'none'}); ask the platform team to add it."
+    )
+
+
+def https_endpoint_problem(field: str, url: str, allowed_hosts: tuple[str, ...]) -> str | None:
+    """An https URL whose host is on ``allowed_hosts``, or the plain-words reason it is refused."""
+    parts = urlsplit(url)
+    if parts.scheme != "https":
+        return f"{field} must use https:// so keys and audio are encrypted in transit."
+    host = (parts.hostname or "").lower()
+    if not host:
+        return f"{field} has no host name."
+    if parts.username or parts.password:
+        return f"{field} must not carry credentials in the URL; keys come from a Secret reference."
+    if not host_matches(host, allowed_hosts):
+        return (
+            f"{field} host {host} is not an endpoint this operator allows "
+            f"(allowed: {', '.join(allowed_hosts) or 'none'})."
+        )
+    return None
+
+
+def address_problem(field: str, address: str, allowed_hosts: tuple[str, ...]) -> str | None:
+    """A ``host:port`` address whose host is on ``allowed_hosts``, or why it is refused."""
+    host = address.rsplit(":", 1)[0].lower()
+    if host_matches(host, allowed_hosts):
+        return None
+    return (
+        f"{field} host {host} is not an endpoint this operator allows "
+        f"(allowed: {', '.join(allowed_hosts) or 'none: use the operator-managed Riva'})."
+    )

@@ -41,6 +41,8 @@ class Runtime:
     deleted_lines: set[str] = field(default_factory=set)  # uids of lines torn down: never refill them
     reserved: set[str] = field(default_factory=set)  # idle pods a claim is in flight for (or has won)
     bound: dict[str, str] = field(default_factory=dict)  # VoiceSession uid -> worker pod, bound by us
+    transfers: set[str] = field(default_factory=set)  # VoiceSession uids whose transfer is in flight
+    line_secrets: dict[str, str] = field(default_factory=dict)  # HotelLine uid -> fingerprint written
     starting: dict[str, set[str]] = field(default_factory=dict)  # "ns/line" -> pods created, not yet watched
     riva_applied: dict[str, tuple[dict[str, int], float]] = field(default_factory=dict)  # ns -> (pools, when)
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)  # Prometheus, served by main.run

@@ -32,7 +32,7 @@ from voicehive.contract import VOICESESSIONS
 from voicehive.lifecycle import CallPhase, EndReason, can_transition, is_terminal
 from voicehive.privacy import call_ref_of, is_hash
 from voicehive.tracing import ATTR_POD, SPAN_BIND, parent_from_annotations, session_attributes
-from voicehive_operator import builders, conditions, metrics, pool
+from voicehive_operator import builders, conditions, metrics, pool, tokens
 from voicehive_operator.kube import Conflict
 from voicehive_operator.runtime import Runtime
 
@@ -152,7 +152,7 @@ async def _bind(runtime: Runtime, *, namespace: str, name: str, uid: str, body: 
     now = runtime.settings.clock.now()
     if line_spec is None or line_uid is None:
         await fail(runtime, namespace, name, status, EndReason.UNKNOWN,
-                   f"HotelLine {line} does not exist or its spec is invalid; no worker can serve this call.")
+                   f"HotelLine {line} does not exist, or its spec is invalid or refused; no worker can serve this call.")
         return ("BindFailed", f"HotelLine {line} is missing or invalid")
     owner = builders.session_owner(name, uid)
     spec_hash = builders.worker_spec_hash(namespace, line, line_spec, runtime.settings)
@@ -184,7 +184,13 @@ async def _bind(runtime: Runtime, *, namespace: str, name: str, uid: str, body: 
     caller = (body.get("spec") or {}).get("callerHash")
     if isinstance(caller, str) and caller:
         labels[contract.LABEL_CALLER_HASH] = contract.caller_label(caller)
-    await runtime.kube.patch_custom(namespace, VOICESESSIONS, name, {"metadata": {"labels": labels}})
+    metadata: dict[str, Any] = {"labels": labels}
+    sealed = tokens.sealed_room_token(runtime.settings, namespace=namespace, line=line, session=name, pod=pod,
+                                      sealed_call_ref=(body.get("spec") or {}).get("sealedCallRef"),
+                                      spec=line_spec)
+    if sealed is not None:  # written with the label the worker selects on: it never sees one without the other
+        metadata["annotations"] = {contract.ANNOTATION_SEALED_TOKEN: sealed}
+    await runtime.kube.patch_custom(namespace, VOICESESSIONS, name, {"metadata": metadata})
     return ("WorkerBound", f"Call served by {how}: {pod}.")
 
 

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from voicehive import contract
+from voicehive.privacy import KeyConfigError, decode_key
 from voicehive.tracing import TracingConfig, tracing_config
 
 ENV_PREFIX = "VOICEHIVE_OPERATOR_"
@@ -54,16 +55,21 @@ class OperatorSettings:
     livekit_timeout_s: float = 10.0
 
     # Secrets worker pods receive via secretKeyRef (names in the worker's namespace)
-    livekit_secret: str = "voicehive-livekit"  # noqa: S105 (a Secret name; keys api-key, api-secret)
     livekit_worker_url: str | None = None  # URL workers dial; defaults to livekit_url
     pii_key_ref: SecretRef = SecretRef("voicehive-keys", "pii-key")
-    transcript_key_ref: SecretRef = SecretRef("voicehive-keys", "transcript-key")
-    agent_token_ref: SecretRef | None = None
+    transcript_key_ref: SecretRef = SecretRef("voicehive-keys", "transcript-key")  # only without master keys
     redis_url: str | None = None  # for workers and for retention/erasure of Redis keys
+    redis_ca_pem: str | None = None  # CA of a rediss:// Redis, copied into each line Secret
+    # Master keys the per-line keys derive from (voicehive.privacy.line_key); the operator opens
+    # sealedCallRef with the PII key to mint each call's room-scoped LiveKit token.
+    pii_key: bytes | None = field(default=None, repr=False)
+    transcript_key: bytes | None = field(default=None, repr=False)
 
     # Workers
     worker_service_account: str = "voicehive-worker"
     worker_image_pull_policy: str = "IfNotPresent"
+    # Images a HotelLine may name in workers.image (shell globs); nothing else runs as a worker.
+    worker_images: tuple[str, ...] = ("ghcr.io/voicehive/worker:*",)
 
     # Riva (shared ASR Deployments on EU GPU pools)
     # NVIDIA's Riva ASR NIM: the container and NIM_TAGS_SELECTOR choose the model (str = low-latency
@@ -83,6 +89,10 @@ class OperatorSettings:
     # EU rule for LLM endpoints (see docs/operator.md "EU residency")
     llm_allowed_hosts: tuple[str, ...] = ("*.openai.azure.com", "*.cognitiveservices.azure.com")
     llm_eu_hosts: tuple[str, ...] = ()  # hosts known to be EU even without a region header
+    # Hosts a HotelLine may name as tts.endpoint / asr.endpoint (default: ElevenLabs' EU
+    # data-residency API; no foreign Riva, only the operator-managed pools).
+    tts_allowed_hosts: tuple[str, ...] = ("api.eu.residency.elevenlabs.io",)
+    asr_allowed_hosts: tuple[str, ...] = ()
     provider_ca_file: str | None = None
     provider_timeout_s: float = 8.0
     provider_recheck_s: float = 300.0
@@ -110,41 +120,10 @@ class OperatorSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorSettings:
-        env = os.environ if environ is None else environ
-
-        def get(name: str, default: str | None = None) -> str | None:
-            value = env.get(ENV_PREFIX + name)
-            return value if value not in (None, "") else default
-
-        def number(name: str, default: float, *, minimum: float = 0.0) -> float:
-            raw = get(name)
-            if raw is None:
-                return default
-            try:
-                value = float(raw)
-            except ValueError:
-                raise SettingsError(f"{ENV_PREFIX}{name}: expected a number, got {raw!r}") from None
-            if value < minimum:
-                raise SettingsError(f"{ENV_PREFIX}{name}: must be at least {minimum}")
-            return value
-
-        def ref(name: str, default: SecretRef) -> SecretRef:
-            raw = get(name)
-            if raw is None:
-                return default
-            secret, sep, key = raw.partition("/")
-            if not sep or not secret or not key:
-                raise SettingsError(f"{ENV_PREFIX}{name}: expected <secret-name>/<key>")
-            return SecretRef(secret, key)
-
-        def hosts(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
-            raw = get(name)
-            if raw is None:
-                return default
-            return tuple(h.strip().lower() for h in raw.split(",") if h.strip())
-
+        r = _EnvReader(os.environ if environ is None else environ)
+        env, get, number, ref, hosts = r.env, r.get, r.number, r.ref, r.hosts
+        read_file, master_key, images = r.read_file, r.master_key, r.images
         base = cls()
-        agent_token = get("AGENT_TOKEN_SECRET")
         try:
             tracing = tracing_config(SERVICE_NAME, env)
         except ValueError as exc:
@@ -154,12 +133,13 @@ class OperatorSettings:
             livekit_api_key=env.get(contract.ENV_LIVEKIT_API_KEY, ""),
             livekit_api_secret=env.get(contract.ENV_LIVEKIT_API_SECRET, ""),
             livekit_timeout_s=number("LIVEKIT_TIMEOUT_S", base.livekit_timeout_s, minimum=0.1),
-            livekit_secret=get("LIVEKIT_SECRET", base.livekit_secret) or base.livekit_secret,
             livekit_worker_url=get("LIVEKIT_WORKER_URL"),
             pii_key_ref=ref("PII_KEY_SECRET", base.pii_key_ref),
             transcript_key_ref=ref("TRANSCRIPT_KEY_SECRET", base.transcript_key_ref),
-            agent_token_ref=ref("AGENT_TOKEN_SECRET", SecretRef("x", "x")) if agent_token else None,
             redis_url=env.get(contract.ENV_REDIS_URL) or get("REDIS_URL"),
+            redis_ca_pem=read_file("REDIS_CA_FILE"),
+            pii_key=master_key(contract.ENV_PII_KEY),
+            transcript_key=master_key(contract.ENV_TRANSCRIPT_KEY),
             worker_service_account=get("WORKER_SERVICE_ACCOUNT", base.worker_service_account)
             or base.worker_service_account,
             riva_image=get("RIVA_IMAGE", base.riva_image) or base.riva_image,
@@ -174,6 +154,9 @@ class OperatorSettings:
             riva_memory=get("RIVA_MEMORY", base.riva_memory) or base.riva_memory,
             llm_allowed_hosts=hosts("LLM_ALLOWED_HOSTS", base.llm_allowed_hosts),
             llm_eu_hosts=hosts("LLM_EU_HOSTS", base.llm_eu_hosts),
+            tts_allowed_hosts=hosts("TTS_ALLOWED_HOSTS", base.tts_allowed_hosts),
+            asr_allowed_hosts=hosts("ASR_ALLOWED_HOSTS", base.asr_allowed_hosts),
+            worker_images=images("WORKER_IMAGES", base.worker_images),
             provider_ca_file=get("PROVIDER_CA_FILE"),
             provider_timeout_s=number("PROVIDER_TIMEOUT_S", base.provider_timeout_s, minimum=0.1),
             provider_recheck_s=number("PROVIDER_RECHECK_S", base.provider_recheck_s, minimum=1),
@@ -185,3 +168,63 @@ class OperatorSettings:
             metrics_port=int(number("METRICS_PORT", base.metrics_port)),
             tracing=tracing,
         )
+
+
+@dataclass(frozen=True)
+class _EnvReader:
+    """Reads and checks ``VOICEHIVE_OPERATOR_*`` values; a bad one names its variable."""
+
+    env: Mapping[str, str]
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        value = self.env.get(ENV_PREFIX + name)
+        return value if value not in (None, "") else default
+
+    def number(self, name: str, default: float, *, minimum: float = 0.0) -> float:
+        raw = self.get(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SettingsError(f"{ENV_PREFIX}{name}: expected a number, got {raw!r}") from None
+        if value < minimum:
+            raise SettingsError(f"{ENV_PREFIX}{name}: must be at least {minimum}")
+        return value
+
+    def ref(self, name: str, default: SecretRef) -> SecretRef:
+        raw = self.get(name)
+        if raw is None:
+            return default
+        secret, sep, key = raw.partition("/")
+        if not sep or not secret or not key:
+            raise SettingsError(f"{ENV_PREFIX}{name}: expected <secret-name>/<key>")
+        return SecretRef(secret, key)
+
+    def hosts(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        """Comma-separated host globs, lower-cased."""
+        raw = self.get(name)
+        return default if raw is None else tuple(h.strip().lower() for h in raw.split(",") if h.strip())
+
+    def images(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        """Comma-separated image globs (case kept)."""
+        raw = self.get(name)
+        return default if raw is None else tuple(i.strip() for i in raw.split(",") if i.strip())
+
+    def read_file(self, name: str) -> str | None:
+        path = self.get(name)
+        if path is None:
+            return None
+        try:
+            with open(path, encoding="utf-8") as handle:
+                return handle.read()
+        except OSError as exc:
+            raise SettingsError(f"{ENV_PREFIX}{name}: cannot read {path} ({exc.strerror})") from None
+
+    def master_key(self, variable: str) -> bytes | None:
+        if not self.env.get(variable):
+            return None
+        try:
+            return decode_key(variable, self.env.get(variable))
+        except KeyConfigError as exc:
+            raise SettingsError(str(exc)) from None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hmac
 import json
 import logging
 import time
@@ -30,6 +29,7 @@ from voicehive.callstore import CallRecord, CallStore, Outcome, StoreUnavailable
 from voicehive.privacy import is_call_ref, is_hash
 from voicehive.tracing import Tracing
 
+from . import auth
 from .livekit_events import LiveKitVerifier, WebhookAuthError, WebhookFormatError, translate
 from .metrics import Metrics, ResponseCodes
 from .models import (
@@ -45,6 +45,7 @@ from .models import (
     TranscriptionResponse,
     WebhookResponse,
 )
+from .ratelimit import RateLimitMiddleware, app_tokens
 from .sessions import KubeSessions, SessionCoordinator, SessionSink
 from .settings import Settings
 
@@ -149,14 +150,14 @@ class Orchestrator:
             if settings.livekit_configured else None
         )
 
-    def check_agent(self, request: Request) -> None:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token or not hmac.compare_digest(
-            token.strip().encode(), self.settings.agent_token.encode()
-        ):
-            raise ApiError(401, "unauthorized", "a valid 'Authorization: Bearer <agent token>' header is required",
-                           headers={"WWW-Authenticate": "Bearer"})
+        self.tokens = auth.token_store(settings.agent_token, settings.admin_token, settings.tokens_dir)
+
+    def check_agent(self, request: Request, allowed: frozenset[auth.Scope] = auth.AGENT_ENDPOINTS) -> None:
+        """Scoped bearer credentials (auth.py): 401 unknown, 403 wrong scope."""
+        try:
+            self.tokens.authorize(request.headers.get("authorization"), allowed)
+        except auth.Denied as exc:
+            raise ApiError(exc.status, exc.error, exc.detail, headers=exc.headers) from None
 
 
 def create_app(
@@ -176,9 +177,14 @@ def create_app(
         version="0.1.0",
         description="The seed's LiveKit webhook contract, call state and intents. No personal data in clear.",
         lifespan=_lifespan(settings, store, sink, run_background),
+        # /docs, /redoc and /openapi.json only when VOICEHIVE_API_DOCS is set (not in production).
+        docs_url="/docs" if settings.api_docs else None,
+        redoc_url="/redoc" if settings.api_docs else None,
+        openapi_url="/openapi.json" if settings.api_docs else None,
     )
     for error_type, handler in _EXCEPTION_HANDLERS:
         app.add_exception_handler(error_type, handler)
+    app.add_middleware(RateLimitMiddleware, limits=settings.rate_limits, tokens=app_tokens)
     app.add_middleware(ResponseCodes)  # voicehive_orchestrator_http_responses_total (webhook 5xx alert)
     app.include_router(build_router())
     app.openapi = functools.partial(_openapi_schema, app)  # type: ignore[method-assign]
@@ -215,7 +221,7 @@ def _session_sink(settings: Settings, sink: SessionSink | None) -> tuple[
     """Where VoiceSessions go and where HotelLines are listed from (None: Redis only)."""
     if sink is None and settings.kube_configured:
         try:
-            kube = KubeSessions.from_settings(settings.kubeconfig, settings.in_cluster)
+            kube = KubeSessions.from_settings(settings.kubeconfig, settings.in_cluster, settings.hotel_namespaces)
             return kube, kube.list_lines
         except Exception as exc:  # bad kubeconfig: serve from Redis, say so in /readyz
             log.warning("Kubernetes API not usable; VoiceSessions stay queued",
@@ -388,7 +394,7 @@ async def transcription(request: Request, orch: Orch) -> JSONResponse:
 
 
 async def get_call(call_sid: str, request: Request, orch: Orch) -> JSONResponse:
-    orch.check_agent(request)
+    orch.check_agent(request, auth.READ_ENDPOINTS)
     if not call_sid or len(call_sid) > 256:
         raise ApiError(422, "invalid_call_sid", "call_sid must be 1-256 characters",
                        [{"field": "call_sid", "problem": "length"}])
@@ -396,7 +402,7 @@ async def get_call(call_sid: str, request: Request, orch: Orch) -> JSONResponse:
 
 
 async def get_call_by_ref(call_ref: str, request: Request, orch: Orch) -> JSONResponse:
-    orch.check_agent(request)
+    orch.check_agent(request, auth.READ_ENDPOINTS)
     if not is_call_ref(call_ref):
         raise ApiError(422, "invalid_call_ref", "call_ref must look like c-<20 hex characters>",
                        [{"field": "call_ref", "problem": "not a call reference"}])
@@ -404,7 +410,7 @@ async def get_call_by_ref(call_ref: str, request: Request, orch: Orch) -> JSONRe
 
 
 async def erasure(request: Request, orch: Orch) -> JSONResponse:
-    orch.check_agent(request)
+    orch.check_agent(request, auth.ADMIN_ENDPOINTS)
     req = await read_valid(request, orch, _ERASURE, error="invalid_erasure", detail="give caller_hash or phone_number")
     if req.caller_hash is not None and not is_hash(req.caller_hash):
         raise ApiError(422, "invalid_erasure", "caller_hash must be 64 lowercase hex characters",

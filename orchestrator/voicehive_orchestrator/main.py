@@ -55,6 +55,12 @@ async def watch_certificate(context: ssl.SSLContext, cert: str, key: str, poll_s
         log.info("TLS certificate reloaded")
 
 
+def harden_tls(context: ssl.SSLContext) -> ssl.SSLContext:
+    """TLS 1.2 at least (explicit, whatever the platform's OpenSSL defaults to)."""
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
 async def _serve(settings: Settings, host: str, port: int, cert_poll_seconds: float) -> None:
     app = create_app(settings)
     tls = settings.tls_cert is not None and settings.tls_key is not None
@@ -72,6 +78,8 @@ async def _serve(settings: Settings, host: str, port: int, cert_poll_seconds: fl
         timeout_graceful_shutdown=20,
     )
     config.load()
+    if config.ssl is not None:
+        harden_tls(config.ssl)
     server = uvicorn.Server(config)
     watcher: asyncio.Task[None] | None = None
     if tls and config.ssl is not None:

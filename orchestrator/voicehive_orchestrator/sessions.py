@@ -116,25 +116,28 @@ def build_voice_session(request: SessionRequest, namespace: str, owner_uid: str 
 class KubeSessions:
     """:class:`SessionSink` on the synchronous ``kubernetes`` client, run in a thread."""
 
-    def __init__(self, api_client: Any, timeout_s: float = 5.0) -> None:
+    def __init__(self, api_client: Any, timeout_s: float = 5.0, namespaces: tuple[str, ...] = ()) -> None:
         from kubernetes import client
 
         self._api: Any = client.CustomObjectsApi(api_client)
         self._timeout = timeout_s
+        # The hotel namespaces: lines are listed there only (namespaced Roles, least privilege);
+        # empty means every namespace (needs the cluster-wide role).
+        self._namespaces = namespaces
 
     @classmethod
-    def from_settings(cls, kubeconfig: str | None, in_cluster: bool) -> KubeSessions:
+    def from_settings(cls, kubeconfig: str | None, in_cluster: bool, namespaces: tuple[str, ...] = ()) -> KubeSessions:
         from kubernetes import client, config
 
         if in_cluster:
             config.load_incluster_config()  # type: ignore[no-untyped-call]
-            return cls(client.ApiClient())
+            return cls(client.ApiClient(), namespaces=namespaces)
         configuration = client.Configuration()
         config.load_kube_config(  # type: ignore[no-untyped-call]
             config_file=kubeconfig, client_configuration=configuration
         )
         configuration.retries = 0
-        return cls(client.ApiClient(configuration))
+        return cls(client.ApiClient(configuration), namespaces=namespaces)
 
     async def create(self, request: SessionRequest, namespace: str,
                      annotations: Mapping[str, str] | None = None) -> bool:
@@ -187,10 +190,18 @@ class KubeSessions:
                 raise
 
     async def list_lines(self) -> list[dict[str, Any]]:
-        result: dict[str, Any] = await asyncio.to_thread(
-            self._api.list_cluster_custom_object, GROUP, VERSION, HOTELLINES, _request_timeout=self._timeout
-        )
-        items: list[dict[str, Any]] = result.get("items", [])
+        if not self._namespaces:
+            result: dict[str, Any] = await asyncio.to_thread(
+                self._api.list_cluster_custom_object, GROUP, VERSION, HOTELLINES, _request_timeout=self._timeout
+            )
+            return list(result.get("items", []))
+        items: list[dict[str, Any]] = []
+        for namespace in self._namespaces:
+            result = await asyncio.to_thread(
+                self._api.list_namespaced_custom_object, GROUP, VERSION, namespace, HOTELLINES,
+                _request_timeout=self._timeout,
+            )
+            items += result.get("items", [])
         return items
 
 

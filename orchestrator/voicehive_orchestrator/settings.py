@@ -12,9 +12,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from limits import parse
+
 from voicehive import contract
 from voicehive.privacy import KeyConfigError, Privacy
 from voicehive.tracing import TracingConfig, tracing_config
+
+from .ratelimit import RateLimits
 
 SERVICE_NAME = "voicehive-orchestrator"  # service.name of its spans
 
@@ -25,6 +29,13 @@ ENV_TLS_KEY = "VOICEHIVE_TLS_KEY"
 ENV_KUBECONFIG = "VOICEHIVE_KUBECONFIG"
 ENV_MAX_BODY = "VOICEHIVE_MAX_BODY_BYTES"
 ENV_SESSION_RETRY = "VOICEHIVE_SESSION_RETRY_SECONDS"
+ENV_HOTEL_NAMESPACES = "VOICEHIVE_HOTEL_NAMESPACES"
+ENV_ADMIN_TOKEN = "VOICEHIVE_ADMIN_TOKEN"  # noqa: S105 (a variable name)
+ENV_TOKENS_DIR = "VOICEHIVE_TOKENS_DIR"
+ENV_API_DOCS = "VOICEHIVE_API_DOCS"  # serve /docs and /openapi.json (off in production)
+ENV_RATE_AGENT = "VOICEHIVE_RATE_LIMIT_AGENT"
+ENV_RATE_ADMIN = "VOICEHIVE_RATE_LIMIT_ADMIN"
+ENV_RATE_ANONYMOUS = "VOICEHIVE_RATE_LIMIT_ANONYMOUS"
 
 
 class SettingsError(ValueError):
@@ -50,6 +61,11 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     session_retry_seconds: float = 5.0
     tracing: TracingConfig | None = None  # OTLP export (OTEL_EXPORTER_OTLP_ENDPOINT); None: off
+    hotel_namespaces: tuple[str, ...] = ()  # where lines are listed; empty: cluster-wide
+    admin_token: str | None = field(default=None, repr=False)
+    tokens_dir: str | None = None
+    api_docs: bool = False
+    rate_limits: RateLimits = field(default_factory=RateLimits)
 
     @property
     def livekit_configured(self) -> bool:
@@ -77,10 +93,16 @@ def load_settings(
     except KeyConfigError as exc:
         problems.append(str(exc))
     token = env.get(contract.ENV_AGENT_TOKEN, "").strip()
-    if not token:
-        problems.append(f"{contract.ENV_AGENT_TOKEN}: is not set; agent events need a bearer token")
-    elif len(token) < MIN_AGENT_TOKEN_CHARS:
-        problems.append(f"{contract.ENV_AGENT_TOKEN}: is shorter than {MIN_AGENT_TOKEN_CHARS} characters")
+    admin_token = env.get(ENV_ADMIN_TOKEN, "").strip() or None
+    tokens_dir = env.get(ENV_TOKENS_DIR) or None
+    if not token and not tokens_dir:
+        problems.append(f"{contract.ENV_AGENT_TOKEN}: is not set (nor {ENV_TOKENS_DIR}); agent events need a bearer token")
+    for name, value in ((contract.ENV_AGENT_TOKEN, token), (ENV_ADMIN_TOKEN, admin_token)):
+        if value and len(value) < MIN_AGENT_TOKEN_CHARS:
+            problems.append(f"{name}: is shorter than {MIN_AGENT_TOKEN_CHARS} characters")
+    if tokens_dir and not Path(tokens_dir).is_dir():
+        problems.append(f"{ENV_TOKENS_DIR}: directory {tokens_dir} does not exist")
+    rate_limits = _rate_limits(env, problems)
     lk_key = env.get(contract.ENV_LIVEKIT_API_KEY) or None
     lk_secret = env.get(contract.ENV_LIVEKIT_API_SECRET) or None
     if bool(lk_key) != bool(lk_secret):
@@ -118,6 +140,11 @@ def load_settings(
         max_body_bytes=max_body,
         session_retry_seconds=retry,
         tracing=tracing,
+        admin_token=admin_token,
+        tokens_dir=tokens_dir,
+        api_docs=env.get(ENV_API_DOCS, "").lower() in {"1", "true", "yes"},
+        rate_limits=rate_limits,
+        hotel_namespaces=tuple(n.strip() for n in env.get(ENV_HOTEL_NAMESPACES, "").split(",") if n.strip()),
     )
 
 
@@ -147,3 +174,17 @@ def _float(env: Mapping[str, str], name: str, default: float, problems: list[str
     except ValueError:
         problems.append(f"{name}: must be a positive number")
         return default
+
+
+def _rate_limits(env: Mapping[str, str], problems: list[str]) -> RateLimits:
+    base = RateLimits()
+    chosen = {}
+    for name, attr in ((ENV_RATE_AGENT, "agent"), (ENV_RATE_ADMIN, "admin"), (ENV_RATE_ANONYMOUS, "anonymous")):
+        raw = env.get(name) or getattr(base, attr)
+        try:
+            parse(raw)
+        except ValueError:
+            problems.append(f"{name}: expected a rate such as 200/second or 60/minute")
+            raw = getattr(base, attr)
+        chosen[attr] = raw
+    return RateLimits(**chosen)

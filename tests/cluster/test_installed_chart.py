@@ -46,6 +46,18 @@ def test_every_pod_of_the_release_runs_and_is_ready(cluster: Cluster) -> None:
 
 
 @pytest.mark.parametrize("component", ["operator", "orchestrator"])
+def test_no_component_asks_for_more_than_its_role_grants(cluster: Cluster, component: str) -> None:
+    """Namespaced Roles only: a request the apiserver forbids (e.g. Kopf listing every namespace)
+    is a start-up delay of a minute of retries at best and a silent standstill at worst."""
+    pods = cluster.pods(cluster.release_ns, f"app.kubernetes.io/component={component}")
+    assert pods
+    for pod in pods:
+        forbidden = [line[:300] for line in cluster.log(cluster.release_ns, pod.metadata.name, component).splitlines()
+                     if "Forbidden" in line or " 403" in line]
+        assert forbidden == [], forbidden
+
+
+@pytest.mark.parametrize("component", ["operator", "orchestrator"])
 def test_chart_pods_run_the_dockerfile_entrypoint(cluster: Cluster, component: str) -> None:
     pods = cluster.pods(cluster.release_ns, f"app.kubernetes.io/component={component}")
     assert len(pods) == 2
@@ -55,8 +67,15 @@ def test_chart_pods_run_the_dockerfile_entrypoint(cluster: Cluster, component: s
 
 
 def _peers(cluster: Cluster) -> dict[str, int]:
-    """Live peers of the ClusterKopfPeering as {operator Pod name: priority} (Kopf's own record)."""
-    peering = cluster.custom.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", "voicehive")
+    """Live peers as {operator Pod name: priority}, from Kopf's own record: the KopfPeering in the
+    hotel namespace (the chart's namespaced default), or the ClusterKopfPeering (clusterWide)."""
+    try:
+        peering = cluster.custom.get_namespaced_custom_object("kopf.dev", "v1", cluster.hotel_ns, "kopfpeerings",
+                                                              "voicehive")
+    except kubernetes.client.ApiException as exc:
+        if exc.status != 404:
+            raise
+        peering = cluster.custom.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", "voicehive")
     peers = {}
     for peer_id, record in (peering.get("status") or {}).items():  # "<user>@<host>/<started>/<random>"
         host = peer_id.split("@", 1)[-1].split("/", 1)[0]
@@ -113,6 +132,7 @@ def test_permission_matrix_of_the_service_accounts(cluster: Cluster) -> None:
     allowed = [
         (operator, "create", "pods", hotel, ""), (operator, "patch", "hotellines/status", hotel, GROUP),
         (operator, "create", "deployments", hotel, "apps"), (operator, "get", "secrets", hotel, ""),
+        (operator, "create", "secrets", hotel, ""), (operator, "patch", "secrets", hotel, ""),  # the per-line Secret
         (orchestrator, "create", "voicesessions", hotel, GROUP), (orchestrator, "get", "hotellines", hotel, GROUP),
     ]
     allowed += [(worker, verb, rule_resource, hotel, GROUP) for rule in rbac.WORKER_RULES
@@ -122,7 +142,8 @@ def test_permission_matrix_of_the_service_accounts(cluster: Cluster) -> None:
         (worker, "list", "voicesessions", rel, GROUP), (worker, "create", "pods", hotel, ""),
         (worker, "patch", "voicesessions", hotel, GROUP), (worker, "get", "hotellines", hotel, GROUP),
         (orchestrator, "get", "secrets", hotel, ""), (orchestrator, "create", "pods", hotel, ""),
-        (operator, "list", "secrets", hotel, ""), (operator, "create", "secrets", hotel, ""),
+        (operator, "list", "secrets", hotel, ""), (operator, "delete", "secrets", hotel, ""),
+        (operator, "create", "pods", rel, ""),
         (operator, "delete", "namespaces", None, ""),
     ]
     wrong = [(sa.rsplit(":", 1)[1], v, r, ns, "allowed" if not ok else "denied")

@@ -126,7 +126,7 @@ def test_application_set_points_at_region_overlays() -> None:
 def test_region_overlays_give_the_worker_the_rbac_py_rules() -> None:
     from voicehive import rbac
 
-    docs = list(yaml.safe_load_all((ROOT / "manifests" / "components" / "hotels-namespace" /
-                                    "hotels-namespace.yaml").read_text()))
-    role = next(d for d in docs if d["kind"] == "Role")
+    docs = list(yaml.safe_load_all((ROOT / "manifests" / "base" / "voicehive.yaml").read_text()))
+    role = next(d for d in docs if d and d["kind"] == "Role" and d["metadata"]["namespace"] == "hotels"
+                and d["metadata"]["name"].endswith("worker"))
     assert role["rules"] == rbac.worker_rules()

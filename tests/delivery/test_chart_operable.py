@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from tests.delivery.test_chart_and_manifests import CHART, CRD_DIR, by_kind, documents, helm_template, run
+from tests.delivery.test_chart_and_manifests import CHART, CRD_DIR, HOTELS, by_kind, documents, helm_template, run
 
 SCHEMA = json.loads((CHART / "values.schema.json").read_text())
 VALUES = yaml.safe_load((CHART / "values.yaml").read_text())
@@ -80,7 +80,7 @@ def test_a_changed_crd_reaches_the_upgrade_manifest(helm_bin: str, tmp_path: Pat
     crd["spec"]["versions"][0]["additionalPrinterColumns"].append(
         {"name": "Upgraded", "type": "string", "jsonPath": ".status.endReason"})
     crd_file.write_text(yaml.safe_dump(crd))
-    result = run(helm_bin, "template", "voicehive", str(chart), "--namespace", "voicehive")
+    result = run(helm_bin, "template", "voicehive", str(chart), "--namespace", "voicehive", *HOTELS)
     assert result.returncode == 0, result.stderr
     rendered = by_kind(documents(result.stdout), "CustomResourceDefinition")["voicesessions.voicehive.io"]
     assert "Upgraded" in [c["name"] for c in rendered["spec"]["versions"][0]["additionalPrinterColumns"]]

@@ -128,7 +128,6 @@ class OperatorHandle:
         memo = kopf.Memo()
         memo.runtime = self.runtime
         ksettings = kopf_settings()
-        ksettings.scanning.disabled = True
         ksettings.watching.server_timeout = 10
         ksettings.watching.client_timeout = 15
         ksettings.peering.lifetime = 3  # a dead peer's lease runs out in seconds, not a minute
@@ -178,6 +177,8 @@ async def start_operator(
             livekit_api_key=livekit_fake.api_key,
             livekit_api_secret=livekit_fake.api_secret,
             llm_allowed_hosts=("127.0.0.1",),
+            tts_allowed_hosts=("127.0.0.1",),
+            asr_allowed_hosts=("127.0.0.1",),
             provider_ca_file=providers.ca_file,
             provider_timeout_s=5.0,
             resync_interval_s=1.0,

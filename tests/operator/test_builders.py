@@ -57,11 +57,15 @@ def test_worker_env_carries_the_contract_and_keys_only_by_reference() -> None:
     assert env[contract.ENV_AZURE_OPENAI_API_KEY]["valueFrom"]["secretKeyRef"] == {
         "name": "line-keys", "key": "azure-openai-api-key"}
     assert env[contract.ENV_ELEVEN_API_KEY]["valueFrom"]["secretKeyRef"]["key"] == "elevenlabs-api-key"
-    for name in (contract.ENV_PII_KEY, contract.ENV_TRANSCRIPT_KEY, contract.ENV_LIVEKIT_API_SECRET):
+    for name in (contract.ENV_PII_KEY, contract.ENV_TRANSCRIPT_KEY, contract.ENV_REDIS_URL):
         assert "secretKeyRef" in env[name]["valueFrom"], name
     assert env[contract.ENV_POD_NAME]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert env[contract.ENV_RIVA_SERVER]["value"].endswith(".svc:50051")
-    assert env[contract.ENV_REDIS_URL]["value"] == SETTINGS.redis_url
+    # The Redis URL (it may carry a password) comes from the line's Secret, never as a value.
+    assert env[contract.ENV_REDIS_URL]["valueFrom"]["secretKeyRef"] == {
+        "name": builders.line_secret_name("lindenhof"), "key": builders.LINE_SECRET_REDIS_URL}
+    # Nothing a worker does not need for its one call (tests/operator/test_worker_credentials.py).
+    assert not {contract.ENV_LIVEKIT_API_KEY, contract.ENV_LIVEKIT_API_SECRET, contract.ENV_AGENT_TOKEN} & set(env)
 
 
 def test_spec_hash_changes_with_the_spec_only() -> None:

@@ -22,6 +22,7 @@ from livekit import api as lkapi
 from voicehive.privacy import generate_key_b64
 
 AGENT_TOKEN = "test-agent-token-0123456789abcdef"
+ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
 LIVEKIT_KEY = "APItestkey"
 LIVEKIT_SECRET = "test-livekit-secret-0123456789abcdefghijkl"
 
@@ -32,6 +33,10 @@ def orchestrator_env(redis_url: str, **extra: str) -> dict[str, str]:
         "VOICEHIVE_PII_KEY": generate_key_b64(),
         "VOICEHIVE_TRANSCRIPT_KEY": generate_key_b64(),
         "VOICEHIVE_AGENT_TOKEN": AGENT_TOKEN,
+        "VOICEHIVE_ADMIN_TOKEN": ADMIN_TOKEN,
+        "VOICEHIVE_API_DOCS": "1",  # the fuzzing test reads /openapi.json
+        # Bursts of thousands of events measure the service, not the limiter (test_credentials does).
+        "VOICEHIVE_RATE_LIMIT_AGENT": "1000000/second",
         "LIVEKIT_API_KEY": LIVEKIT_KEY,
         "LIVEKIT_API_SECRET": LIVEKIT_SECRET,
         "VOICEHIVE_REDIS_URL": redis_url,
@@ -90,6 +95,10 @@ def run_app(app: FastAPI) -> Iterator[RunningServer]:
 
 def auth() -> dict[str, str]:
     return {"Authorization": f"Bearer {AGENT_TOKEN}"}
+
+
+def admin_auth() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def sign_livekit(body: str, key: str = LIVEKIT_KEY, secret: str = LIVEKIT_SECRET) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.orchestrator.helpers import auth, orchestrator_env
+from tests.orchestrator.helpers import admin_auth, auth, orchestrator_env
 
 SID = "vh-0123456789-_+4915112345678_AbCd"
 
@@ -169,11 +169,11 @@ def test_health_ready_metrics_openapi(client: httpx.Client) -> None:
 
 
 def test_erasure_by_caller_number(client: httpx.Client) -> None:
-    r = client.post("/v1/erasure", json={"phone_number": "+49 151 12345678"}, headers=auth())
+    r = client.post("/v1/erasure", json={"phone_number": "+49 151 12345678"}, headers=admin_auth())
     assert r.status_code == 200 and r.json()["erased_calls"] == 0
-    r = client.post("/v1/erasure", json={"caller_hash": "nothex"}, headers=auth())
+    r = client.post("/v1/erasure", json={"caller_hash": "nothex"}, headers=admin_auth())
     assert r.status_code == 422
-    r = client.post("/v1/erasure", json={}, headers=auth())
+    r = client.post("/v1/erasure", json={}, headers=admin_auth())
     assert r.status_code == 422
 
 

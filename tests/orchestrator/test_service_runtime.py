@@ -181,3 +181,20 @@ def test_failover_replica_answering_readonly_is_503(client: httpx.Client, redis_
     assert client.get(f"/v1/calls/{sid}", headers=auth()).status_code == 404
     r = client.post("/v1/livekit/webhook", headers=auth(), json={"event_type": "agent_ready", "call_sid": sid, "data": {}})
     assert r.status_code == 200
+
+
+def test_tls_is_at_least_1_2(tls_server: tuple[int, Path, int]) -> None:
+    """The served context refuses anything below TLS 1.2, whatever the platform default."""
+    from voicehive_orchestrator.main import harden_tls
+
+    lax = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    lax.minimum_version = ssl.TLSVersion.TLSv1
+    assert harden_tls(lax).minimum_version is ssl.TLSVersion.TLSv1_2
+    port, _, _ = tls_server
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.maximum_version = ssl.TLSVersion.TLSv1_2  # the oldest a client may still offer
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        assert tls.version() == "TLSv1.2"

@@ -70,7 +70,7 @@ def test_helm_install_and_least_privilege(
         "--set",
         f"operator.peering={release}",
         "--set",
-        f"worker.namespaces={{{other_namespace}}}",
+        f"operator.watchNamespaces={{{other_namespace}}}",
     )
     assert installed.returncode == 0, installed.stderr
     try:
@@ -79,7 +79,7 @@ def test_helm_install_and_least_privilege(
         deployments = kubectl("get", "deployments", "-n", rig_namespace, "-o", "json").stdout
         replicas = {d["metadata"]["name"]: d["spec"]["replicas"] for d in yaml.safe_load(deployments)["items"]}
         assert replicas == {f"{release}-voicehive-operator": 2, f"{release}-voicehive-orchestrator": 2}
-        kubectl("get", "clusterkopfpeering", release)  # the peering object Kopf's replicas share
+        kubectl("get", "kopfpeering", release, "-n", other_namespace)  # the peering object Kopf's replicas share
 
         sa = "system:serviceaccount:{}:{}"
         worker = sa.format(rig_namespace, "voicehive-worker")
@@ -98,7 +98,8 @@ def test_helm_install_and_least_privilege(
         assert can_i(kubectl, operator, "create", "pods", other_namespace)
         assert can_i(kubectl, operator, "create", "deployments.apps", other_namespace)
         assert can_i(kubectl, operator, "get", "secrets", other_namespace)
-        assert can_i(kubectl, operator, "patch", "clusterkopfpeerings.kopf.dev")
+        assert can_i(kubectl, operator, "patch", "kopfpeerings.kopf.dev", other_namespace)
+        assert not can_i(kubectl, operator, "patch", "clusterkopfpeerings.kopf.dev")  # namespaced by default
         assert not can_i(kubectl, operator, "list", "secrets", other_namespace)
         assert not can_i(kubectl, operator, "delete", "hotellines.voicehive.io", other_namespace)
         assert not can_i(kubectl, operator, "create", "clusterroles.rbac.authorization.k8s.io")

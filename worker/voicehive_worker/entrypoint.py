@@ -32,6 +32,7 @@ from voicehive.api.models import HotelLine, HotelLineSpec, VoiceSession
 from voicehive.lifecycle import EndReason
 from voicehive.tracing import Tracing
 from voicehive_worker.agent import HotelAgent
+from voicehive_worker.credentials import RoomAccess, request_transfer, room_access
 from voicehive_worker.drain import Drain, grace_seconds, serve_until_end, unless_stopped
 from voicehive_worker.metrics import WorkerMetrics
 from voicehive_worker.metrics import add_route as add_metrics_route
@@ -42,7 +43,7 @@ from voicehive_worker.watchdog import Watchdog
 
 log = logging.getLogger("voicehive.worker")
 
-AGENT_IDENTITY_PREFIX = "voicehive-agent-"
+AGENT_IDENTITY_PREFIX = contract.AGENT_IDENTITY_PREFIX
 WORKER_SERVICE = "voicehive-worker"  # service.name of its spans
 
 
@@ -365,7 +366,6 @@ async def run_pod(line_file: Path | None) -> int:
 async def _serve_call(warm: Warm, vs: VoiceSession, namespace: str, pod: str, stopping: asyncio.Event,
                       staff: Any = None, metrics: WorkerMetrics | None = None) -> None:
     """Open the sealed call reference, join the room as the agent, serve the call to its end."""
-    from livekit import api as lkapi
     from livekit.agents.utils import http_context
 
     from voicehive_worker.state import VoiceSessionStatus, worker_store
@@ -381,27 +381,14 @@ async def _serve_call(warm: Warm, vs: VoiceSession, namespace: str, pod: str, st
         status=VoiceSessionStatus(kclient.ApiClient(), namespace, vs.metadata.name or ""),
     )
     url = env[contract.ENV_LIVEKIT_URL]
-    key, secret_key = env[contract.ENV_LIVEKIT_API_KEY], env[contract.ENV_LIVEKIT_API_SECRET]
-    async with http_context.open(), lkapi.LiveKitAPI(url=url, api_key=key, api_secret=secret_key) as livekit:
-        await _in_room(warm, vs, state, livekit, url, _agent_token(key, secret_key, pod, secret.room),
-                       secret.participant_identity, stopping, staff, metrics)
+    # the operator's sealed room token (no API secret in the Pod); a lab worker mints its own
+    access = room_access(env, vs.model_dump(mode="json", by_alias=True), room=secret.room, pod=pod)
+    async with http_context.open(), access.api(url) as livekit:
+        await _in_room(warm, vs, state, livekit, url, access, secret.participant_identity, stopping, staff, metrics)
         await store.close()
 
 
-def _agent_token(key: str, secret_key: str, pod: str, room: str) -> str:
-    """The worker's LiveKit token: joins this one room as an agent."""
-    from livekit import api as lkapi
-
-    return (
-        lkapi.AccessToken(key, secret_key)
-        .with_identity(AGENT_IDENTITY_PREFIX + pod)
-        .with_kind("agent")
-        .with_grants(lkapi.VideoGrants(room_join=True, room=room, agent=True))
-        .to_jwt()
-    )
-
-
-async def _in_room(warm: Warm, vs: VoiceSession, state: CallState, livekit: Any, url: str, token: str,
+async def _in_room(warm: Warm, vs: VoiceSession, state: CallState, livekit: Any, url: str, access: RoomAccess,
                    sip_identity: str, stopping: asyncio.Event, staff: Any = None,
                    metrics: WorkerMetrics | None = None) -> None:
     """Connect, start the agent session, answer, and wait for the end of the call or SIGTERM."""
@@ -414,7 +401,7 @@ async def _in_room(warm: Warm, vs: VoiceSession, state: CallState, livekit: Any,
     from voicehive_worker.turn_taking import TurnTakingOptions
 
     room = rtc.Room()
-    await room.connect(url, token)
+    await room.connect(url, access.token)
     turn = TurnTakingOptions()
     stats = TurnStats()
     models = provider_models(warm.spec, warm.endpoints)
@@ -430,6 +417,8 @@ async def _in_room(warm: Warm, vs: VoiceSession, state: CallState, livekit: Any,
         voices=warm.voices, language=lambda: agent.language,
     )
     actions.hangup = runner.finish
+    if access.api_key is None:  # room token only: the operator does the SIP transfer
+        actions.request_transfer = lambda: request_transfer(state.status)
     runner.attach()
     if metrics is not None:
         metrics.observe_call(runner)
@@ -489,13 +478,17 @@ async def _start_session(session: Any, agent: Any, room: Any, room_options: Any,
 
 def _call_recording(warm: Warm, namespace: str, vs: VoiceSession, state: CallState) -> CallRecording | None:
     """The call's recording if the line records; a bad recording set-up never stops the call."""
-    from voicehive.privacy import TRANSCRIPT_KEY_ENV, load_key
-    from voicehive_worker.recording import open_call_recording
+    from voicehive.privacy import TRANSCRIPT_KEY_ENV, decode_key, load_key
+    from voicehive_worker.recording import open_call_recording, recording_key
 
+    line = vs.spec.line_ref.name
     try:
+        direct = os.environ.get(contract.ENV_RECORDING_LINE_KEY)  # the line Secret's (issue 11)
+        key = (decode_key(contract.ENV_RECORDING_LINE_KEY, direct) if direct
+               else recording_key(load_key(TRANSCRIPT_KEY_ENV), namespace, line))  # lab: the master key
         return open_call_recording(
-            warm.spec, namespace=namespace, line=vs.spec.line_ref.name, session=vs.metadata.name or "",
-            caller_hash=vs.spec.caller_hash, master_key=load_key(TRANSCRIPT_KEY_ENV),
+            warm.spec, namespace=namespace, line=line, session=vs.metadata.name or "",
+            caller_hash=vs.spec.caller_hash, line_key=key,
             report=lambda status: state.report({"recording": status}),
         )
     except (ValueError, OSError) as err:

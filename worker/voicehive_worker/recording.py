@@ -50,7 +50,7 @@ CHANNELS = 2  # 0: caller, 1: agent
 CHUNK_SECONDS = 5.0
 SETTLE_SECONDS = 0.3  # audio younger than this may still be placed (jitter, resampler delay)
 RESYNC_SECONDS = 0.2  # a caller frame this far off its run starts a new run
-RECORDING_PURPOSE = "recording"
+RECORDING_PURPOSE = store.RECORDING_PURPOSE
 _WRAP_CONTEXT = b"voicehive.io/recording-data-key\x00"
 _CHUNK_CONTEXT = b"voicehive.io/recording-chunk\x00"
 _NONCE = 12
@@ -524,7 +524,7 @@ def bucket_access(rec: RecordingSpec, environ: Mapping[str, str] | None = None) 
 
 
 def open_call_recording(spec: HotelLineSpec, *, namespace: str, line: str, session: str, caller_hash: str,
-                        master_key: bytes, environ: Mapping[str, str] | None = None,
+                        line_key: bytes, environ: Mapping[str, str] | None = None,
                         report: StatusReport | None = None) -> CallRecording | None:
     """The recording of one call, or None when the line does not record (or keeps nothing)."""
     rec = spec.recording
@@ -533,7 +533,7 @@ def open_call_recording(spec: HotelLineSpec, *, namespace: str, line: str, sessi
     access = bucket_access(rec, environ)
     expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=spec.retention.recording_days)
     target = RecordingTarget(namespace, line, session, caller_hash, expires)
-    return CallRecording(store.s3_client(access), rec.bucket, target, recording_key(master_key, namespace, line),
+    return CallRecording(store.s3_client(access), rec.bucket, target, line_key,
                          report=report)
 
 

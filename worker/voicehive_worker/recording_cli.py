@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 import typer
 
-LINE_KEY_ENV = "VOICEHIVE_RECORDING_LINE_KEY"  # base64 of one line's recording key (staff of that line)
+from voicehive.contract import ENV_RECORDING_LINE_KEY as LINE_KEY_ENV  # base64 of one line's recording key
 
 app = typer.Typer(help="Call recordings: fetch and decrypt for staff (audited).", no_args_is_help=True)
 

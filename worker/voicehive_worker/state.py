@@ -234,6 +234,8 @@ class WorkerCallActions:
     sip_identity: str
     hangup: Any = None  # async callable (EndReason) -> None
     transferred: bool = False
+    # Set when the worker holds only a room token (no SIP grant): the operator transfers for it.
+    request_transfer: Any = None  # async callable () -> None, raises if refused
 
     async def save_request(self, kind: str, fields: dict[str, str]) -> str:
         return await self.state.save_request(kind, fields)
@@ -241,6 +243,10 @@ class WorkerCallActions:
     async def transfer_to_front_desk(self, target: str) -> None:
         from livekit import api as lkapi
 
+        if self.request_transfer is not None:  # the operator transfers to the line's front desk
+            await self.request_transfer()
+            self.transferred = True
+            return
         await self.livekit.sip.transfer_sip_participant(
             lkapi.TransferSIPParticipantRequest(
                 participant_identity=self.sip_identity,

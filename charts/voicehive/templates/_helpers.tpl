@@ -91,10 +91,34 @@ spec:
 {{- end }}
 {{- end -}}
 
-{{/* Every namespace worker pods run in: the release namespace plus worker.namespaces. */}}
+{{/*
+The hotel namespaces (where HotelLines, worker pods and VoiceSessions live): operator.watchNamespaces
+plus worker.namespaces plus, at install time, every namespace whose labels match
+operator.namespaceSelector (resolved with `lookup`: label a new namespace, then `helm upgrade`).
+Required unless operator.clusterWide: least privilege means Roles in these namespaces only.
+*/}}
+{{- define "voicehive.hotelNamespaces" -}}
+{{- $all := list -}}
+{{- range .Values.operator.watchNamespaces -}}{{- $all = append $all . -}}{{- end -}}
+{{- range .Values.worker.namespaces -}}{{- $all = append $all . -}}{{- end -}}
+{{- with .Values.operator.namespaceSelector -}}
+{{- range (lookup "v1" "Namespace" "" "").items -}}
+{{- $labels := .metadata.labels | default dict -}}
+{{- $match := true -}}
+{{- range $k, $v := $.Values.operator.namespaceSelector -}}{{- if ne (get $labels $k) $v -}}{{- $match = false -}}{{- end -}}{{- end -}}
+{{- if $match -}}{{- $all = append $all .metadata.name -}}{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if and (empty $all) (not .Values.operator.clusterWide) -}}
+{{- fail "operator.watchNamespaces (or operator.namespaceSelector) must name the hotel namespaces: the operator, orchestrator and workers get Roles there only. operator.clusterWide=true grants every namespace instead (not for production)." -}}
+{{- end -}}
+{{- $all | uniq | toJson -}}
+{{- end -}}
+
+{{/* Every namespace worker pods run in: the release namespace plus the hotel namespaces. */}}
 {{- define "voicehive.workerNamespaces" -}}
 {{- $all := list .Release.Namespace -}}
-{{- range .Values.worker.namespaces -}}{{- $all = append $all . -}}{{- end -}}
+{{- range (include "voicehive.hotelNamespaces" . | fromJsonArray) -}}{{- $all = append $all . -}}{{- end -}}
 {{- $all | uniq | toJson -}}
 {{- end -}}
 
@@ -106,6 +130,9 @@ spec:
       name: {{ .Values.redis.urlSecret.name }}
       key: {{ .Values.redis.urlSecret.key }}
 {{- else }}
+{{- if regexMatch "^[a-z]+://[^/@]*:[^/@]+@" (.Values.redis.url | default "") }}
+{{- fail "redis.url carries a password, which would stand in clear in every Pod spec: put the URL in a Secret and name it in redis.urlSecret" }}
+{{- end }}
   value: {{ required "redis.url or redis.urlSecret.name is required" .Values.redis.url | quote }}
 {{- end }}
 {{- end -}}
@@ -150,4 +177,37 @@ capabilities:
   value: parentbased_traceidratio
 - name: OTEL_TRACES_SAMPLER_ARG
   value: {{ .Values.tracing.sampleRatio | toString | quote }}
+{{- end -}}
+
+{{/* The API server's addresses for NetworkPolicy egress: values, else the `kubernetes` Endpoints
+at install time, else every address (lab fallback; docs/delivery.md says to narrow it). */}}
+{{- define "voicehive.apiServerCIDRs" -}}
+{{- $cidrs := .Values.networkPolicy.apiServer.cidrs | default list -}}
+{{- if empty $cidrs -}}
+{{- range (lookup "v1" "Endpoints" "default" "kubernetes").subsets | default list -}}
+{{- range .addresses -}}{{- $cidrs = append $cidrs (printf "%s/32" .ip) -}}{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if empty $cidrs -}}{{- $cidrs = list "0.0.0.0/0" -}}{{- end -}}
+{{- $cidrs | toJson -}}
+{{- end -}}
+
+
+{{/* The Redis CA (TLS): a volume and its mount, when redis.caSecret.name is set. */}}
+{{- define "voicehive.redisCaMount" -}}
+{{- if .Values.redis.caSecret.name }}
+- name: redis-ca
+  mountPath: /etc/voicehive/redis-ca
+  readOnly: true
+{{- end }}
+{{- end -}}
+{{- define "voicehive.redisCaVolume" -}}
+{{- if .Values.redis.caSecret.name }}
+- name: redis-ca
+  secret:
+    secretName: {{ .Values.redis.caSecret.name }}
+    items:
+      - key: {{ .Values.redis.caSecret.key }}
+        path: ca.crt
+{{- end }}
 {{- end -}}

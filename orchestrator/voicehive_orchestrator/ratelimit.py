@@ -1,0 +1,82 @@
+"""Per-client rate limits: 429 with ``Retry-After`` before a request reaches a handler.
+
+WHY: one leaked or buggy client must not exhaust Redis or the API server for every hotel. A
+client is the credential it presents (its name from :mod:`auth`), or its address when it presents
+none or an unknown one (so guessing tokens is limited too). Limits are per replica, in memory,
+with the ``limits`` library's moving window (the library behind slowapi / Flask-Limiter).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from limits import RateLimitItem, parse
+from limits.aio.storage import MemoryStorage
+from limits.aio.strategies import MovingWindowRateLimiter
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .auth import Client, TokenStore
+
+# Probes and scrapes come from the kubelet and Prometheus, every few seconds: never limited.
+EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """Limits in the ``limits`` syntax, e.g. ``"200/second"``; per client name or per address."""
+
+    agent: str = "1000/second"  # all workers share one agent credential: ~1 event/s per live call
+    admin: str = "60/minute"
+    anonymous: str = "500/second"  # per address; LiveKit's own webhooks (signed JWT, no bearer) count here
+
+    def item_for(self, client: Client | None) -> RateLimitItem:
+        if client is None:
+            return parse(self.anonymous)
+        return parse(self.agent if client.scope.value == "agent" else self.admin)
+
+
+class RateLimitMiddleware:
+    """ASGI middleware; ``tokens`` finds the app's :class:`TokenStore` (it is built at start-up)."""
+
+    def __init__(self, app: ASGIApp, *, limits: RateLimits, tokens: Callable[[Scope], TokenStore | None]) -> None:
+        self.app = app
+        self.limits = limits
+        self.tokens = tokens
+        self.limiter = MovingWindowRateLimiter(MemoryStorage())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path") in EXEMPT_PATHS:
+            await self.app(scope, receive, send)
+            return
+        store = self.tokens(scope)
+        headers = dict(scope.get("headers") or [])
+        authorization = headers.get(b"authorization", b"").decode("latin-1")
+        client = store.client_for(authorization) if store is not None else None
+        key = f"client:{client.name}:{client.scope.value}" if client else f"addr:{(scope.get('client') or ('?',))[0]}"
+        item = self.limits.item_for(client)
+        if await self.limiter.hit(item, key):
+            await self.app(scope, receive, send)
+            return
+        stats = await self.limiter.get_window_stats(item, key)
+        retry = max(1, math.ceil(stats.reset_time - time.time()))
+        await _too_many(send, retry)
+
+
+async def _too_many(send: Send, retry_after: int) -> None:
+    body = (b'{"error":"rate_limited","detail":"too many requests from this client; retry after '
+            + str(retry_after).encode() + b' s","errors":[]}')
+    await send({"type": "http.response.start", "status": 429, "headers": [
+        (b"content-type", b"application/json"), (b"retry-after", str(retry_after).encode()),
+        (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def app_tokens(scope: Scope) -> TokenStore | None:
+    """The TokenStore of the app serving ``scope`` (``None`` before start-up finished)."""
+    app: Any = scope.get("app")
+    orch = getattr(getattr(app, "state", None), "orch", None)
+    return getattr(orch, "tokens", None)

@@ -1,0 +1,98 @@
+"""Scoped, rotatable credentials, per-client rate limits and /docs off by default, over a real socket.
+
+Issue 11: agent events and erasure need different credentials (a wrong scope gets 403); tokens in
+a mounted Secret directory are reloaded without a restart, several valid at once; a client over
+its limit gets 429 with Retry-After while another client is still served.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.orchestrator.helpers import ADMIN_TOKEN, AGENT_TOKEN, orchestrator_env, run_app
+from voicehive_orchestrator.app import create_app
+from voicehive_orchestrator.settings import load_settings
+
+ERASE = {"caller_hash": "0" * 64}
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def poll(probe: Callable[[], Any], accept: Callable[[Any], bool], timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    value = probe()
+    while not accept(value):
+        assert time.monotonic() < deadline, f"timed out; last value {value!r}"
+        time.sleep(0.1)  # polling a reload that happens on the server's own schedule
+        value = probe()
+    return value
+
+
+def test_wrong_scope_is_403_and_unknown_token_401(redis_url: str) -> None:
+    with run_app(create_app(load_settings(orchestrator_env(redis_url)))) as server, \
+            httpx.Client(base_url=server.url, timeout=30) as client:
+        agent_on_erasure = client.post("/v1/erasure", json=ERASE, headers=bearer(AGENT_TOKEN))
+        assert agent_on_erasure.status_code == 403 and agent_on_erasure.json()["error"] == "forbidden"
+        assert "agent scope" in agent_on_erasure.json()["detail"]
+        admin_on_events = client.post("/v1/livekit/transcription", json={}, headers=bearer(ADMIN_TOKEN))
+        assert admin_on_events.status_code == 403
+        unknown = client.post("/v1/erasure", json=ERASE, headers=bearer("x" * 32))
+        assert unknown.status_code == 401 and unknown.headers["www-authenticate"] == "Bearer"
+        assert client.post("/v1/erasure", json=ERASE, headers=bearer(ADMIN_TOKEN)).status_code == 200
+        # Call reads carry no personal data: either scope may read.
+        for token in (AGENT_TOKEN, ADMIN_TOKEN):
+            assert client.get("/v1/calls/never-seen", headers=bearer(token)).status_code == 404
+
+
+def test_tokens_rotate_from_a_mounted_directory_without_restart(redis_url: str, tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.mkdir()
+    old, new = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    (tokens / "admin.dpo-2026").write_text(old)
+    env = orchestrator_env(redis_url, VOICEHIVE_TOKENS_DIR=str(tokens))
+    with run_app(create_app(load_settings(env))) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        def erase(token: str) -> int:
+            return client.post("/v1/erasure", json=ERASE, headers=bearer(token)).status_code
+
+        assert erase(old) == 200 and erase(new) == 401
+        (tokens / "admin.dpo-2027").write_text(new)  # rotation step 1: both valid
+        poll(lambda: erase(new), lambda s: s == 200)
+        assert erase(old) == 200
+        (tokens / "admin.dpo-2026").unlink()  # step 2: the old one is withdrawn
+        poll(lambda: erase(old), lambda s: s == 401)
+        assert erase(new) == 200
+        (tokens / "agent.workers").write_text(secrets.token_urlsafe(24))  # a new agent credential...
+        agent = (tokens / "agent.workers").read_text()
+        poll(lambda: client.get("/v1/calls/x", headers=bearer(agent)).status_code, lambda s: s == 404)
+        assert erase(agent) == 403  # ...cannot erase
+
+
+def test_rate_limit_answers_429_with_retry_after_per_client(redis_url: str) -> None:
+    env = orchestrator_env(redis_url, VOICEHIVE_RATE_LIMIT_ADMIN="5/minute", VOICEHIVE_RATE_LIMIT_ANONYMOUS="8/minute")
+    with run_app(create_app(load_settings(env))) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        answers = [client.post("/v1/erasure", json=ERASE, headers=bearer(ADMIN_TOKEN)) for _ in range(7)]
+        assert [a.status_code for a in answers] == [200] * 5 + [429] * 2
+        limited = answers[-1]
+        assert 1 <= int(limited.headers["retry-after"]) <= 60 and limited.json()["error"] == "rate_limited"
+        # Another client (the agent credential) is unaffected by the admin client's limit.
+        assert client.get("/v1/calls/never-seen", headers=bearer(AGENT_TOKEN)).status_code == 404
+        # Guessing tokens is limited by address: unknown tokens share one bucket.
+        guesses = [client.get("/v1/calls/x", headers=bearer(secrets.token_urlsafe(24))).status_code for _ in range(10)]
+        assert guesses.count(401) == 8 and guesses[-1] == 429
+        # Probes are never limited.
+        assert all(client.get("/healthz").status_code == 200 for _ in range(20))
+
+
+def test_docs_and_openapi_are_off_unless_enabled(redis_url: str) -> None:
+    env = orchestrator_env(redis_url)
+    env.pop("VOICEHIVE_API_DOCS")
+    with run_app(create_app(load_settings(env))) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        assert [client.get(p).status_code for p in ("/docs", "/redoc", "/openapi.json")] == [404, 404, 404]
