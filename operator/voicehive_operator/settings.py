@@ -157,6 +157,8 @@ class OperatorSettings:
             tts_allowed_hosts=hosts("TTS_ALLOWED_HOSTS", base.tts_allowed_hosts),
             asr_allowed_hosts=hosts("ASR_ALLOWED_HOSTS", base.asr_allowed_hosts),
             worker_images=images("WORKER_IMAGES", base.worker_images),
+            worker_image_pull_policy=r.choice("WORKER_IMAGE_PULL_POLICY", base.worker_image_pull_policy,
+                                              ("Always", "IfNotPresent", "Never")),
             provider_ca_file=get("PROVIDER_CA_FILE"),
             provider_timeout_s=number("PROVIDER_TIMEOUT_S", base.provider_timeout_s, minimum=0.1),
             provider_recheck_s=number("PROVIDER_RECHECK_S", base.provider_recheck_s, minimum=1),
@@ -205,6 +207,12 @@ class _EnvReader:
         """Comma-separated host globs, lower-cased."""
         raw = self.get(name)
         return default if raw is None else tuple(h.strip().lower() for h in raw.split(",") if h.strip())
+
+    def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
+        raw = self.get(name, default) or default
+        if raw not in allowed:
+            raise SettingsError(f"{ENV_PREFIX}{name}: expected one of {', '.join(allowed)}, got {raw!r}")
+        return raw
 
     def images(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
         """Comma-separated image globs (case kept)."""

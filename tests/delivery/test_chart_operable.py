@@ -121,3 +121,10 @@ def test_helm_test_hook_checks_the_orchestrator(helm_bin: str) -> None:
     assert "voicehive-orchestrator.voicehive.svc:443/healthz" in test["spec"]["containers"][0]["command"][2]
     assert test["spec"]["securityContext"]["runAsNonRoot"] is True
     assert "voicehive-test-orchestrator" not in by_kind(helm_template(helm_bin, "--skip-tests"), "Pod")
+
+
+def test_the_image_pull_policy_reaches_the_operators_worker_setting(helm_bin: str) -> None:
+    deployment = by_kind(helm_template(helm_bin, "--set", "image.pullPolicy=Always"), "Deployment")
+    operator = next(d for n, d in deployment.items() if "operator" in n)
+    env = {e["name"]: e.get("value") for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["VOICEHIVE_OPERATOR_WORKER_IMAGE_PULL_POLICY"] == "Always"

@@ -119,8 +119,9 @@ async def _transcript_events(url: str) -> int:
 
 
 def _kill_and_restart_redis(url: str) -> None:
-    pid = int((CLUSTER / "redis.pid").read_text())
-    os.killpg(pid, signal.SIGKILL)
+    pidfile = CLUSTER / "redis.pid"
+    os.killpg(int(pidfile.read_text()), signal.SIGKILL)
+    pidfile.unlink()  # a killed process may linger as a zombie of whoever started it: not "alive"
     port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
     subprocess.run([sys.executable, "-c", f"from rig.cluster import start_redis; start_redis({port})"],
                    cwd=ROOT, check=True, timeout=120)
@@ -129,8 +130,7 @@ def _kill_and_restart_redis(url: str) -> None:
 def _helm_upgrade_worker_spec() -> None:
     rig = parse_env_file(ROOT / ".rig" / "env")
     values = yaml.safe_load((CLUSTER / "values.yaml").read_text())
-    env = values.setdefault("operator", {}).setdefault("extraEnv", [])
-    env.append({"name": "VOICEHIVE_OPERATOR_WORKER_IMAGE_PULL_POLICY", "value": "Always"})
+    values.setdefault("image", {})["pullPolicy"] = "Always"  # also the worker Pods' (the operator's setting)
     path = CLUSTER / "values-faults.yaml"
     path.write_text(yaml.safe_dump(values))
     result = subprocess.run([rig["HELM"], "--kubeconfig", rig["KUBECONFIG"], "upgrade", "voicehive",

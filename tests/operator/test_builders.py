@@ -304,3 +304,12 @@ def test_riva_deployment_is_nvidias_asr_nim() -> None:
     assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"] == {"drop": ["ALL"]}
     assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
     assert all("hostPath" not in v for v in pod["volumes"])
+
+
+def test_the_worker_pull_policy_is_a_setting_and_part_of_the_worker_spec() -> None:
+    """The chart's image.pullPolicy reaches worker Pods; changing it replaces warm ones."""
+    settings = OperatorSettings.from_env({"VOICEHIVE_OPERATOR_WORKER_IMAGE_PULL_POLICY": "Always"})
+    assert settings.worker_image_pull_policy == "Always"
+    assert OperatorSettings.from_env({}).worker_image_pull_policy == "IfNotPresent"
+    with pytest.raises(SettingsError, match="VOICEHIVE_OPERATOR_WORKER_IMAGE_PULL_POLICY"):
+        OperatorSettings.from_env({"VOICEHIVE_OPERATOR_WORKER_IMAGE_PULL_POLICY": "Sometimes"})
