@@ -31,7 +31,6 @@ import yaml
 
 from tests.e2e.scenario import (
     ASK_ROOM,
-    AVAILABILITY,
     CallOutcome,
     Installed,
     caller_speech,
@@ -55,20 +54,25 @@ CLUSTER = ROOT / ".rig" / "cluster"
 class Live:
     """A caller in conversation: dialled, greeted, able to ask again after each fault."""
 
-    def __init__(self, call: SimCall, out: CallOutcome) -> None:
-        self.call, self.out = call, out
+    def __init__(self, inst: Installed, call: SimCall, out: CallOutcome) -> None:
+        self.inst, self.call, self.out = inst, call, out
+
+    def turns(self) -> int:
+        return int(((self.inst.session_for(self.out.room) or {}).get("status") or {}).get("turns") or 0)
 
     async def still_served(self) -> None:
+        """The caller asks and hears a reply, and the worker records the answered turn (what was
+        said is the phone-call test's business; here the call must simply go on)."""
+        before = self.turns()
         end = await self.call.say(caller_speech(ASK_ROOM))
-        _, heard = await hear_reply(self.call, end, within=90)
-        spotted, _, transcript = heard.partition("|")
-        assert AVAILABILITY in spotted or AVAILABILITY in transcript, heard
+        await hear_reply(self.call, end, within=90)
+        await wait(lambda: self.turns() > before, 90, "the caller's turn answered and recorded", interval=1)
 
 
 async def _dial(inst: Installed, index: int) -> Live:
     call, out = await dial_and_bind(inst, f"+4917219{index:05d}", session_timeout=90, bind_timeout=180)
     await hear_reply(call, call.joined_at, within=120)
-    return Live(call, out)
+    return Live(inst, call, out)
 
 
 async def _all_served(calls: list[Live]) -> None:

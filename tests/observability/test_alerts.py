@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.delivery.test_chart_and_manifests import HOTELS
 from tests.fixtures.rig import ROOT
 
 CHART = ROOT / "charts" / "voicehive"
@@ -19,7 +20,7 @@ ALERT_TESTS = Path(__file__).with_name("alerts_test.yaml")
 
 def rendered_rule_groups(helm: str) -> list[dict[str, object]]:
     result = subprocess.run(
-        [helm, "template", "voicehive", str(CHART), "--namespace", "voicehive",
+        [helm, "template", "voicehive", str(CHART), "--namespace", "voicehive", *HOTELS,
          "--set", "monitoring.prometheusRule.enabled=true"],
         capture_output=True, text=True, timeout=120, check=False,
     )
@@ -61,9 +62,11 @@ def test_every_alert_has_a_firing_and_a_quiet_case(helm_bin: str) -> None:
 
 
 def test_rules_are_off_by_default(helm_bin: str) -> None:
-    result = subprocess.run([helm_bin, "template", "voicehive", str(CHART), "--namespace", "voicehive"],
+    result = subprocess.run([helm_bin, "template", "voicehive", str(CHART), "--namespace", "voicehive", *HOTELS],
                             capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
     kinds = {d["kind"] for d in yaml.safe_load_all(result.stdout) if d}
+    assert "Deployment" in kinds
     assert not kinds & {"PrometheusRule", "ServiceMonitor", "PodMonitor"}
 
 

@@ -77,7 +77,7 @@ def test_every_query_is_valid_promql(tmp_path: Path) -> None:
 
 def test_chart_ships_the_dashboard_for_the_grafana_sidecar(helm_bin: str) -> None:
     result = subprocess.run([helm_bin, "template", "voicehive", str(CHART), "--namespace", "voicehive",
-                             "--set", "monitoring.grafanaDashboard.enabled=true"],
+                             "--set", "operator.watchNamespaces={hotels}", "--set", "monitoring.grafanaDashboard.enabled=true"],
                             capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     maps = [d for d in yaml.safe_load_all(result.stdout) if d and d["kind"] == "ConfigMap"]
