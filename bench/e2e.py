@@ -34,8 +34,10 @@ from tests.e2e.scenario import (  # noqa: E402
     converse,
     dial_and_bind,
     hang_up_and_end,
+    hear_reply,
     privacy_scan,
     ttl_findings,
+    wait,
 )
 
 
@@ -97,7 +99,37 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     result["sequential_warm"] = {"calls": args.calls + 1, "completed": len(outs), **summary(outs)}
     if args.concurrent:
         result["concurrent"] = await concurrent(inst, args.concurrent)
+    if args.empty_pool:
+        result["empty_pool"] = await empty_pool(inst, args.empty_pool)
     return result
+
+
+def _workers(inst: Installed, patch: dict[str, Any]) -> None:
+    inst.custom.patch_namespaced_custom_object("voicehive.io", "v1alpha1", inst.hotel_ns, "hotellines",
+                                               inst.line()["metadata"]["name"], {"spec": {"workers": patch}})
+
+
+async def empty_pool(inst: Installed, n: int) -> dict[str, Any]:
+    """Pickup with no warm worker: the call waits for a Pod to be created and start. The line's
+    start timeout is raised for the measurement (a 20 s timeout fails every such call here)."""
+    before = dict(inst.line()["spec"]["workers"])
+    _workers(inst, {"warmPool": 0, "startTimeoutSeconds": 300})
+    pickups, errors = [], []
+    try:
+        for i in range(n):
+            await wait(lambda: not inst.core.list_namespaced_pod(
+                inst.hotel_ns, label_selector="voicehive.io/worker-state=idle").items, 300, "no warm worker left")
+            try:
+                call, out = await dial_and_bind(inst, f"+491731234{i:04d}", bind_timeout=300)
+                first, _ = await hear_reply(call, call.joined_at, within=300)
+                pickups.append(round(first - call.joined_at, 3))
+                await hang_up_and_end(inst, call, out)
+            except Exception as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+    finally:
+        _workers(inst, {"warmPool": before["warmPool"], "startTimeoutSeconds": before.get("startTimeoutSeconds", 20)})
+    return {"calls": n, "completed": len(pickups), "errors": errors,
+            "pickup_s": {"n": len(pickups), "p50": pct(pickups, 0.5), "p95": pct(pickups, 0.95), "all": pickups}}
 
 
 async def concurrent(inst: Installed, n: int) -> dict[str, Any]:
@@ -116,6 +148,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=4, help="sequential short calls after the full one")
     parser.add_argument("--gap", type=float, default=20.0, help="seconds between sequential calls")
     parser.add_argument("--concurrent", type=int, default=0, help="then N calls at once (0: skip)")
+    parser.add_argument("--empty-pool", type=int, default=0, help="then N calls with no warm worker (0: skip)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "e2e.json")
     args = parser.parse_args()
     t0 = time.monotonic()

@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import kubernetes
+import pytest
 import redis.asyncio as aioredis
 from livekit import api
 
 from tests.e2e.sip_gateway_sim import InboundCall, SimCall, SipGatewaySim
 from tests.e2e.voices import recogniser, spot
 from tests.fixtures.rig import ROOT, parse_env_file
-from tests.worker.speech import speak
+from tests.worker.speech import espeak_available, speak
 from voicehive.privacy import PiiHasher
 
 T = TypeVar("T")
@@ -35,6 +36,9 @@ CALLER_NUMBER = "+4915112345678"
 ASK_ROOM = "Do you have a double room available?"
 ASK_DESK = "Can I talk to a human?"
 # what the caller listens for (keyword spotting on the received audio, tests/e2e/voices.py)
+# Every e2e test: on the rig, slow, and a caller who speaks (eSpeak NG)
+E2E_MARKS = [pytest.mark.rig, pytest.mark.slow, pytest.mark.e2e,
+             pytest.mark.skipif(not espeak_available(), reason="espeak-ng (make system-deps) speaks for the caller")]
 SPOTTED = ("assistant", "double room", "message", "sorry")
 DISCLOSURE = "assistant"  # "... the hotel's automated AI assistant" (phrases.GREETING)
 AVAILABILITY = "double room"

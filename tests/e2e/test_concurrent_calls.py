@@ -21,10 +21,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.e2e.scenario import (
     ASK_ROOM,
+    E2E_MARKS,
     CallOutcome,
     Installed,
     caller_speech,
@@ -33,11 +32,9 @@ from tests.e2e.scenario import (
     hear_reply,
     wait,
 )
-from tests.worker.speech import espeak_available
 from voicehive import contract
 
-pytestmark = [pytest.mark.rig, pytest.mark.slow, pytest.mark.e2e,
-              pytest.mark.skipif(not espeak_available(), reason="espeak-ng (make system-deps) speaks for the caller")]
+pytestmark = E2E_MARKS
 
 CALLS = int(os.environ.get("VOICEHIVE_E2E_CONCURRENT", str(min(8, max(3, int(1.5 * (os.cpu_count() or 2)))))))
 GROUP, VERSION = "voicehive.io", "v1alpha1"

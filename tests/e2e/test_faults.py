@@ -25,12 +25,12 @@ import subprocess
 import sys
 from typing import Any
 
-import pytest
 import redis.asyncio as aioredis
 import yaml
 
 from tests.e2e.scenario import (
     ASK_ROOM,
+    E2E_MARKS,
     CallOutcome,
     Installed,
     caller_speech,
@@ -41,11 +41,9 @@ from tests.e2e.scenario import (
 )
 from tests.e2e.sip_gateway_sim import SimCall
 from tests.fixtures.rig import ROOT, parse_env_file
-from tests.worker.speech import espeak_available
 from voicehive import contract
 
-pytestmark = [pytest.mark.rig, pytest.mark.slow, pytest.mark.e2e,
-              pytest.mark.skipif(not espeak_available(), reason="espeak-ng (make system-deps) speaks for the caller")]
+pytestmark = E2E_MARKS
 
 GROUP, VERSION = "voicehive.io", "v1alpha1"
 CLUSTER = ROOT / ".rig" / "cluster"
