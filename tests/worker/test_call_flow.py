@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from livekit import api as lkapi
+from livekit.agents import llm as lk_llm
 
 from tests.fakes.azure_openai import ScriptedResponder, ToolCall
 from tests.fakes.livekit_twirp import LiveKitFake
@@ -30,6 +31,7 @@ from voicehive.callmanager import CallEvent, CallManager, EventKind
 from voicehive.callstore import CallStore, requests_key
 from voicehive.lifecycle import CallPhase
 from voicehive.privacy import Privacy
+from voicehive_worker.agent import HotelAgent
 from voicehive_worker.entrypoint import CallRunner, DropLiveKitPii
 from voicehive_worker.state import CallState, VoiceSessionStatus, WorkerCallActions
 
@@ -151,6 +153,11 @@ async def test_booking_question_transfer_recorded_without_personal_data(
         tool_results = [m for r in fakes.azure.requests for m in r.messages if m.get("role") == "tool"]
         assert any("Request recorded with reference" in str(m.get("content")) for m in tool_results)
         assert any("Check-in is from 15:00" in str(m.get("content")) for m in tool_results)
+        # every request carried the tools' schemas as a fresh build has them, built once for the call
+        assert isinstance(call.agent, HotelAgent)
+        fresh = lk_llm.ToolContext(call.agent.tools).parse_function_tools("openai", strict=True)
+        assert len(fakes.azure.requests) >= 4 and all(r.body.get("tools") == fresh for r in fakes.azure.requests)
+        assert call.agent.tool_schemas.builds == len(fresh)
 
     # transfer via the real livekit-api client
     assert [t.transfer_to for t in livekit_fake.transfers] == ["tel:+493012345600"]

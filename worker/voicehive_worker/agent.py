@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 from livekit import rtc
 from livekit.agents import Agent, RunContext, function_tool
+from livekit.agents import llm as lk_llm
 from livekit.agents import stt as lk_stt
 from livekit.agents.voice.agent import ModelSettings
 
@@ -37,6 +38,7 @@ from voicehive_worker.pms import (
     answer_from_facts,
     make_request,
 )
+from voicehive_worker.tool_schemas import ToolSchemaCache, tool_schema_format
 from voicehive_worker.turn_taking import TurnStats, TurnTakingOptions, turn_taking_stt_node
 
 log = logging.getLogger("voicehive.worker.agent")
@@ -188,6 +190,7 @@ class HotelAgent(Agent):
         self._greet = greet
         self._ending = False
         self._tasks: set[asyncio.Future[Any]] = set()
+        self.tool_schemas = ToolSchemaCache()
         super().__init__(
             instructions=instructions_for(spec, self._now().date(), self.language) + booking_instructions(spec, self.pms),
             tools=booking_tools(self),
@@ -212,6 +215,18 @@ class HotelAgent(Agent):
             conn_options=self.session.conn_options.stt_conn_options,
             on_final=self.on_asr_final,
         )
+
+    def llm_node(self, chat_ctx: lk_llm.ChatContext, tools: list[lk_llm.Tool], model_settings: ModelSettings) -> Any:
+        """The framework's LLM node, with the tools' schemas built once per call (tool_schemas.py).
+
+        WHY a new list: the framework writes back edits of ``tools`` to the turn's tool context,
+        which runs the tool calls; that must keep the real tools.
+        """
+        described = self.tool_schemas.describe(tools, tool_schema_format(self._session_llm()))
+        return Agent.default.llm_node(self, chat_ctx, described, model_settings)
+
+    def _session_llm(self) -> object:
+        return self.llm if isinstance(self.llm, lk_llm.LLM) else self.session.llm
 
     greeting_extra: str = ""  # said right after the greeting (e.g. the recording notice)
 
@@ -273,6 +288,8 @@ class HotelAgent(Agent):
             listener(language)
 
     async def on_enter(self) -> None:
+        # the tools' schemas are built now, before the caller speaks, not on the first reply
+        self.tool_schemas.describe(lk_llm.ToolContext(self.tools).flatten(), tool_schema_format(self._session_llm()))
         # the call may start in another of the line's languages (VoiceSession spec.language)
         switch_tts_language(self.session.tts, self.spec, self.language)
         self._switch_asr(self.language)

@@ -53,6 +53,8 @@ def tool_names(tools: list[Any]) -> frozenset[str]:
 class HotelPolicyLLM(llm.LLM[Any]):
     """``HotelPolicyLLM(spec)``; ``last_decision`` is the most recent decision (intent, language)."""
 
+    reads_tool_names_only = True  # the policy picks tools by name: no schemas needed (tool_schemas.py)
+
     def __init__(self, spec: HotelLineSpec, *, policy: HotelPolicy | None = None) -> None:
         super().__init__()
         self.policy = policy or HotelPolicy(spec)
