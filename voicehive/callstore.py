@@ -262,6 +262,56 @@ class ApplyResult:
         return self.before is None and self.after is not None
 
 
+@dataclass(frozen=True)
+class _Known:
+    """A call as last read from or written to Redis: the record, its ``created_at`` exactly as
+    stored, whether the delivery at hand was seen, and the raw hash (None: this process's own
+    copy after its write, not read; it is only a guess the apply script checks)."""
+
+    record: CallRecord | None
+    created: str
+    seen: bool
+    raw: Mapping[str, str] | None
+
+    @classmethod
+    def of_hash(cls, ref: str, raw: Mapping[str, str], seen: bool) -> _Known:
+        record = CallRecord.from_hash(ref, raw) if raw else None
+        return cls(record, raw.get("created_at", ""), seen, raw)
+
+    @classmethod
+    def of_reply(cls, ref: str, flat: list[str], seen: Any) -> _Known:
+        """From the apply script's answer to a conflict: HGETALL as a flat list, SISMEMBER."""
+        raw = dict(zip(flat[::2], flat[1::2], strict=True))
+        return cls.of_hash(ref, raw, bool(int(seen)))
+
+
+class KnownCalls:
+    """The calls this process wrote last, bounded (oldest dropped first).
+
+    WHY: an event of a call is decided on the call's current record, and reading it costs a
+    round trip per event. The record as this process wrote it is usually still current (a
+    call's events mostly come over one connection); when it is not, the apply script's
+    compare-and-set says so and hands back the current one, so a stale copy costs a round
+    trip, never a wrong write.
+    """
+
+    def __init__(self, max_calls: int = 10_000) -> None:
+        self._calls: dict[str, _Known] = {}
+        self._max = max_calls
+
+    def get(self, ref: str) -> _Known | None:
+        return self._calls.get(ref)
+
+    def remember(self, ref: str, known: _Known) -> None:
+        self._calls.pop(ref, None)
+        if len(self._calls) >= self._max:
+            del self._calls[next(iter(self._calls))]
+        self._calls[ref] = known
+
+    def forget(self, ref: str) -> None:
+        self._calls.pop(ref, None)
+
+
 Decide = Callable[[CallRecord | None, bool], Plan]
 """``decide(current_record_or_None, already_seen) -> Plan``; must be pure (it may run again)."""
 
@@ -278,6 +328,7 @@ class CallStore:
         self.redis: Any = redis
         self.wait_replicas = wait_replicas  # > 0: an event is acknowledged once replicas have it
         self.wait_timeout_ms = wait_timeout_ms
+        self._known = KnownCalls()  # the calls as this store last wrote them (saves a read per event)
         self._apply_script = self.redis.register_script(_APPLY_LUA)
         self._session_created_script = self.redis.register_script(_SESSION_CREATED_LUA)
 
@@ -335,42 +386,57 @@ class CallStore:
         it (the line's retention: an event may not name the line, the record does). The call's
         own keys get exactly this TTL; the shared keys are only ever extended by it.
 
-        Optimistic concurrency: one pipelined read (record + dedupe membership), the pure
-        ``decide``, then one Lua script that writes everything only if the record's ``version``
-        is still the one read and the delivery is still unseen (otherwise: read again). Raises
-        :class:`StoreUnavailable` when Redis is unreachable; then nothing was written (or, if
-        the connection broke after the script ran, everything was: a retry sees a duplicate).
+        Optimistic concurrency: the pure ``decide`` runs on the call as this store last wrote it
+        (or, unknown here, on one pipelined read: record + dedupe membership), then one Lua
+        script writes everything only if the record's ``version`` and ``created_at`` are still
+        those and the delivery is still unseen. Otherwise the script answers with what Redis
+        holds and the decision is recomputed on that. So an event of a call this process has
+        written before costs one round trip. Raises :class:`StoreUnavailable` when Redis is
+        unreachable; then nothing was written (or, if the connection broke after the script
+        ran, everything was: a retry sees a duplicate).
         """
         try:
+            state = self._known.get(ref) or await self._read(ref, dedupe_id)
             for _attempt in range(_MAX_CONFLICT_RETRIES):
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.hgetall(call_key(ref))
-                    pipe.sismember(seen_key(ref), dedupe_id)
-                    raw, seen = await pipe.execute()
-                before = CallRecord.from_hash(ref, raw) if raw else None
-                plan = decide(before, bool(seen))
-                if plan.outcome is Outcome.NOT_FOUND:
-                    return ApplyResult(plan.outcome, before, before, None)
-                if plan.outcome is Outcome.DUPLICATE:
-                    await self._resync_indexes(ref, raw)
+                before = state.record
+                plan = decide(before, state.seen)
+                if plan.outcome in (Outcome.NOT_FOUND, Outcome.DUPLICATE):
+                    if state.raw is None:  # decided on this process's copy: confirm with Redis
+                        state = await self._read(ref, dedupe_id)
+                        continue
+                    if plan.outcome is Outcome.DUPLICATE:
+                        await self._resync_indexes(ref, state.raw)
                     return ApplyResult(plan.outcome, before, before, None)
                 ttl = retention_s(before) if callable(retention_s) else retention_s
-                keys, args = self._script_call(ref, before, plan, dedupe_id, ttl)
+                keys, args = self._script_call(ref, before, plan, dedupe_id, ttl, created=state.created)
                 sync = plan_indexes(before, plan, ttl)
-                verdict = await self._run_apply(keys, args, wait=sync is None)
-                if verdict == "ok":
+                reply = await self._run_apply(keys, args, wait=sync is None)
+                if reply[0] == "ok":
+                    after = _merge(ref, before, plan, ttl)
+                    self._known.remember(ref, _Known(after, str(reply[1]), False, None))
                     await self.sync_indexes(ref, sync)
-                    return ApplyResult(plan.outcome, before, _merge(ref, before, plan, ttl), plan)
-                if verdict == "duplicate":
-                    continue  # a concurrent twin won: the next read sees it and re-syncs the indexes
-                # "conflict": another writer changed the call since the read; decide again.
+                    return ApplyResult(plan.outcome, before, after, plan)
+                # "conflict" (changed since) or "duplicate" (a twin won): decide again on Redis's state
+                self._known.forget(ref)
+                state = _Known.of_reply(ref, reply[1], reply[2])
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(str(type(exc).__name__)) from exc
         raise StoreUnavailable("too much contention on one call")
 
+    async def _read(self, ref: str, dedupe_id: str) -> _Known:
+        """The call as Redis holds it and whether it has seen this delivery (one round trip)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(call_key(ref))
+            pipe.sismember(seen_key(ref), dedupe_id)
+            raw, seen = await pipe.execute()
+        return _Known.of_hash(ref, raw, bool(seen))
+
     def _script_call(
-        self, ref: str, before: CallRecord | None, plan: Plan, dedupe_id: str, ttl: int
+        self, ref: str, before: CallRecord | None, plan: Plan, dedupe_id: str, ttl: int, *, created: str = ""
     ) -> tuple[list[str], list[str]]:
+        """KEYS and ARGV of the apply script; ``created``: the record's ``created_at`` exactly as
+        stored ("" for a new call), checked with the version so a call erased and written
+        again is never taken for the one decided on."""
         now = plan.event.get("at", f"{time.time():.6f}")
         mapping: dict[str, str] = dict(plan.fields)
         if before is None:
@@ -405,20 +471,22 @@ class CallStore:
             script_plan["hset"] += [SESSION_REQUEST_FIELD, json.dumps(plan.pending_session, separators=(",", ":"))]
         keys = list(call_keys(ref))
         expected_version = str(before.version) if before else "0"
-        return keys, [expected_version, dedupe_id, str(ttl), json.dumps(script_plan, separators=(",", ":"))]
+        plan_json = json.dumps(script_plan, separators=(",", ":"))
+        return keys, [expected_version, dedupe_id, str(ttl), plan_json, created]
 
-    async def _run_apply(self, keys: list[str], args: list[str], *, wait: bool) -> str:
-        """The call's script; with ``wait`` (it is the change's last write) and a WAIT policy,
-        in one pipeline with ``WAIT`` on the same connection, as WAIT covers that connection."""
+    async def _run_apply(self, keys: list[str], args: list[str], *, wait: bool) -> list[Any]:
+        """The call's script (its reply: see ``_APPLY_LUA``); with ``wait`` (it is the change's
+        last write) and a WAIT policy, in one pipeline with ``WAIT`` on the same connection, as
+        WAIT covers that connection."""
         if not (wait and self.wait_replicas):
-            return str(await self._apply_script(keys=keys, args=args))
+            return list(await self._apply_script(keys=keys, args=args))
         async with self.redis.pipeline(transaction=False) as pipe:
             await self._apply_script(keys=keys, args=args, client=pipe)  # queued, sent by execute()
             pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
-            verdict, acked = await pipe.execute()
-        if verdict == "ok":
+            reply, acked = await pipe.execute()
+        if reply[0] == "ok":
             self._check_acked(acked)
-        return str(verdict)
+        return list(reply)
 
     def _check_acked(self, acked: Any) -> None:
         if int(acked) < self.wait_replicas:
@@ -461,6 +529,7 @@ class CallStore:
         """Drop a request from the retry queue once its VoiceSession exists, or ``marker`` says
         why not ("dropped"). Marks the call only if it still exists: a marker must not
         resurrect an erased call as a key without a TTL."""
+        self._known.forget(ref)
         await self._guard(self._session_created_script(keys=[call_key(ref)], args=[marker]))
         await self._guard(self.redis.hdel(PENDING_SESSIONS_KEY, ref))
 
@@ -495,6 +564,7 @@ class CallStore:
 
     async def delete_call(self, ref: str, caller_hash: str | None = None) -> None:
         """Delete every trace of one call (retention, erasure); the keys also expire by TTL."""
+        self._known.forget(ref)
         async with self.redis.pipeline(transaction=False) as pipe:
             _delete_call(pipe, ref)
             if caller_hash:
@@ -504,6 +574,8 @@ class CallStore:
     async def erase_caller(self, caller_hash: str) -> list[str]:
         """Delete every call of one caller (GDPR erasure by caller hash); returns the refs."""
         refs = sorted(await self.calls_of_caller(caller_hash))
+        for ref in refs:
+            self._known.forget(ref)
         async with self.redis.pipeline(transaction=False) as pipe:
             for ref in refs:
                 _delete_call(pipe, ref)
@@ -530,14 +602,19 @@ def _delete_call(pipe: Any, ref: str) -> None:
     pipe.zrem(ENDED_KEY, ref)
 
 
-# The write half of CallStore.apply: compare-and-set on the record's version plus the dedupe
-# check, then every write of the plan. Redis runs a script atomically, so a plan is written
-# whole or not at all. KEYS: call, events, seen, transcript (one call: one hash slot).
+# The write half of CallStore.apply: compare-and-set on the record's version and created_at
+# plus the dedupe check, then every write of the plan. Redis runs a script atomically, so a
+# plan is written whole or not at all. KEYS: call, events, seen, transcript (one call: one hash
+# slot). ARGV: version, dedupe id, ttl, plan (JSON), created_at ("" for a new call). Replies
+# {'ok', created_at}, or {'conflict' | 'duplicate', the record's hash, seen 0/1} so the caller
+# can decide again without another read.
 _APPLY_LUA = """
-local current = redis.call('HGET', KEYS[1], 'version')
-if not current then current = '0' end
-if current ~= ARGV[1] then return 'conflict' end
-if redis.call('SISMEMBER', KEYS[3], ARGV[2]) == 1 then return 'duplicate' end
+local stored = redis.call('HMGET', KEYS[1], 'version', 'created_at')
+local seen = redis.call('SISMEMBER', KEYS[3], ARGV[2])
+if (stored[1] or '0') ~= ARGV[1] or (stored[2] or '') ~= ARGV[5] then
+  return {'conflict', redis.call('HGETALL', KEYS[1]), seen}
+end
+if seen == 1 then return {'duplicate', redis.call('HGETALL', KEYS[1]), seen} end
 local ttl = tonumber(ARGV[3])
 local plan = cjson.decode(ARGV[4])
 redis.call('HSET', KEYS[1], unpack(plan.hset))
@@ -546,7 +623,7 @@ redis.call('SADD', KEYS[3], ARGV[2])
 redis.call('XADD', KEYS[2], '*', unpack(plan.event))
 if plan.transcript then redis.call('XADD', KEYS[4], '*', unpack(plan.transcript)) end
 for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ttl) end
-return 'ok'
+return {'ok', redis.call('HGET', KEYS[1], 'created_at')}
 """
 
 # The shared indexes of one committed change (all keys tagged {idx}: one slot). KEYS: active,
@@ -587,9 +664,13 @@ if redis.call('TTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS
 return 1
 """
 
-# KEYS: call. Marks the call only if it still exists (an erased call must not come back).
+# KEYS: call. Marks the call only if it still exists (an erased call must not come back), and
+# bumps its version like every write of the record, so no writer decides on the old one.
 _SESSION_CREATED_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'session', ARGV[1]) end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], 'session', ARGV[1])
+  redis.call('HINCRBY', KEYS[1], 'version', 1)
+end
 return 1
 """
 
