@@ -56,7 +56,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -181,37 +181,17 @@ class CallRecord:
 
     @classmethod
     def from_hash(cls, ref: str, raw: Mapping[str, str]) -> CallRecord:
-        def opt(name: str) -> str | None:
-            value = raw.get(name)
-            return value if value else None
+        """The record of a call's hash (absent fields: the defaults)."""
+        return cls(ref=ref, phase=CallPhase.PENDING).with_fields(raw)
 
-        def opt_float(name: str) -> float | None:
-            value = raw.get(name)
-            return float(value) if value else None
-
-        reason = opt("reason")
-        return cls(
-            ref=ref,
-            phase=CallPhase(raw.get("phase", CallPhase.PENDING.value)),
-            line=opt("line"),
-            namespace=opt("namespace"),
-            hotel_id=opt("hotel_id"),
-            caller_hash=opt("caller_hash"),
-            participant_hash=opt("participant_hash"),
-            language=opt("language"),
-            reason=EndReason(reason) if reason and reason in EndReason._value2member_map_ else None,
-            created_at=float(raw.get("created_at", 0) or 0),
-            updated_at=float(raw.get("updated_at", 0) or 0),
-            answered_at=opt_float("answered_at"),
-            ended_at=opt_float("ended_at"),
-            turns=int(raw.get("turns", 0) or 0),
-            last_intent=opt("last_intent"),
-            intents={k.removeprefix("intent:"): int(v) for k, v in raw.items() if k.startswith("intent:")},
-            events=int(raw.get("events", 0) or 0),
-            retention_s=int(raw.get("retention_s", 0) or DEFAULT_RETENTION_DAYS * DAY_SECONDS),
-            version=int(raw.get("version", 0) or 0),
-            session=opt("session"),
-        )
+    def with_fields(self, raw: Mapping[str, str]) -> CallRecord:
+        """This record with the hash fields in ``raw`` written over it (``intent:<name>``
+        counters included); fields that are not the record's are ignored."""
+        changes = {name: _FIELD_PARSERS[name](value) for name, value in raw.items() if name in _FIELD_PARSERS}
+        counters = {k.removeprefix("intent:"): int(v) for k, v in raw.items() if k.startswith("intent:")}
+        if counters:
+            changes["intents"] = {**self.intents, **counters}
+        return replace(self, **changes)
 
     def public(self) -> dict[str, Any]:
         """The JSON shape served by ``GET /v1/calls/{call_sid}`` (still no personal data)."""
@@ -232,6 +212,35 @@ class CallRecord:
             "intents": dict(self.intents),
             "events": self.events,
         }
+
+
+def _opt(value: str) -> str | None:
+    return value or None
+
+
+def _opt_float(value: str) -> float | None:
+    return float(value) if value else None
+
+
+def _reason(value: str) -> EndReason | None:
+    return EndReason(value) if value in EndReason._value2member_map_ else None
+
+
+# How each field of a call's hash reads into CallRecord (one place: reads and local merges).
+_FIELD_PARSERS: dict[str, Callable[[str], Any]] = {
+    "phase": CallPhase,
+    **dict.fromkeys(("line", "namespace", "hotel_id", "caller_hash", "participant_hash", "language",
+                     "last_intent", "session"), _opt),
+    "reason": _reason,
+    "created_at": lambda v: float(v or 0),
+    "updated_at": lambda v: float(v or 0),
+    "answered_at": _opt_float,
+    "ended_at": _opt_float,
+    "turns": lambda v: int(v or 0),
+    "events": lambda v: int(v or 0),
+    "version": lambda v: int(v or 0),
+    "retention_s": lambda v: int(v) if v else DEFAULT_RETENTION_DAYS * DAY_SECONDS,
+}
 
 
 @dataclass
@@ -457,22 +466,19 @@ class CallStore:
             mapping["phase"] = plan.phase.value
         mapping["updated_at"] = now
         mapping["retention_s"] = str(ttl)
-        increments = {"version": 1, "events": 1, **plan.increments}
-        script_plan: dict[str, Any] = {
-            "hset": [item for pair in mapping.items() for item in pair],
-            "incr": [item for name, amount in increments.items() for item in (name, str(amount))],
-            "event": [item for pair in {**plan.event, "event_id": dedupe_id, "outcome": plan.outcome.value}.items()
-                      for item in pair],
-        }
-        if plan.transcript is not None:
-            script_plan["transcript"] = [item for pair in plan.transcript.items() for item in pair]
         if plan.pending_session is not None:
             # kept on the call too, so a retried delivery can re-queue it (see _resync_indexes)
-            script_plan["hset"] += [SESSION_REQUEST_FIELD, json.dumps(plan.pending_session, separators=(",", ":"))]
-        keys = list(call_keys(ref))
+            mapping[SESSION_REQUEST_FIELD] = json.dumps(plan.pending_session, separators=(",", ":"))
+        increments = {"version": 1, "events": 1, **plan.increments}
+        sections = (
+            _flat(mapping),
+            _flat({name: str(amount) for name, amount in increments.items()}),
+            _flat({**plan.event, "event_id": dedupe_id, "outcome": plan.outcome.value}),
+            _flat(plan.transcript or {}),
+        )
         expected_version = str(before.version) if before else "0"
-        plan_json = json.dumps(script_plan, separators=(",", ":"))
-        return keys, [expected_version, dedupe_id, str(ttl), plan_json, created]
+        head = [expected_version, dedupe_id, str(ttl), created, *(str(len(items)) for items in sections)]
+        return list(call_keys(ref)), head + [item for items in sections for item in items]
 
     async def _run_apply(self, keys: list[str], args: list[str], *, wait: bool) -> list[Any]:
         """The call's script (its reply: see ``_APPLY_LUA``); with ``wait`` (it is the change's
@@ -592,6 +598,11 @@ class CallStore:
             raise StoreUnavailable(str(type(exc).__name__)) from exc
 
 
+def _flat(pairs: Mapping[str, str]) -> list[str]:
+    """``{k: v, ...}`` as ``[k, v, ...]``, the way Redis commands take field/value pairs."""
+    return [item for pair in pairs.items() for item in pair]
+
+
 def _delete_call(pipe: Any, ref: str) -> None:
     """Queue the deletion of one call's own keys and its entries in the shared keys. Each
     command stays on one slot; a retry after a broken connection deletes the rest."""
@@ -605,23 +616,34 @@ def _delete_call(pipe: Any, ref: str) -> None:
 # The write half of CallStore.apply: compare-and-set on the record's version and created_at
 # plus the dedupe check, then every write of the plan. Redis runs a script atomically, so a
 # plan is written whole or not at all. KEYS: call, events, seen, transcript (one call: one hash
-# slot). ARGV: version, dedupe id, ttl, plan (JSON), created_at ("" for a new call). Replies
-# {'ok', created_at}, or {'conflict' | 'duplicate', the record's hash, seen 0/1} so the caller
-# can decide again without another read.
+# slot). ARGV: version, dedupe id, ttl, created_at ("" for a new call), then the sizes of four
+# sections and the sections themselves, field/value pairs each: the record's HSET, its
+# HINCRBYs, the event entry, the transcript entry (may be empty). Replies {'ok', created_at},
+# or {'conflict' | 'duplicate', the record's hash, seen 0/1} so the caller can decide again
+# without another read.
 _APPLY_LUA = """
 local stored = redis.call('HMGET', KEYS[1], 'version', 'created_at')
 local seen = redis.call('SISMEMBER', KEYS[3], ARGV[2])
-if (stored[1] or '0') ~= ARGV[1] or (stored[2] or '') ~= ARGV[5] then
+if (stored[1] or '0') ~= ARGV[1] or (stored[2] or '') ~= ARGV[4] then
   return {'conflict', redis.call('HGETALL', KEYS[1]), seen}
 end
 if seen == 1 then return {'duplicate', redis.call('HGETALL', KEYS[1]), seen} end
 local ttl = tonumber(ARGV[3])
-local plan = cjson.decode(ARGV[4])
-redis.call('HSET', KEYS[1], unpack(plan.hset))
-for i = 1, #plan.incr, 2 do redis.call('HINCRBY', KEYS[1], plan.incr[i], plan.incr[i + 1]) end
+local at = 9
+local function section(size)
+  local first = at
+  at = at + tonumber(size)
+  return first, at - 1
+end
+local a, b = section(ARGV[5])
+redis.call('HSET', KEYS[1], unpack(ARGV, a, b))
+a, b = section(ARGV[6])
+for i = a, b, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('SADD', KEYS[3], ARGV[2])
-redis.call('XADD', KEYS[2], '*', unpack(plan.event))
-if plan.transcript then redis.call('XADD', KEYS[4], '*', unpack(plan.transcript)) end
+a, b = section(ARGV[7])
+redis.call('XADD', KEYS[2], '*', unpack(ARGV, a, b))
+a, b = section(ARGV[8])
+if b >= a then redis.call('XADD', KEYS[4], '*', unpack(ARGV, a, b)) end
 for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ttl) end
 return {'ok', redis.call('HGET', KEYS[1], 'created_at')}
 """
@@ -704,42 +726,23 @@ def record_indexes(record: CallRecord, raw: Mapping[str, str]) -> IndexSync:
 
 
 def _merge(ref: str, before: CallRecord | None, plan: Plan, ttl: int) -> CallRecord:
-    """The record as it is after ``plan`` (computed locally; saves a read-back round trip)."""
-    raw: dict[str, str] = {}
-    if before is not None:
-        raw = {
-            "phase": before.phase.value,
-            "line": before.line or "",
-            "namespace": before.namespace or "",
-            "hotel_id": before.hotel_id or "",
-            "caller_hash": before.caller_hash or "",
-            "participant_hash": before.participant_hash or "",
-            "language": before.language or "",
-            "reason": before.reason.value if before.reason else "",
-            "created_at": str(before.created_at),
-            "answered_at": str(before.answered_at or ""),
-            "ended_at": str(before.ended_at or ""),
-            "turns": str(before.turns),
-            "last_intent": before.last_intent or "",
-            "events": str(before.events),
-            "version": str(before.version),
-            "session": before.session or "",
-            **{f"intent:{k}": str(v) for k, v in before.intents.items()},
-        }
+    """The record as it is after ``plan`` (computed locally; saves a read-back round trip):
+    the fields the apply script writes, read as a read would read them, over ``before``."""
+    base = before or CallRecord.from_hash(ref, {})
     now = plan.event.get("at", f"{time.time():.6f}")
+    written: dict[str, str] = {}
     if before is None:
-        raw["created_at"] = now
-        raw["phase"] = (plan.phase or CallPhase.PENDING).value
-    for key, value in plan.set_once.items():
-        if value and not raw.get(key):
-            raw[key] = value
-    raw.update(plan.fields)
+        written["created_at"] = now
+        written["phase"] = (plan.phase or CallPhase.PENDING).value
+    written.update({k: v for k, v in plan.set_once.items() if v and not getattr(base, k, None)})
+    written.update(plan.fields)
     if plan.phase is not None:
-        raw["phase"] = plan.phase.value
-    raw["updated_at"] = now
-    raw["retention_s"] = str(ttl)
-    raw["version"] = str(int(raw.get("version", "0") or 0) + 1)
-    raw["events"] = str(int(raw.get("events", "0") or 0) + 1)
+        written["phase"] = plan.phase.value
+    written["updated_at"] = now
+    written["retention_s"] = str(ttl)
+    counters = {"version": base.version + 1, "events": base.events + 1}
     for name, amount in plan.increments.items():
-        raw[name] = str(int(raw.get(name, "0") or 0) + amount)
-    return CallRecord.from_hash(ref, raw)
+        current = base.turns if name == "turns" else base.intents.get(name.removeprefix("intent:"), 0)
+        counters[name] = counters.get(name, current) + amount
+    written.update({name: str(value) for name, value in counters.items()})
+    return base.with_fields(written)

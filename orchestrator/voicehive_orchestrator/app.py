@@ -21,7 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from voicehive.callmanager import CallEvent, CallManager, EventKind, Transcript, parse_end_reason
@@ -62,6 +62,11 @@ class ApiError(Exception):
         self.status, self.error, self.detail = status, error, detail
         self.errors = errors or []
         self.headers = headers
+
+
+def _json(body: BaseModel) -> Response:
+    """A response body straight from its model (pydantic-core writes the JSON bytes)."""
+    return Response(body.model_dump_json(), media_type="application/json")
 
 
 def _error(status: int, error: str, detail: str, errors: list[dict[str, str]] | None = None,
@@ -176,11 +181,11 @@ class OrchestratorApp(FastAPI):
         scope["app"] = self
         request = Request(scope, receive, send)
         try:
-            response: Response = await handler(request, orch)
+            response = await handler(request, orch)
         except Exception as exc:
             response = await _handle_error(request, exc)
         await response(scope, receive, send)
-        orch.metrics.responses.labels(scope["path"], str(response.status_code)).inc()
+        orch.metrics.child(orch.metrics.responses, scope["path"], str(response.status_code)).inc()
 
 
 def create_app(
@@ -266,12 +271,17 @@ async def read_valid(request: Request, orch: Orchestrator, schema: TypeAdapter[T
 
     ``metric``: the event label counted as ``rejected`` when the body does not validate.
     """
-    data = _parse_json_object(await _read_body(request, orch.settings.max_body_bytes))
+    body = await _read_body(request, orch.settings.max_body_bytes)
+    try:  # bytes to model in one pass (pydantic-core's JSON parser): the usual case
+        return schema.validate_json(body)
+    except ValidationError:
+        pass  # the slower path below says what is wrong, in the contract's words
+    data = _parse_json_object(body)
     try:
         return schema.validate_python(data)
     except ValidationError as exc:
         if metric is not None:
-            orch.metrics.events.labels(metric, "rejected").inc()
+            orch.metrics.child(orch.metrics.events, metric, "rejected").inc()
         raise ApiError(422, error, detail, _validation_errors(exc)) from None
 
 
@@ -331,7 +341,7 @@ async def _handle_error(request: Request, exc: Exception) -> Response:
 # (Route handlers carry comments, not docstrings: FastAPI would publish a docstring in the OpenAPI.)
 
 
-async def webhook(request: Request, orch: Orch) -> JSONResponse:
+async def webhook(request: Request, orch: Orch) -> Response:
     # Agent events (JSON, bearer token) and LiveKit server webhooks (signed JWT), by content type.
     started = time.perf_counter()
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -339,28 +349,28 @@ async def webhook(request: Request, orch: Orch) -> JSONResponse:
         result = await _livekit_webhook(orch, request)
     else:
         result = await _agent_event(orch, request)
-    orch.metrics.latency.labels("webhook").observe(time.perf_counter() - started)
+    orch.metrics.child(orch.metrics.latency, "webhook").observe(time.perf_counter() - started)
     return result
 
 
-async def _agent_event(orch: Orchestrator, request: Request) -> JSONResponse:
+async def _agent_event(orch: Orchestrator, request: Request) -> Response:
     orch.check_agent(request)
     event = await read_valid(request, orch, _AGENT_EVENT, error="invalid_event",
                              detail="the event does not match the webhook contract", metric="invalid")
     result = await orch.manager.handle(_agent_call_event(event))
-    orch.metrics.events.labels(event.event_type, result.outcome.value).inc()
-    return JSONResponse(
+    orch.metrics.child(orch.metrics.events, event.event_type, result.outcome.value).inc()
+    return _json(
         WebhookResponse(
             status="duplicate" if result.outcome is Outcome.DUPLICATE else "processed",
             call_sid=event.call_sid,
             call_ref=result.call_ref,
             outcome=result.outcome.value,
             phase=result.phase.value if result.phase else None,
-        ).model_dump()
+        )
     )
 
 
-async def _livekit_webhook(orch: Orchestrator, request: Request) -> JSONResponse:
+async def _livekit_webhook(orch: Orchestrator, request: Request) -> Response:
     if orch.verifier is None:
         raise ApiError(401, "unauthorized", "LiveKit webhook verification is not configured "
                        "(set LIVEKIT_API_KEY and LIVEKIT_API_SECRET)")
@@ -380,7 +390,7 @@ async def _livekit_webhook(orch: Orchestrator, request: Request) -> JSONResponse
     event_name = (lk_event.event or "unknown")[:64]
     if translation.event is None:
         orch.metrics.events.labels(f"livekit.{event_name}", "ignored").inc()
-        return JSONResponse(WebhookResponse(status="ignored", outcome="ignored").model_dump())
+        return _json(WebhookResponse(status="ignored", outcome="ignored"))
     result = await orch.manager.handle(translation.event)
     orch.metrics.events.labels(f"livekit.{event_name}", result.outcome.value).inc()
     status: Literal["processed", "duplicate", "ignored"] = (
@@ -388,13 +398,11 @@ async def _livekit_webhook(orch: Orchestrator, request: Request) -> JSONResponse
         else "duplicate" if result.outcome is Outcome.DUPLICATE
         else "processed"
     )
-    return JSONResponse(
-        WebhookResponse(status=status, call_ref=result.call_ref, outcome=result.outcome.value,
-                        phase=result.phase.value if result.phase else None).model_dump()
-    )
+    return _json(WebhookResponse(status=status, call_ref=result.call_ref, outcome=result.outcome.value,
+                                 phase=result.phase.value if result.phase else None))
 
 
-async def transcription(request: Request, orch: Orch) -> JSONResponse:
+async def transcription(request: Request, orch: Orch) -> Response:
     # One ASR segment from the agent: sealed into the call, answered with the detected intent.
     started = time.perf_counter()
     orch.check_agent(request)
@@ -404,19 +412,18 @@ async def transcription(request: Request, orch: Orch) -> JSONResponse:
         Transcript(segment.call_sid, segment.text, segment.language, segment.confidence, segment.is_final,
                    actor="agent", event_id=segment.event_id)
     )
-    orch.metrics.events.labels("transcription", result.event.outcome.value).inc()
-    orch.metrics.latency.labels("transcription").observe(time.perf_counter() - started)
+    metrics = orch.metrics
+    metrics.child(metrics.events, "transcription", result.event.outcome.value).inc()
+    metrics.child(metrics.latency, "transcription").observe(time.perf_counter() - started)
     if result.event.outcome is Outcome.NOT_FOUND:
         raise ApiError(404, "unknown_call", "no call with this call_sid; send agent_ready first",
                        [{"field": "call_sid", "problem": "unknown call"}])
-    orch.metrics.intents.labels(result.intent.intent.value).inc()
-    return JSONResponse(
-        TranscriptionResponse(call_sid=segment.call_sid, intent_detected=result.intent.intent.value,
-                              intent_confidence=result.intent.confidence).model_dump()
-    )
+    metrics.child(metrics.intents, result.intent.intent.value).inc()
+    return _json(TranscriptionResponse(call_sid=segment.call_sid, intent_detected=result.intent.intent.value,
+                                       intent_confidence=result.intent.confidence))
 
 
-_HOT_ROUTES: dict[str, Callable[[Request, Orchestrator], Awaitable[JSONResponse]]] = {
+_HOT_ROUTES: dict[str, Callable[[Request, Orchestrator], Awaitable[Response]]] = {
     "/v1/livekit/webhook": webhook,
     "/v1/livekit/transcription": transcription,
 }
