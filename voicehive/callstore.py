@@ -470,15 +470,15 @@ class CallStore:
             # kept on the call too, so a retried delivery can re-queue it (see _resync_indexes)
             mapping[SESSION_REQUEST_FIELD] = json.dumps(plan.pending_session, separators=(",", ":"))
         increments = {"version": 1, "events": 1, **plan.increments}
-        sections = (
-            _flat(mapping),
-            _flat({name: str(amount) for name, amount in increments.items()}),
-            _flat({**plan.event, "event_id": dedupe_id, "outcome": plan.outcome.value}),
-            _flat(plan.transcript or {}),
-        )
+        script_plan = {  # one JSON argument: redis-py's asyncio packer is slow per argument
+            "hset": _flat(mapping),
+            "incr": _flat({name: str(amount) for name, amount in increments.items()}),
+            "event": _flat({**plan.event, "event_id": dedupe_id, "outcome": plan.outcome.value}),
+            "transcript": _flat(plan.transcript or {}),
+        }
         expected_version = str(before.version) if before else "0"
-        head = [expected_version, dedupe_id, str(ttl), created, *(str(len(items)) for items in sections)]
-        return list(call_keys(ref)), head + [item for items in sections for item in items]
+        plan_json = json.dumps(script_plan, separators=(",", ":"))
+        return list(call_keys(ref)), [expected_version, dedupe_id, str(ttl), created, plan_json]
 
     async def _run_apply(self, keys: list[str], args: list[str], *, wait: bool) -> list[Any]:
         """The call's script (its reply: see ``_APPLY_LUA``); with ``wait`` (it is the change's
@@ -616,11 +616,10 @@ def _delete_call(pipe: Any, ref: str) -> None:
 # The write half of CallStore.apply: compare-and-set on the record's version and created_at
 # plus the dedupe check, then every write of the plan. Redis runs a script atomically, so a
 # plan is written whole or not at all. KEYS: call, events, seen, transcript (one call: one hash
-# slot). ARGV: version, dedupe id, ttl, created_at ("" for a new call), then the sizes of four
-# sections and the sections themselves, field/value pairs each: the record's HSET, its
-# HINCRBYs, the event entry, the transcript entry (may be empty). Replies {'ok', created_at},
-# or {'conflict' | 'duplicate', the record's hash, seen 0/1} so the caller can decide again
-# without another read.
+# slot). ARGV: version, dedupe id, ttl, created_at ("" for a new call), the plan (JSON: field/
+# value lists for the record's HSET, its HINCRBYs, the event entry, the transcript entry, which
+# may be empty). Replies {'ok', created_at}, or {'conflict' | 'duplicate', the record's hash,
+# seen 0/1} so the caller can decide again without another read.
 _APPLY_LUA = """
 local stored = redis.call('HMGET', KEYS[1], 'version', 'created_at')
 local seen = redis.call('SISMEMBER', KEYS[3], ARGV[2])
@@ -629,21 +628,12 @@ if (stored[1] or '0') ~= ARGV[1] or (stored[2] or '') ~= ARGV[4] then
 end
 if seen == 1 then return {'duplicate', redis.call('HGETALL', KEYS[1]), seen} end
 local ttl = tonumber(ARGV[3])
-local at = 9
-local function section(size)
-  local first = at
-  at = at + tonumber(size)
-  return first, at - 1
-end
-local a, b = section(ARGV[5])
-redis.call('HSET', KEYS[1], unpack(ARGV, a, b))
-a, b = section(ARGV[6])
-for i = a, b, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local plan = cjson.decode(ARGV[5])
+redis.call('HSET', KEYS[1], unpack(plan.hset))
+for i = 1, #plan.incr, 2 do redis.call('HINCRBY', KEYS[1], plan.incr[i], plan.incr[i + 1]) end
 redis.call('SADD', KEYS[3], ARGV[2])
-a, b = section(ARGV[7])
-redis.call('XADD', KEYS[2], '*', unpack(ARGV, a, b))
-a, b = section(ARGV[8])
-if b >= a then redis.call('XADD', KEYS[4], '*', unpack(ARGV, a, b)) end
+redis.call('XADD', KEYS[2], '*', unpack(plan.event))
+if #plan.transcript > 0 then redis.call('XADD', KEYS[4], '*', unpack(plan.transcript)) end
 for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ttl) end
 return {'ok', redis.call('HGET', KEYS[1], 'created_at')}
 """
