@@ -257,6 +257,10 @@ class Plan:
     caller_hash: str | None = None
     active: bool | None = None
     pending_session: dict[str, Any] | None = None
+    # The record's fields the decision read; empty: all of it (checked by the record's version).
+    # A plan that names them is written while those fields are as read, whatever else changed
+    # (two processes appending transcripts to one call do not conflict).
+    reads: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -290,8 +294,26 @@ class _Known:
     @classmethod
     def of_reply(cls, ref: str, flat: list[str], seen: Any) -> _Known:
         """From the apply script's answer to a conflict: HGETALL as a flat list, SISMEMBER."""
-        raw = dict(zip(flat[::2], flat[1::2], strict=True))
-        return cls.of_hash(ref, raw, bool(int(seen)))
+        return cls.of_hash(ref, _pairs(flat), bool(int(seen)))
+
+    def stored(self, fields: tuple[str, ...]) -> dict[str, str]:
+        """``fields`` of the record as Redis holds them: read, or as this process wrote them."""
+        if self.raw is not None:
+            return {name: self.raw.get(name, "") for name in fields}
+        assert self.record is not None  # copies are kept of written calls only
+        return {name: _stored_text(getattr(self.record, name)) for name in fields}
+
+
+def _stored_text(value: Any) -> str:
+    """How a CallRecord field's value is written to the call's hash."""
+    if value is None:
+        return ""
+    return str(value.value if isinstance(value, StrEnum) else value)
+
+
+def _pairs(flat: list[str]) -> dict[str, str]:
+    """A flat HGETALL reply (field, value, ...) as a dict."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 class KnownCalls:
@@ -417,11 +439,12 @@ class CallStore:
                         await self._resync_indexes(ref, state.raw)
                     return ApplyResult(plan.outcome, before, before, None)
                 ttl = retention_s(before) if callable(retention_s) else retention_s
-                keys, args = self._script_call(ref, before, plan, dedupe_id, ttl, created=state.created)
+                keys, args = self._script_call(ref, before, plan, dedupe_id, ttl, created=state.created,
+                                               expect=state.stored(plan.reads) if before and plan.reads else None)
                 sync = plan_indexes(before, plan, ttl)
                 reply = await self._run_apply(keys, args, wait=sync is None)
-                if reply[0] == "ok":
-                    after = _merge(ref, before, plan, ttl)
+                if reply[0] == "ok":  # reply[2]: the record, when others had written it since the read
+                    after = CallRecord.from_hash(ref, _pairs(reply[2])) if reply[2] else _merge(ref, before, plan, ttl)
                     self._known.remember(ref, _Known(after, str(reply[1]), False, None))
                     await self.sync_indexes(ref, sync)
                     return ApplyResult(plan.outcome, before, after, plan)
@@ -441,11 +464,13 @@ class CallStore:
         return _Known.of_hash(ref, raw, bool(seen))
 
     def _script_call(
-        self, ref: str, before: CallRecord | None, plan: Plan, dedupe_id: str, ttl: int, *, created: str = ""
+        self, ref: str, before: CallRecord | None, plan: Plan, dedupe_id: str, ttl: int, *, created: str = "",
+        expect: Mapping[str, str] | None = None,
     ) -> tuple[list[str], list[str]]:
         """KEYS and ARGV of the apply script; ``created``: the record's ``created_at`` exactly as
-        stored ("" for a new call), checked with the version so a call erased and written
-        again is never taken for the one decided on."""
+        stored ("" for a new call), checked so a call erased and written again is never taken
+        for the one decided on; ``expect``: the stored fields the plan read (``Plan.reads``),
+        checked instead of the version."""
         now = plan.event.get("at", f"{time.time():.6f}")
         mapping: dict[str, str] = dict(plan.fields)
         if before is None:
@@ -475,6 +500,7 @@ class CallStore:
             "incr": _flat({name: str(amount) for name, amount in increments.items()}),
             "event": _flat({**plan.event, "event_id": dedupe_id, "outcome": plan.outcome.value}),
             "transcript": _flat(plan.transcript or {}),
+            "expect": _flat(expect or {}),
         }
         expected_version = str(before.version) if before else "0"
         plan_json = json.dumps(script_plan, separators=(",", ":"))
@@ -618,24 +644,33 @@ def _delete_call(pipe: Any, ref: str) -> None:
 # plan is written whole or not at all. KEYS: call, events, seen, transcript (one call: one hash
 # slot). ARGV: version, dedupe id, ttl, created_at ("" for a new call), the plan (JSON: field/
 # value lists for the record's HSET, its HINCRBYs, the event entry, the transcript entry, which
-# may be empty). Replies {'ok', created_at}, or {'conflict' | 'duplicate', the record's hash,
-# seen 0/1} so the caller can decide again without another read.
+# may be empty, and "expect": the fields the decision read, checked instead of the version when
+# given). Replies {'ok', created_at, the record's hash if others wrote it since the read, else
+# {}}, or {'conflict' | 'duplicate', the record's hash, seen 0/1} so the caller can decide
+# again without another read.
 _APPLY_LUA = """
 local stored = redis.call('HMGET', KEYS[1], 'version', 'created_at')
 local seen = redis.call('SISMEMBER', KEYS[3], ARGV[2])
-if (stored[1] or '0') ~= ARGV[1] or (stored[2] or '') ~= ARGV[4] then
-  return {'conflict', redis.call('HGETALL', KEYS[1]), seen}
+local plan = cjson.decode(ARGV[5])
+local same = (stored[2] or '') == ARGV[4]
+if #plan.expect == 0 then
+  same = same and (stored[1] or '0') == ARGV[1]
+else
+  for i = 1, #plan.expect, 2 do
+    same = same and (redis.call('HGET', KEYS[1], plan.expect[i]) or '') == plan.expect[i + 1]
+  end
 end
+if not same then return {'conflict', redis.call('HGETALL', KEYS[1]), seen} end
 if seen == 1 then return {'duplicate', redis.call('HGETALL', KEYS[1]), seen} end
 local ttl = tonumber(ARGV[3])
-local plan = cjson.decode(ARGV[5])
 redis.call('HSET', KEYS[1], unpack(plan.hset))
 for i = 1, #plan.incr, 2 do redis.call('HINCRBY', KEYS[1], plan.incr[i], plan.incr[i + 1]) end
 redis.call('SADD', KEYS[3], ARGV[2])
 redis.call('XADD', KEYS[2], '*', unpack(plan.event))
 if #plan.transcript > 0 then redis.call('XADD', KEYS[4], '*', unpack(plan.transcript)) end
 for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ttl) end
-return {'ok', redis.call('HGET', KEYS[1], 'created_at')}
+local moved = (stored[1] or '0') ~= ARGV[1]
+return {'ok', redis.call('HGET', KEYS[1], 'created_at'), moved and redis.call('HGETALL', KEYS[1]) or {}}
 """
 
 # The shared indexes of one committed change (all keys tagged {idx}: one slot). KEYS: active,

@@ -6,12 +6,13 @@ Runs on a single redis-server and on a three-master Cluster (``call_state_url``)
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from voicehive.callmanager import CallEvent, CallManager, EventKind, Transcript
 from voicehive.callstore import CallStore, Outcome
-from voicehive.lifecycle import CallPhase
+from voicehive.lifecycle import CallPhase, EndReason
 from voicehive.privacy import Privacy, generate_key_b64
 
 ROOM = "vh-0a1b2c3d4e-_+4930901820_kNw"
@@ -66,3 +67,32 @@ async def test_a_call_erased_and_written_again_elsewhere_is_not_decided_on_the_o
     assert record is not None and record.phase is CallPhase.STARTING and record.turns == 2
     events = await a.store.events(record.ref)
     assert [e["from"] for e in events] == ["", "Starting", "Starting"]  # decided on Redis's call, not a's copy
+
+
+async def test_transcripts_from_two_stores_do_not_conflict_but_a_phase_change_does(
+    two: tuple[CallManager, CallManager], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    a, b = two
+    await a.handle(CallEvent(ROOM, EventKind.AGENT_READY, "agent", event_id="ready"))
+    await a.handle(CallEvent(ROOM, EventKind.CALL_STARTED, "agent", event_id="started"))
+    await b.record_transcript(_segment(0))  # b reads the call once; the first segment sets the language
+    await a.record_transcript(_segment(100))  # a's copy had no language: conflict, a now has the call as stored
+    runs: list[str] = []
+    for manager, name in ((a, "a"), (b, "b")):
+        run = manager.store._run_apply
+
+        async def counted(*args: Any, _run: Any = run, _name: str = name, **kwargs: Any) -> list[Any]:
+            runs.append(_name)
+            return list(await _run(*args, **kwargs))
+
+        monkeypatch.setattr(manager.store, "_run_apply", counted)
+    for n in range(1, 7):  # each store's copy is behind the other's appends, on fields a transcript does not read
+        assert (await (a if n % 2 else b).record_transcript(_segment(n))).event.outcome is Outcome.RECORDED
+    assert runs == ["a", "b"] * 3  # one script run each: no conflict
+    await b.call_ended(ROOM, EndReason.CALLER_HANGUP, actor="agent")
+    runs.clear()
+    late = await a.record_transcript(_segment(7))  # a's copy says Active: the phase it read has changed
+    assert late.event.outcome is Outcome.RECORDED and runs == ["a", "a"]
+    record = await a.get(ROOM)
+    assert record is not None and record.turns == 9 and record.version == 12
+    assert (await a.store.events(record.ref))[-1]["from"] == "Ended"
