@@ -31,17 +31,24 @@ def transcription(call: int, event_id: str) -> dict[str, Any]:
             "confidence": 0.93, "is_final": True, "event_id": event_id}
 
 
-async def send(ports: list[int], token: str, bodies: list[tuple[str, dict[str, Any]]],
-               concurrency: int) -> tuple[list[float], dict[str, int], int, float]:
-    """``concurrency`` senders split evenly over ``ports``; each posts the next body in turn."""
+Post = tuple[str, dict[str, Any]]  # path, JSON body
+Job = tuple[int, list[Post]]  # the call the requests belong to, and the requests in order
+
+
+async def post_jobs(ports: list[int], token: str, jobs: list[Job],
+                    concurrency: int) -> tuple[list[float], dict[str, int], int, float]:
+    """The bench's one load generator: ``concurrency`` senders split evenly over ``ports``; each
+    takes the next job and posts its requests in order (aiohttp: a light client, so the load
+    generator does not starve the servers of the cores they share). Returns every latency, the
+    acknowledged event ids (-> call), the non-2xx count and the elapsed seconds."""
     import aiohttp
 
     latencies: list[float] = []
     acked: dict[str, int] = {}
     failures = 0
-    queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
-    for item in bodies:
-        queue.put_nowait(item)
+    queue: asyncio.Queue[Job] = asyncio.Queue()
+    for job in jobs:
+        queue.put_nowait(job)
     headers = {"Authorization": f"Bearer {token}"}
     sessions = [aiohttp.ClientSession(f"http://127.0.0.1:{port}", headers=headers,
                                       connector=aiohttp.TCPConnector(limit=concurrency)) for port in ports]
@@ -49,16 +56,17 @@ async def send(ports: list[int], token: str, bodies: list[tuple[str, dict[str, A
     async def sender(session: aiohttp.ClientSession) -> None:
         nonlocal failures
         while not queue.empty():
-            path, body = queue.get_nowait()
-            started = time.perf_counter()
-            async with session.post(path, json=body) as r:
-                await r.read()
-                status = r.status
-            latencies.append(time.perf_counter() - started)
-            if 200 <= status < 300:
-                acked[str(body.get("event_id"))] = int(str(body["call_sid"]).rsplit("_a", 1)[1])
-            else:
-                failures += 1
+            call, posts = queue.get_nowait()
+            for path, body in posts:
+                started = time.perf_counter()
+                async with session.post(path, json=body) as r:
+                    await r.read()
+                    status = r.status
+                latencies.append(time.perf_counter() - started)
+                if 200 <= status < 300:
+                    acked[str(body.get("event_id"))] = call
+                else:
+                    failures += 1
 
     try:
         started = time.perf_counter()
@@ -102,6 +110,12 @@ def figures(latencies: list[float], acked: dict[str, int], failures: int, elapse
     }
 
 
+def segments(prefix: str, count: int) -> list[Job]:
+    """``count`` new transcription events (unique ids) spread over the live calls, one per job."""
+    return [(i % LIVE_CALLS, [("/v1/livekit/transcription", transcription(i % LIVE_CALLS, f"{prefix}{i}"))])
+            for i in range(count)]
+
+
 def one_run(redis_port: int, env: dict[str, str], hasher: PiiHasher, events: int, concurrency: int,
             start: Start, processes: int, bare: bool) -> dict[str, Any]:
     """Start ``processes`` servers, open the 64 calls (ours), warm up, measure, check, stop."""
@@ -111,14 +125,12 @@ def one_run(redis_port: int, env: dict[str, str], hasher: PiiHasher, events: int
     ports = [port for _proc, port in servers]
     try:
         if not bare:  # our endpoint records transcripts of known calls only: open them first
-            opening = [("/v1/livekit/webhook", {"event_type": kind, "call_sid": sid_of(c), "event_id": f"o{c}-{kind}",
-                                                "data": {"hotel_id": "bench"}})
-                       for kind in ("agent_ready", "call_started") for c in range(LIVE_CALLS)]
-            asyncio.run(send(ports, token, opening, concurrency))
-        warm = [("/v1/livekit/transcription", transcription(i % LIVE_CALLS, f"w{i}")) for i in range(300)]
-        asyncio.run(send(ports, token, warm, concurrency))
-        bodies = [("/v1/livekit/transcription", transcription(i % LIVE_CALLS, f"t{i}")) for i in range(events)]
-        latencies, acked, failures, elapsed = asyncio.run(send(ports, token, bodies, concurrency))
+            opening = [(c, [("/v1/livekit/webhook", {"event_type": kind, "call_sid": sid_of(c),
+                                                     "event_id": f"o{c}-{kind}", "data": {"hotel_id": "bench"}})
+                            for kind in ("agent_ready", "call_started")]) for c in range(LIVE_CALLS)]
+            asyncio.run(post_jobs(ports, token, opening, concurrency))
+        asyncio.run(post_jobs(ports, token, segments("w", 300), concurrency))  # warm-up
+        latencies, acked, failures, elapsed = asyncio.run(post_jobs(ports, token, segments("t", events), concurrency))
         missing = lost(redis_port, acked, None if bare else hasher)
     finally:
         for proc, _port in servers:

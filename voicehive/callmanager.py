@@ -76,6 +76,10 @@ TARGET_PHASE: dict[EventKind, CallPhase] = {
     EventKind.ROOM_FINISHED: CallPhase.ENDED,
 }
 
+# What a transcript's decision reads of the call: its phase (the event's "from"), the language
+# (set once) and what the TTL comes from. Appends do not conflict on anything else.
+TRANSCRIPT_READS = ("phase", "language", "line", "namespace", "retention_s")
+
 # Kinds that may create a call record when none exists (out-of-order tolerance).
 CREATING_KINDS: frozenset[EventKind] = frozenset(TARGET_PHASE)
 
@@ -360,7 +364,7 @@ class CallManager:
                     "intent": intent.intent.value,
                 }
             )
-            plan = Plan(Outcome.RECORDED, entry, set_once={"language": language or ""})
+            plan = Plan(Outcome.RECORDED, entry, set_once={"language": language or ""}, reads=TRANSCRIPT_READS)
             if segment.is_final:
                 plan.transcript = {
                     "text": sealed,

@@ -56,7 +56,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -181,37 +181,17 @@ class CallRecord:
 
     @classmethod
     def from_hash(cls, ref: str, raw: Mapping[str, str]) -> CallRecord:
-        def opt(name: str) -> str | None:
-            value = raw.get(name)
-            return value if value else None
+        """The record of a call's hash (absent fields: the defaults)."""
+        return cls(ref=ref, phase=CallPhase.PENDING).with_fields(raw)
 
-        def opt_float(name: str) -> float | None:
-            value = raw.get(name)
-            return float(value) if value else None
-
-        reason = opt("reason")
-        return cls(
-            ref=ref,
-            phase=CallPhase(raw.get("phase", CallPhase.PENDING.value)),
-            line=opt("line"),
-            namespace=opt("namespace"),
-            hotel_id=opt("hotel_id"),
-            caller_hash=opt("caller_hash"),
-            participant_hash=opt("participant_hash"),
-            language=opt("language"),
-            reason=EndReason(reason) if reason and reason in EndReason._value2member_map_ else None,
-            created_at=float(raw.get("created_at", 0) or 0),
-            updated_at=float(raw.get("updated_at", 0) or 0),
-            answered_at=opt_float("answered_at"),
-            ended_at=opt_float("ended_at"),
-            turns=int(raw.get("turns", 0) or 0),
-            last_intent=opt("last_intent"),
-            intents={k.removeprefix("intent:"): int(v) for k, v in raw.items() if k.startswith("intent:")},
-            events=int(raw.get("events", 0) or 0),
-            retention_s=int(raw.get("retention_s", 0) or DEFAULT_RETENTION_DAYS * DAY_SECONDS),
-            version=int(raw.get("version", 0) or 0),
-            session=opt("session"),
-        )
+    def with_fields(self, raw: Mapping[str, str]) -> CallRecord:
+        """This record with the hash fields in ``raw`` written over it (``intent:<name>``
+        counters included); fields that are not the record's are ignored."""
+        changes = {name: _FIELD_PARSERS[name](value) for name, value in raw.items() if name in _FIELD_PARSERS}
+        counters = {k.removeprefix("intent:"): int(v) for k, v in raw.items() if k.startswith("intent:")}
+        if counters:
+            changes["intents"] = {**self.intents, **counters}
+        return replace(self, **changes)
 
     def public(self) -> dict[str, Any]:
         """The JSON shape served by ``GET /v1/calls/{call_sid}`` (still no personal data)."""
@@ -234,6 +214,35 @@ class CallRecord:
         }
 
 
+def _opt(value: str) -> str | None:
+    return value or None
+
+
+def _opt_float(value: str) -> float | None:
+    return float(value) if value else None
+
+
+def _reason(value: str) -> EndReason | None:
+    return EndReason(value) if value in EndReason._value2member_map_ else None
+
+
+# How each field of a call's hash reads into CallRecord (one place: reads and local merges).
+_FIELD_PARSERS: dict[str, Callable[[str], Any]] = {
+    "phase": CallPhase,
+    **dict.fromkeys(("line", "namespace", "hotel_id", "caller_hash", "participant_hash", "language",
+                     "last_intent", "session"), _opt),
+    "reason": _reason,
+    "created_at": lambda v: float(v or 0),
+    "updated_at": lambda v: float(v or 0),
+    "answered_at": _opt_float,
+    "ended_at": _opt_float,
+    "turns": lambda v: int(v or 0),
+    "events": lambda v: int(v or 0),
+    "version": lambda v: int(v or 0),
+    "retention_s": lambda v: int(v) if v else DEFAULT_RETENTION_DAYS * DAY_SECONDS,
+}
+
+
 @dataclass
 class Plan:
     """The writes one delivery makes, decided by the CallManager from the current record."""
@@ -248,6 +257,10 @@ class Plan:
     caller_hash: str | None = None
     active: bool | None = None
     pending_session: dict[str, Any] | None = None
+    # The record's fields the decision read; empty: all of it (checked by the record's version).
+    # A plan that names them is written while those fields are as read, whatever else changed
+    # (two processes appending transcripts to one call do not conflict).
+    reads: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -260,6 +273,74 @@ class ApplyResult:
     @property
     def created(self) -> bool:
         return self.before is None and self.after is not None
+
+
+@dataclass(frozen=True)
+class _Known:
+    """A call as last read from or written to Redis: the record, its ``created_at`` exactly as
+    stored, whether the delivery at hand was seen, and the raw hash (None: this process's own
+    copy after its write, not read; it is only a guess the apply script checks)."""
+
+    record: CallRecord | None
+    created: str
+    seen: bool
+    raw: Mapping[str, str] | None
+
+    @classmethod
+    def of_hash(cls, ref: str, raw: Mapping[str, str], seen: bool) -> _Known:
+        record = CallRecord.from_hash(ref, raw) if raw else None
+        return cls(record, raw.get("created_at", ""), seen, raw)
+
+    @classmethod
+    def of_reply(cls, ref: str, flat: list[str], seen: Any) -> _Known:
+        """From the apply script's answer to a conflict: HGETALL as a flat list, SISMEMBER."""
+        return cls.of_hash(ref, _pairs(flat), bool(int(seen)))
+
+    def stored(self, fields: tuple[str, ...]) -> dict[str, str]:
+        """``fields`` of the record as Redis holds them: read, or as this process wrote them."""
+        if self.raw is not None:
+            return {name: self.raw.get(name, "") for name in fields}
+        assert self.record is not None  # copies are kept of written calls only
+        return {name: _stored_text(getattr(self.record, name)) for name in fields}
+
+
+def _stored_text(value: Any) -> str:
+    """How a CallRecord field's value is written to the call's hash."""
+    if value is None:
+        return ""
+    return str(value.value if isinstance(value, StrEnum) else value)
+
+
+def _pairs(flat: list[str]) -> dict[str, str]:
+    """A flat HGETALL reply (field, value, ...) as a dict."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+class KnownCalls:
+    """The calls this process wrote last, bounded (oldest dropped first).
+
+    WHY: an event of a call is decided on the call's current record, and reading it costs a
+    round trip per event. The record as this process wrote it is usually still current (a
+    call's events mostly come over one connection); when it is not, the apply script's
+    compare-and-set says so and hands back the current one, so a stale copy costs a round
+    trip, never a wrong write.
+    """
+
+    def __init__(self, max_calls: int = 10_000) -> None:
+        self._calls: dict[str, _Known] = {}
+        self._max = max_calls
+
+    def get(self, ref: str) -> _Known | None:
+        return self._calls.get(ref)
+
+    def remember(self, ref: str, known: _Known) -> None:
+        self._calls.pop(ref, None)
+        if len(self._calls) >= self._max:
+            del self._calls[next(iter(self._calls))]
+        self._calls[ref] = known
+
+    def forget(self, ref: str) -> None:
+        self._calls.pop(ref, None)
 
 
 Decide = Callable[[CallRecord | None, bool], Plan]
@@ -278,6 +359,7 @@ class CallStore:
         self.redis: Any = redis
         self.wait_replicas = wait_replicas  # > 0: an event is acknowledged once replicas have it
         self.wait_timeout_ms = wait_timeout_ms
+        self._known = KnownCalls()  # the calls as this store last wrote them (saves a read per event)
         self._apply_script = self.redis.register_script(_APPLY_LUA)
         self._session_created_script = self.redis.register_script(_SESSION_CREATED_LUA)
 
@@ -335,42 +417,60 @@ class CallStore:
         it (the line's retention: an event may not name the line, the record does). The call's
         own keys get exactly this TTL; the shared keys are only ever extended by it.
 
-        Optimistic concurrency: one pipelined read (record + dedupe membership), the pure
-        ``decide``, then one Lua script that writes everything only if the record's ``version``
-        is still the one read and the delivery is still unseen (otherwise: read again). Raises
-        :class:`StoreUnavailable` when Redis is unreachable; then nothing was written (or, if
-        the connection broke after the script ran, everything was: a retry sees a duplicate).
+        Optimistic concurrency: the pure ``decide`` runs on the call as this store last wrote it
+        (or, unknown here, on one pipelined read: record + dedupe membership), then one Lua
+        script writes everything only if the record's ``version`` and ``created_at`` are still
+        those and the delivery is still unseen. Otherwise the script answers with what Redis
+        holds and the decision is recomputed on that. So an event of a call this process has
+        written before costs one round trip. Raises :class:`StoreUnavailable` when Redis is
+        unreachable; then nothing was written (or, if the connection broke after the script
+        ran, everything was: a retry sees a duplicate).
         """
         try:
+            state = self._known.get(ref) or await self._read(ref, dedupe_id)
             for _attempt in range(_MAX_CONFLICT_RETRIES):
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.hgetall(call_key(ref))
-                    pipe.sismember(seen_key(ref), dedupe_id)
-                    raw, seen = await pipe.execute()
-                before = CallRecord.from_hash(ref, raw) if raw else None
-                plan = decide(before, bool(seen))
-                if plan.outcome is Outcome.NOT_FOUND:
-                    return ApplyResult(plan.outcome, before, before, None)
-                if plan.outcome is Outcome.DUPLICATE:
-                    await self._resync_indexes(ref, raw)
+                before = state.record
+                plan = decide(before, state.seen)
+                if plan.outcome in (Outcome.NOT_FOUND, Outcome.DUPLICATE):
+                    if state.raw is None:  # decided on this process's copy: confirm with Redis
+                        state = await self._read(ref, dedupe_id)
+                        continue
+                    if plan.outcome is Outcome.DUPLICATE:
+                        await self._resync_indexes(ref, state.raw)
                     return ApplyResult(plan.outcome, before, before, None)
                 ttl = retention_s(before) if callable(retention_s) else retention_s
-                keys, args = self._script_call(ref, before, plan, dedupe_id, ttl)
+                keys, args = self._script_call(ref, before, plan, dedupe_id, ttl, created=state.created,
+                                               expect=state.stored(plan.reads) if before and plan.reads else None)
                 sync = plan_indexes(before, plan, ttl)
-                verdict = await self._run_apply(keys, args, wait=sync is None)
-                if verdict == "ok":
+                reply = await self._run_apply(keys, args, wait=sync is None)
+                if reply[0] == "ok":  # reply[2]: the record, when others had written it since the read
+                    after = CallRecord.from_hash(ref, _pairs(reply[2])) if reply[2] else _merge(ref, before, plan, ttl)
+                    self._known.remember(ref, _Known(after, str(reply[1]), False, None))
                     await self.sync_indexes(ref, sync)
-                    return ApplyResult(plan.outcome, before, _merge(ref, before, plan, ttl), plan)
-                if verdict == "duplicate":
-                    continue  # a concurrent twin won: the next read sees it and re-syncs the indexes
-                # "conflict": another writer changed the call since the read; decide again.
+                    return ApplyResult(plan.outcome, before, after, plan)
+                # "conflict" (changed since) or "duplicate" (a twin won): decide again on Redis's state
+                self._known.forget(ref)
+                state = _Known.of_reply(ref, reply[1], reply[2])
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(str(type(exc).__name__)) from exc
         raise StoreUnavailable("too much contention on one call")
 
+    async def _read(self, ref: str, dedupe_id: str) -> _Known:
+        """The call as Redis holds it and whether it has seen this delivery (one round trip)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(call_key(ref))
+            pipe.sismember(seen_key(ref), dedupe_id)
+            raw, seen = await pipe.execute()
+        return _Known.of_hash(ref, raw, bool(seen))
+
     def _script_call(
-        self, ref: str, before: CallRecord | None, plan: Plan, dedupe_id: str, ttl: int
+        self, ref: str, before: CallRecord | None, plan: Plan, dedupe_id: str, ttl: int, *, created: str = "",
+        expect: Mapping[str, str] | None = None,
     ) -> tuple[list[str], list[str]]:
+        """KEYS and ARGV of the apply script; ``created``: the record's ``created_at`` exactly as
+        stored ("" for a new call), checked so a call erased and written again is never taken
+        for the one decided on; ``expect``: the stored fields the plan read (``Plan.reads``),
+        checked instead of the version."""
         now = plan.event.get("at", f"{time.time():.6f}")
         mapping: dict[str, str] = dict(plan.fields)
         if before is None:
@@ -391,34 +491,34 @@ class CallStore:
             mapping["phase"] = plan.phase.value
         mapping["updated_at"] = now
         mapping["retention_s"] = str(ttl)
-        increments = {"version": 1, "events": 1, **plan.increments}
-        script_plan: dict[str, Any] = {
-            "hset": [item for pair in mapping.items() for item in pair],
-            "incr": [item for name, amount in increments.items() for item in (name, str(amount))],
-            "event": [item for pair in {**plan.event, "event_id": dedupe_id, "outcome": plan.outcome.value}.items()
-                      for item in pair],
-        }
-        if plan.transcript is not None:
-            script_plan["transcript"] = [item for pair in plan.transcript.items() for item in pair]
         if plan.pending_session is not None:
             # kept on the call too, so a retried delivery can re-queue it (see _resync_indexes)
-            script_plan["hset"] += [SESSION_REQUEST_FIELD, json.dumps(plan.pending_session, separators=(",", ":"))]
-        keys = list(call_keys(ref))
+            mapping[SESSION_REQUEST_FIELD] = json.dumps(plan.pending_session, separators=(",", ":"))
+        increments = {"version": 1, "events": 1, **plan.increments}
+        script_plan = {  # one JSON argument: redis-py's asyncio packer is slow per argument
+            "hset": _flat(mapping),
+            "incr": _flat({name: str(amount) for name, amount in increments.items()}),
+            "event": _flat({**plan.event, "event_id": dedupe_id, "outcome": plan.outcome.value}),
+            "transcript": _flat(plan.transcript or {}),
+            "expect": _flat(expect or {}),
+        }
         expected_version = str(before.version) if before else "0"
-        return keys, [expected_version, dedupe_id, str(ttl), json.dumps(script_plan, separators=(",", ":"))]
+        plan_json = json.dumps(script_plan, separators=(",", ":"))
+        return list(call_keys(ref)), [expected_version, dedupe_id, str(ttl), created, plan_json]
 
-    async def _run_apply(self, keys: list[str], args: list[str], *, wait: bool) -> str:
-        """The call's script; with ``wait`` (it is the change's last write) and a WAIT policy,
-        in one pipeline with ``WAIT`` on the same connection, as WAIT covers that connection."""
+    async def _run_apply(self, keys: list[str], args: list[str], *, wait: bool) -> list[Any]:
+        """The call's script (its reply: see ``_APPLY_LUA``); with ``wait`` (it is the change's
+        last write) and a WAIT policy, in one pipeline with ``WAIT`` on the same connection, as
+        WAIT covers that connection."""
         if not (wait and self.wait_replicas):
-            return str(await self._apply_script(keys=keys, args=args))
+            return list(await self._apply_script(keys=keys, args=args))
         async with self.redis.pipeline(transaction=False) as pipe:
             await self._apply_script(keys=keys, args=args, client=pipe)  # queued, sent by execute()
             pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
-            verdict, acked = await pipe.execute()
-        if verdict == "ok":
+            reply, acked = await pipe.execute()
+        if reply[0] == "ok":
             self._check_acked(acked)
-        return str(verdict)
+        return list(reply)
 
     def _check_acked(self, acked: Any) -> None:
         if int(acked) < self.wait_replicas:
@@ -461,6 +561,7 @@ class CallStore:
         """Drop a request from the retry queue once its VoiceSession exists, or ``marker`` says
         why not ("dropped"). Marks the call only if it still exists: a marker must not
         resurrect an erased call as a key without a TTL."""
+        self._known.forget(ref)
         await self._guard(self._session_created_script(keys=[call_key(ref)], args=[marker]))
         await self._guard(self.redis.hdel(PENDING_SESSIONS_KEY, ref))
 
@@ -495,6 +596,7 @@ class CallStore:
 
     async def delete_call(self, ref: str, caller_hash: str | None = None) -> None:
         """Delete every trace of one call (retention, erasure); the keys also expire by TTL."""
+        self._known.forget(ref)
         async with self.redis.pipeline(transaction=False) as pipe:
             _delete_call(pipe, ref)
             if caller_hash:
@@ -504,6 +606,8 @@ class CallStore:
     async def erase_caller(self, caller_hash: str) -> list[str]:
         """Delete every call of one caller (GDPR erasure by caller hash); returns the refs."""
         refs = sorted(await self.calls_of_caller(caller_hash))
+        for ref in refs:
+            self._known.forget(ref)
         async with self.redis.pipeline(transaction=False) as pipe:
             for ref in refs:
                 _delete_call(pipe, ref)
@@ -520,6 +624,11 @@ class CallStore:
             raise StoreUnavailable(str(type(exc).__name__)) from exc
 
 
+def _flat(pairs: Mapping[str, str]) -> list[str]:
+    """``{k: v, ...}`` as ``[k, v, ...]``, the way Redis commands take field/value pairs."""
+    return [item for pair in pairs.items() for item in pair]
+
+
 def _delete_call(pipe: Any, ref: str) -> None:
     """Queue the deletion of one call's own keys and its entries in the shared keys. Each
     command stays on one slot; a retry after a broken connection deletes the rest."""
@@ -530,23 +639,38 @@ def _delete_call(pipe: Any, ref: str) -> None:
     pipe.zrem(ENDED_KEY, ref)
 
 
-# The write half of CallStore.apply: compare-and-set on the record's version plus the dedupe
-# check, then every write of the plan. Redis runs a script atomically, so a plan is written
-# whole or not at all. KEYS: call, events, seen, transcript (one call: one hash slot).
+# The write half of CallStore.apply: compare-and-set on the record's version and created_at
+# plus the dedupe check, then every write of the plan. Redis runs a script atomically, so a
+# plan is written whole or not at all. KEYS: call, events, seen, transcript (one call: one hash
+# slot). ARGV: version, dedupe id, ttl, created_at ("" for a new call), the plan (JSON: field/
+# value lists for the record's HSET, its HINCRBYs, the event entry, the transcript entry, which
+# may be empty, and "expect": the fields the decision read, checked instead of the version when
+# given). Replies {'ok', created_at, the record's hash if others wrote it since the read, else
+# {}}, or {'conflict' | 'duplicate', the record's hash, seen 0/1} so the caller can decide
+# again without another read.
 _APPLY_LUA = """
-local current = redis.call('HGET', KEYS[1], 'version')
-if not current then current = '0' end
-if current ~= ARGV[1] then return 'conflict' end
-if redis.call('SISMEMBER', KEYS[3], ARGV[2]) == 1 then return 'duplicate' end
+local stored = redis.call('HMGET', KEYS[1], 'version', 'created_at')
+local seen = redis.call('SISMEMBER', KEYS[3], ARGV[2])
+local plan = cjson.decode(ARGV[5])
+local same = (stored[2] or '') == ARGV[4]
+if #plan.expect == 0 then
+  same = same and (stored[1] or '0') == ARGV[1]
+else
+  for i = 1, #plan.expect, 2 do
+    same = same and (redis.call('HGET', KEYS[1], plan.expect[i]) or '') == plan.expect[i + 1]
+  end
+end
+if not same then return {'conflict', redis.call('HGETALL', KEYS[1]), seen} end
+if seen == 1 then return {'duplicate', redis.call('HGETALL', KEYS[1]), seen} end
 local ttl = tonumber(ARGV[3])
-local plan = cjson.decode(ARGV[4])
 redis.call('HSET', KEYS[1], unpack(plan.hset))
 for i = 1, #plan.incr, 2 do redis.call('HINCRBY', KEYS[1], plan.incr[i], plan.incr[i + 1]) end
 redis.call('SADD', KEYS[3], ARGV[2])
 redis.call('XADD', KEYS[2], '*', unpack(plan.event))
-if plan.transcript then redis.call('XADD', KEYS[4], '*', unpack(plan.transcript)) end
+if #plan.transcript > 0 then redis.call('XADD', KEYS[4], '*', unpack(plan.transcript)) end
 for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ttl) end
-return 'ok'
+local moved = (stored[1] or '0') ~= ARGV[1]
+return {'ok', redis.call('HGET', KEYS[1], 'created_at'), moved and redis.call('HGETALL', KEYS[1]) or {}}
 """
 
 # The shared indexes of one committed change (all keys tagged {idx}: one slot). KEYS: active,
@@ -587,9 +711,13 @@ if redis.call('TTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS
 return 1
 """
 
-# KEYS: call. Marks the call only if it still exists (an erased call must not come back).
+# KEYS: call. Marks the call only if it still exists (an erased call must not come back), and
+# bumps its version like every write of the record, so no writer decides on the old one.
 _SESSION_CREATED_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'session', ARGV[1]) end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], 'session', ARGV[1])
+  redis.call('HINCRBY', KEYS[1], 'version', 1)
+end
 return 1
 """
 
@@ -623,42 +751,23 @@ def record_indexes(record: CallRecord, raw: Mapping[str, str]) -> IndexSync:
 
 
 def _merge(ref: str, before: CallRecord | None, plan: Plan, ttl: int) -> CallRecord:
-    """The record as it is after ``plan`` (computed locally; saves a read-back round trip)."""
-    raw: dict[str, str] = {}
-    if before is not None:
-        raw = {
-            "phase": before.phase.value,
-            "line": before.line or "",
-            "namespace": before.namespace or "",
-            "hotel_id": before.hotel_id or "",
-            "caller_hash": before.caller_hash or "",
-            "participant_hash": before.participant_hash or "",
-            "language": before.language or "",
-            "reason": before.reason.value if before.reason else "",
-            "created_at": str(before.created_at),
-            "answered_at": str(before.answered_at or ""),
-            "ended_at": str(before.ended_at or ""),
-            "turns": str(before.turns),
-            "last_intent": before.last_intent or "",
-            "events": str(before.events),
-            "version": str(before.version),
-            "session": before.session or "",
-            **{f"intent:{k}": str(v) for k, v in before.intents.items()},
-        }
+    """The record as it is after ``plan`` (computed locally; saves a read-back round trip):
+    the fields the apply script writes, read as a read would read them, over ``before``."""
+    base = before or CallRecord.from_hash(ref, {})
     now = plan.event.get("at", f"{time.time():.6f}")
+    written: dict[str, str] = {}
     if before is None:
-        raw["created_at"] = now
-        raw["phase"] = (plan.phase or CallPhase.PENDING).value
-    for key, value in plan.set_once.items():
-        if value and not raw.get(key):
-            raw[key] = value
-    raw.update(plan.fields)
+        written["created_at"] = now
+        written["phase"] = (plan.phase or CallPhase.PENDING).value
+    written.update({k: v for k, v in plan.set_once.items() if v and not getattr(base, k, None)})
+    written.update(plan.fields)
     if plan.phase is not None:
-        raw["phase"] = plan.phase.value
-    raw["updated_at"] = now
-    raw["retention_s"] = str(ttl)
-    raw["version"] = str(int(raw.get("version", "0") or 0) + 1)
-    raw["events"] = str(int(raw.get("events", "0") or 0) + 1)
+        written["phase"] = plan.phase.value
+    written["updated_at"] = now
+    written["retention_s"] = str(ttl)
+    counters = {"version": base.version + 1, "events": base.events + 1}
     for name, amount in plan.increments.items():
-        raw[name] = str(int(raw.get(name, "0") or 0) + amount)
-    return CallRecord.from_hash(ref, raw)
+        current = base.turns if name == "turns" else base.intents.get(name.removeprefix("intent:"), 0)
+        counters[name] = counters.get(name, current) + amount
+    written.update({name: str(value) for name, value in counters.items()})
+    return base.with_fields(written)

@@ -58,8 +58,9 @@ class IntentResult:
 def fold(text: str) -> str:
     """Lower-case, strip accents, unify apostrophes/hyphens to spaces: the matching form."""
     text = text.lower().replace("ß", "ss").replace("œ", "oe").replace("æ", "ae")
-    decomposed = unicodedata.normalize("NFKD", text)
-    text = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    if not text.isascii():  # ASCII has no accents to strip (NFKD leaves it as it is)
+        decomposed = unicodedata.normalize("NFKD", text)
+        text = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
     text = re.sub(r"[’'`´\-]", " ", text)
     text = re.sub(r"[^\w\s?]", " ", text)
     return " " + re.sub(r"\s+", " ", text).strip() + " "
@@ -214,14 +215,24 @@ _NEGATION_PROOF: frozenset[int] = frozenset(
 )
 
 
-def _score(folded: str, languages: frozenset[str] | None, affirmed: str | None = None) -> tuple[dict[Intent, float], list[str]]:
-    """Sums rule weights; with ``affirmed`` (negated words removed) only proof rules see ``folded``."""
+# The rules of each language (None: all), each with whether it is negation-proof, in rule order.
+_RULES_OF: dict[str | None, tuple[tuple[Intent, float, str, re.Pattern[str], bool], ...]] = {
+    language: tuple(
+        (intent, weight, lang, pattern, index in _NEGATION_PROOF)
+        for index, (intent, weight, lang, pattern) in enumerate(_COMPILED)
+        if language is None or lang == language
+    )
+    for language in (None, *SUPPORTED_LANGUAGES)
+}
+
+
+def _score(folded: str, language: str | None, affirmed: str | None = None) -> tuple[dict[Intent, float], list[str]]:
+    """Sums rule weights (``language`` None: every language's rules); with ``affirmed``
+    (negated words removed) only proof rules see ``folded``."""
     scores: dict[Intent, float] = {}
     matched: list[str] = []
-    for index, (intent, weight, lang, pattern) in enumerate(_COMPILED):
-        if languages is not None and lang not in languages:
-            continue
-        text = folded if affirmed is None or index in _NEGATION_PROOF else affirmed
+    for intent, weight, lang, pattern, proof in _RULES_OF[language]:
+        text = folded if affirmed is None or proof else affirmed
         if pattern.search(text):
             scores[intent] = scores.get(intent, 0.0) + weight
             matched.append(f"{intent.value}/{lang}")
@@ -237,7 +248,7 @@ def classify(text: str, language: str | None = None) -> IntentResult:
     affirmed = fold(negation.kept) if negation.has_negation else None
     scores: dict[Intent, float] = {}
     matched: list[str] = []
-    for languages in ((frozenset({detected}),) if detected else ()) + (None,):
+    for languages in ((detected,) if detected else ()) + (None,):
         scores, matched = _score(folded, languages, affirmed)
         if scores:
             break

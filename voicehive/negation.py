@@ -47,13 +47,16 @@ _LEAD = frozenset(["the", "on", "for", "a", "at", "am", "um", "den", "der", "dem
 _NT_STEMS = frozenset({"don", "doesn", "didn", "won", "can", "isn", "aren", "wasn", "weren", "shouldn", "wouldn", "haven", "hasn"})
 _TAIL = frozenset({"", "mehr", "bitte", "please", "por", "favor", "per", "favore", "plus", "merci", "gracias", "grazie"})
 _CLAUSE = re.compile(r"[,.;:!?¡¿]+|\s[-\u2013\u2014]\s")
+_NON_WORD = re.compile(r"[^\w]+")
 
 
 def fold_word(word: str) -> str:
     """One token in the matching form of voicehive.intents.fold (lower case, no accents)."""
-    text = unicodedata.normalize("NFKD", word.lower().replace("ß", "ss"))
-    text = "".join(ch for ch in text if not unicodedata.combining(ch))
-    return re.sub(r"[^\w]+", " ", text).strip()
+    text = word.lower()
+    if not text.isascii():  # ASCII has no accents to strip (NFKD leaves it as it is)
+        text = unicodedata.normalize("NFKD", text.replace("ß", "ss"))
+        text = "".join(ch for ch in text if not unicodedata.combining(ch))
+    return _NON_WORD.sub(" ", text).strip()
 
 
 @dataclass(frozen=True)
@@ -121,9 +124,13 @@ def split_negation(text: str, language: str | None = None, units: frozenset[str]
     langs = [language] if language in CUES else list(CUES)
     cues = frozenset().union(*(CUES[lang] for lang in langs))
     stops = frozenset().union(*(STOPS[lang] for lang in langs))
+    clauses = _CLAUSE.split(text)
+    if text.isascii() and cues.isdisjoint(_NON_WORD.sub(" ", text.lower()).split()):
+        # no word holds a cue (ASCII folds to its lower case): every clause is kept whole
+        return Negation(", ".join(" ".join(words) for clause in clauses if (words := clause.split())), "")
     kept_clauses: list[str] = []
     negated: list[str] = []
-    for clause in _CLAUSE.split(text):
+    for clause in clauses:
         kept, dropped = _clause(clause.split(), cues, stops, units, german=language == "de")
         if kept:
             kept_clauses.append(" ".join(kept))

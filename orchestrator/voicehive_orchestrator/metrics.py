@@ -6,11 +6,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 
 @dataclass
 class Metrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    _children: dict[tuple[int, tuple[str, ...]], Any] = field(default_factory=dict, repr=False)
+
+    def child(self, metric: MetricWrapperBase, *values: str) -> Any:
+        """``metric.labels(*values)``, kept: prometheus_client checks the labels on every
+        ``labels`` call (a few microseconds, several times per webhook)."""
+        key = (id(metric), values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
 
     def __post_init__(self) -> None:
         self.events = Counter(
@@ -77,4 +88,4 @@ class ResponseCodes:
         if isinstance(metrics, Metrics):
             route = scope.get("route")
             handler = getattr(route, "path", None) or "other"
-            metrics.responses.labels(handler, str(code)).inc()
+            metrics.child(metrics.responses, handler, str(code)).inc()
