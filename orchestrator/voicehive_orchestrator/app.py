@@ -45,7 +45,7 @@ from .models import (
     TranscriptionResponse,
     WebhookResponse,
 )
-from .ratelimit import RateLimitMiddleware, app_tokens
+from .ratelimit import RateLimiter, RateLimitMiddleware, app_tokens, too_many
 from .sessions import KubeSessions, SessionCoordinator, SessionSink
 from .settings import Settings
 
@@ -184,6 +184,11 @@ class OrchestratorApp(FastAPI):
             await super().__call__(scope, receive, send)
             return
         scope["app"] = self
+        retry = await self.state.limiter.retry_after(scope)
+        if retry is not None:
+            await too_many(send, retry)
+            orch.metrics.child(orch.metrics.responses, scope["path"], "429").inc()
+            return
         request = Request(scope, receive, send)
         try:
             response = await handler(request, orch)
@@ -217,7 +222,8 @@ def create_app(
     )
     for error_type, handler in _EXCEPTION_HANDLERS:
         app.add_exception_handler(error_type, handler)
-    app.add_middleware(RateLimitMiddleware, limits=settings.rate_limits, tokens=app_tokens)
+    app.state.limiter = RateLimiter(settings.rate_limits, app_tokens)
+    app.add_middleware(RateLimitMiddleware, limiter=app.state.limiter)
     app.add_middleware(ResponseCodes)  # voicehive_orchestrator_http_responses_total (webhook 5xx alert)
     app.include_router(build_router())
     app.openapi = functools.partial(_openapi_schema, app)  # type: ignore[method-assign]

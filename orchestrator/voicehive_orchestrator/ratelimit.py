@@ -39,19 +39,18 @@ class RateLimits:
         return parse(self.agent if client.scope.value == "agent" else self.admin)
 
 
-class RateLimitMiddleware:
-    """ASGI middleware; ``tokens`` finds the app's :class:`TokenStore` (it is built at start-up)."""
+class RateLimiter:
+    """The per-client decision; ``tokens`` finds the app's :class:`TokenStore` (built at start-up)."""
 
-    def __init__(self, app: ASGIApp, *, limits: RateLimits, tokens: Callable[[Scope], TokenStore | None]) -> None:
-        self.app = app
+    def __init__(self, limits: RateLimits, tokens: Callable[[Scope], TokenStore | None]) -> None:
         self.limits = limits
         self.tokens = tokens
         self.limiter = MovingWindowRateLimiter(MemoryStorage())
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path") in EXEMPT_PATHS:
-            await self.app(scope, receive, send)
-            return
+    async def retry_after(self, scope: Scope) -> int | None:
+        """``None`` when the request may go on, else the seconds until its client may try again."""
+        if scope.get("path") in EXEMPT_PATHS:
+            return None
         store = self.tokens(scope)
         headers = dict(scope.get("headers") or [])
         authorization = headers.get(b"authorization", b"").decode("latin-1")
@@ -59,14 +58,28 @@ class RateLimitMiddleware:
         key = f"client:{client.name}:{client.scope.value}" if client else f"addr:{(scope.get('client') or ('?',))[0]}"
         item = self.limits.item_for(client)
         if await self.limiter.hit(item, key):
-            await self.app(scope, receive, send)
-            return
+            return None
         stats = await self.limiter.get_window_stats(item, key)
-        retry = max(1, math.ceil(stats.reset_time - time.time()))
-        await _too_many(send, retry)
+        return max(1, math.ceil(stats.reset_time - time.time()))
 
 
-async def _too_many(send: Send, retry_after: int) -> None:
+class RateLimitMiddleware:
+    """ASGI middleware for every route FastAPI dispatches (the webhook fast path asks the same
+    :class:`RateLimiter` itself)."""
+
+    def __init__(self, app: ASGIApp, *, limiter: RateLimiter) -> None:
+        self.app = app
+        self.limiter = limiter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        retry = await self.limiter.retry_after(scope) if scope["type"] == "http" else None
+        if retry is None:
+            await self.app(scope, receive, send)
+        else:
+            await too_many(send, retry)
+
+
+async def too_many(send: Send, retry_after: int) -> None:
     body = (b'{"error":"rate_limited","detail":"too many requests from this client; retry after '
             + str(retry_after).encode() + b' s","errors":[]}')
     await send({"type": "http.response.start", "status": 429, "headers": [

@@ -96,3 +96,14 @@ def test_docs_and_openapi_are_off_unless_enabled(redis_url: str) -> None:
     env.pop("VOICEHIVE_API_DOCS")
     with run_app(create_app(load_settings(env))) as server, httpx.Client(base_url=server.url, timeout=30) as client:
         assert [client.get(p).status_code for p in ("/docs", "/redoc", "/openapi.json")] == [404, 404, 404]
+
+
+def test_the_webhook_routes_are_rate_limited_too(redis_url: str) -> None:
+    """The two webhook routes skip FastAPI's layers for speed (issue 16); not the rate limit."""
+    env = orchestrator_env(redis_url, VOICEHIVE_RATE_LIMIT_AGENT="3/minute", VOICEHIVE_RATE_LIMIT_ANONYMOUS="2/minute")
+    with run_app(create_app(load_settings(env))) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        events = [client.post("/v1/livekit/transcription", json={}, headers=bearer(AGENT_TOKEN)).status_code
+                  for _ in range(4)]
+        assert events[:3] != [429] * 3 and events[3] == 429, events
+        unsigned = [client.post("/v1/livekit/webhook", content=b"{}").status_code for _ in range(3)]
+        assert unsigned[-1] == 429, unsigned
