@@ -23,7 +23,7 @@ import httpx
 
 from voicehive.api.models import HotelFacts, PmsSpec, RoomType
 from voicehive_worker.pms import Guest, Offer, PmsError, PmsUnavailable, Reservation, StayRequest
-from voicehive_worker.pms_http import OfferCache, PmsHttp, pick_room, require_room
+from voicehive_worker.pms_http import CachedOffers, OfferCache, PmsHttp
 
 DEFAULT_TOKEN_URL = "https://identity.apaleo.com/connect/token"  # noqa: S105 (a URL, not a secret)
 TOKEN_MARGIN_S = 60.0
@@ -55,7 +55,7 @@ def offers_from(data: dict[str, Any], nights: int, guests: int, prefer_rate: str
     return sorted(best.values(), key=lambda o: o.total)
 
 
-class ApaleoPms:
+class ApaleoPms(CachedOffers):
     """One Apaleo property. ``clock`` is injectable so token expiry is testable without waiting."""
 
     supports_hold = False
@@ -126,19 +126,6 @@ class ApaleoPms:
         }
         data = await self._call("GET", "/booking/v1/offers", params=params)
         return offers_from(data or {}, request.nights, request.guests, self._spec.rate_id)
-
-    async def availability(self, request: StayRequest) -> list[Offer]:
-        cached = self._cache.get(request)
-        if cached is None:
-            cached = await self._fetch_offers(request)
-            self._cache.put(request, cached)
-        return pick_room(cached, request.room_code)
-
-    async def quote(self, request: StayRequest) -> Offer:
-        """Always priced afresh (a quote may become a booking; a cached price never does)."""
-        offers = await self._fetch_offers(request)
-        self._cache.put(request, offers)
-        return require_room(offers, request)
 
     async def book(self, request: StayRequest, guest: Guest, offer: Offer, *, hold: bool) -> Reservation:
         if hold:

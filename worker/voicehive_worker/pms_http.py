@@ -108,6 +108,29 @@ class OfferCache:
         self._entries[self.key(request)] = (now, list(offers))
 
 
+class CachedOffers:
+    """``availability`` and ``quote`` for an adapter that fetches a stay's offers one way
+    (``_fetch_offers``): the same caching rule for every PMS, written once."""
+
+    _cache: OfferCache
+
+    async def _fetch_offers(self, request: StayRequest) -> list[Offer]:
+        raise NotImplementedError
+
+    async def availability(self, request: StayRequest) -> list[Offer]:
+        cached = self._cache.get(request)
+        if cached is None:
+            cached = await self._fetch_offers(request)
+            self._cache.put(request, cached)
+        return pick_room(cached, request.room_code)
+
+    async def quote(self, request: StayRequest) -> Offer:
+        """Always priced afresh (a quote may become a booking; a cached price never does)."""
+        offers = await self._fetch_offers(request)
+        self._cache.put(request, offers)
+        return require_room(offers, request)
+
+
 def pick_room(offers: list[Offer], wanted: str | None) -> list[Offer]:
     """Offers whose room code or name matches what the caller/LLM said (all when nothing asked)."""
     if not wanted:

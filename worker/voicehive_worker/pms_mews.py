@@ -25,7 +25,7 @@ import httpx
 
 from voicehive.api.models import HotelFacts, PmsSpec, RoomType
 from voicehive_worker.pms import Guest, Offer, PmsError, Reservation, StayRequest
-from voicehive_worker.pms_http import OfferCache, PmsHttp, pick_room, require_room
+from voicehive_worker.pms_http import CachedOffers, OfferCache, PmsHttp
 
 CONNECTOR = "/api/connector/v1/"
 AVAILABILITY_OP = "services/getAvailability/2024-01-22"
@@ -65,7 +65,7 @@ def free_rooms(result: dict[str, Any], nights: int) -> dict[str, int]:
     return free
 
 
-class MewsPms:
+class MewsPms(CachedOffers):
     """One line's Mews service. Credentials come from the line's Secret via the pod env."""
 
     supports_hold = True
@@ -126,19 +126,6 @@ class MewsPms:
                 raise PmsError("the booking system has no adult guest category")
             self._adult = adults[0]
         return self._adult
-
-    async def availability(self, request: StayRequest) -> list[Offer]:
-        cached = self._cache.get(request)
-        if cached is None:
-            cached = await self._fetch_offers(request)
-            self._cache.put(request, cached)
-        return pick_room(cached, request.room_code)
-
-    async def quote(self, request: StayRequest) -> Offer:
-        """Always priced afresh (a quote may become a booking; a cached price never does)."""
-        offers = await self._fetch_offers(request)
-        self._cache.put(request, offers)
-        return require_room(offers, request)
 
     async def _fetch_offers(self, request: StayRequest) -> list[Offer]:
         categories = [c for c in await self.categories() if c.capacity >= request.guests]
