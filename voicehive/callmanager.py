@@ -349,7 +349,6 @@ class CallManager:
         intent = with_asr_confidence(classify(segment.text, language), segment.confidence)
         now = self.clock()
         dedupe_id = hasher.event_id(transcript_dedupe_source(segment))
-        sealed = self.privacy.transcripts.seal_text(segment.text, context=ref)
 
         def decide(current: CallRecord | None, seen: bool) -> Plan:
             entry = {"type": EventKind.TRANSCRIPT.value, "actor": segment.actor, "at": f"{now:.6f}"}
@@ -366,8 +365,9 @@ class CallManager:
             )
             plan = Plan(Outcome.RECORDED, entry, set_once={"language": language or ""}, reads=TRANSCRIPT_READS)
             if segment.is_final:
+                sealer = self.privacy.transcripts_for(current.namespace, current.line)
                 plan.transcript = {
-                    "text": sealed,
+                    "text": sealer.seal_text(segment.text, context=ref),
                     "language": language or "",
                     "confidence": f"{segment.confidence:.4f}",
                     "intent": intent.intent.value,

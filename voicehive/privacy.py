@@ -25,7 +25,7 @@ import os
 import re
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -267,6 +267,10 @@ def open_call_ref(sealer: Sealer, sealed: str) -> CallSecret:
 
 # --------------------------------------------------------------------------- per-line keys
 
+# HKDF purpose of a line's transcript key: the operator puts it in the line's Secret (the
+# worker's VOICEHIVE_TRANSCRIPT_KEY), the orchestrator derives it from the master key.
+TRANSCRIPT_PURPOSE = "transcript"
+
 
 def derive_line_key(master_key: bytes, namespace: str, line: str, purpose: str = "line") -> bytes:
     """The key of one HotelLine (and purpose), derived from a master key with HKDF-SHA256.
@@ -289,21 +293,41 @@ def derive_line_key(master_key: bytes, namespace: str, line: str, purpose: str =
 
 @dataclass(frozen=True)
 class Privacy:
-    """The keys a component needs, loaded once: hashing (PII key) and transcript sealing."""
+    """The keys a component needs, loaded once: hashing (PII key) and transcript sealing.
+
+    ``transcripts`` is the component's own transcript key. A worker holds its line's key (from the
+    line's Secret). A component given ``transcript_master`` (the orchestrator) holds the master
+    key and seals each call's transcript with the key of the call's line, derived here, so one
+    line's transcripts open with that line's key whichever component stored them.
+    """
 
     hasher: PiiHasher
     transcripts: Sealer
     call_refs: Sealer
+    transcript_master: bytes | None = field(default=None, repr=False)
+    _line_sealers: dict[tuple[str, str], Sealer] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def from_keys(cls, pii_key: bytes, transcript_key: bytes) -> Privacy:
+    def from_keys(cls, pii_key: bytes, transcript_key: bytes, *, per_line: bool = False) -> Privacy:
         # sealedCallRef is sealed with a key derived from the PII key so the operator needs
         # only VOICEHIVE_PII_KEY to open it; transcripts keep their own key.
         call_ref_key = hmac.new(pii_key, b"voicehive.io/sealedCallRef-key", hashlib.sha256).digest()
-        return cls(hasher=PiiHasher(pii_key), transcripts=Sealer(transcript_key), call_refs=Sealer(call_ref_key))
+        return cls(hasher=PiiHasher(pii_key), transcripts=Sealer(transcript_key), call_refs=Sealer(call_ref_key),
+                   transcript_master=transcript_key if per_line else None)
+
+    def transcripts_for(self, namespace: str | None, line: str | None) -> Sealer:
+        """The sealer of a call's transcript: its line's key where this component holds the master
+        key and the line is known, else this component's own key."""
+        if self.transcript_master is None or not namespace or not line:
+            return self.transcripts
+        sealer = self._line_sealers.get((namespace, line))
+        if sealer is None:
+            key = derive_line_key(self.transcript_master, namespace, line, TRANSCRIPT_PURPOSE)
+            sealer = self._line_sealers[(namespace, line)] = Sealer(key)
+        return sealer
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Privacy:
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, per_line: bool = False) -> Privacy:
         """Load both keys; reports every missing/malformed variable at once."""
         problems: list[KeyConfigError] = []
         keys: dict[str, bytes] = {}
@@ -318,7 +342,7 @@ class Privacy:
             raise KeyConfigError(
                 ", ".join(p.variable for p in problems), "; ".join(str(p) for p in problems)
             )
-        return cls.from_keys(keys[PII_KEY_ENV], keys[TRANSCRIPT_KEY_ENV])
+        return cls.from_keys(keys[PII_KEY_ENV], keys[TRANSCRIPT_KEY_ENV], per_line=per_line)
 
     def seal_call_ref(self, room: str, participant_identity: str) -> str:
         return seal_call_ref(self.call_refs, room, participant_identity)

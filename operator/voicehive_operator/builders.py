@@ -278,7 +278,6 @@ LINE_SECRET_TOKEN_KEY = "token-key"  # noqa: S105
 LINE_SECRET_RECORDING_KEY = "recording-key"  # noqa: S105 (wraps the line's recording data keys)
 LINE_SECRET_REDIS_URL = "redis-url"  # noqa: S105
 LINE_SECRET_REDIS_CA = "redis-ca.crt"  # noqa: S105 (a CA certificate: public, kept with the URL)
-PURPOSE_TRANSCRIPT = "transcript"
 PURPOSE_TOKEN = "livekit-token"  # noqa: S105
 
 
@@ -290,7 +289,7 @@ def line_secret_data(namespace: str, name: str, settings: OperatorSettings) -> d
     """The per-line Secret's values (plain text; :func:`line_secret` base64-encodes them)."""
     data: dict[str, str] = {}
     if settings.transcript_key is not None:
-        key = privacy.derive_line_key(settings.transcript_key, namespace, name, PURPOSE_TRANSCRIPT)
+        key = privacy.derive_line_key(settings.transcript_key, namespace, name, privacy.TRANSCRIPT_PURPOSE)
         data[LINE_SECRET_TRANSCRIPT_KEY] = base64.b64encode(key).decode()
         # the same key `voicehive recording key` hands the line's staff (recording_store.RECORDING_PURPOSE)
         rec = privacy.derive_line_key(settings.transcript_key, namespace, name, recording_store.RECORDING_PURPOSE)

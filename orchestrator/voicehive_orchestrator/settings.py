@@ -89,7 +89,7 @@ def load_settings(
     problems: list[str] = []
     privacy: Privacy | None = None
     try:
-        privacy = Privacy.from_env(env)
+        privacy = Privacy.from_env(env, per_line=True)  # seals each call with its line's key
     except KeyConfigError as exc:
         problems.append(str(exc))
     token = env.get(contract.ENV_AGENT_TOKEN, "").strip()
