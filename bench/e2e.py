@@ -6,9 +6,12 @@ dials the example line; what is measured is what the caller experiences:
 - pickup: the caller joined the room -> the first greeting audio arrives (warm pool);
 - voice-to-voice per turn: the caller's last sample played out -> the first reply audio arrives;
 - the full scenario's step times (webhook applied, VoiceSession, worker claimed, in the room ...);
-- with ``--concurrent N``: N calls at once on the line: completed/started, distinct workers.
+- with ``--concurrent N``: N calls at once on the line: completed/started, distinct workers;
+- with ``--empty-pool N``: pickup when no warm worker is left;
+- with ``--faults``: tests/e2e/faults.py's six platform faults during two live calls: per fault the
+  live calls and those dropped, transcript events acknowledged before a Redis SIGKILL and lost.
 
-Usage: ``python bench/e2e.py [--calls 5] [--concurrent 8] [--out bench/results/e2e.json]``
+Usage: ``python bench/e2e.py [--calls 5] [--concurrent 8] [--empty-pool 3] [--faults]``
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.e2e.faults import FaultReport, run_faults  # noqa: E402
 from tests.e2e.scenario import (  # noqa: E402
     ASK_DESK,
     ASK_ROOM,
@@ -101,7 +105,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         result["concurrent"] = await concurrent(inst, args.concurrent)
     if args.empty_pool:
         result["empty_pool"] = await empty_pool(inst, args.empty_pool)
+    if args.faults:
+        result["faults"] = await faults(inst)
     return result
+
+
+async def faults(inst: Installed) -> dict[str, Any]:
+    """The fault scenario's counts; a fault that drops a call ends the run, its counts kept."""
+    report = FaultReport()
+    error = None
+    try:
+        await run_faults(inst, report)
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    return {**report.as_json(), "completed": error is None, "error": error}
 
 
 def _workers(inst: Installed, patch: dict[str, Any]) -> None:
@@ -149,6 +166,7 @@ def main() -> None:
     parser.add_argument("--gap", type=float, default=20.0, help="seconds between sequential calls")
     parser.add_argument("--concurrent", type=int, default=0, help="then N calls at once (0: skip)")
     parser.add_argument("--empty-pool", type=int, default=0, help="then N calls with no warm worker (0: skip)")
+    parser.add_argument("--faults", action="store_true", help="then the six platform faults during live calls")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "e2e.json")
     args = parser.parse_args()
     t0 = time.monotonic()
@@ -158,7 +176,7 @@ def main() -> None:
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     seq = result["sequential_warm"]
-    if result["errors"] or seq["completed"] < seq["calls"]:
+    if result["errors"] or seq["completed"] < seq["calls"] or not result.get("faults", {"completed": True})["completed"]:
         sys.exit(1)
 
 
