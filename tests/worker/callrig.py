@@ -185,6 +185,7 @@ class running_call:
         watchdog: bool = False,
         watchdog_options: WatchdogOptions | None = None,
         recording: Any = None,
+        sink: AgentAudioSink | None = None,
     ) -> None:
         self.fakes = fakes
         self.spec = fakes.spec_for(spec)
@@ -199,6 +200,7 @@ class running_call:
         self.watchdog = watchdog
         self.watchdog_options = watchdog_options
         self.recording = recording  # a voicehive_worker.recording.CallRecording taps the call's audio
+        self.sink = sink  # the agent's audio output (default: a sink that plays in real time)
         self._http: Any = None
         self.call: Call | None = None
 
@@ -231,7 +233,7 @@ class running_call:
                 pms=self.pms, asr_for=None if self.models else asr_switcher(self.spec, self.fakes.endpoints()),
             )
         caller = CallerAudioInput()
-        sink = AgentAudioSink()
+        sink = self.sink or AgentAudioSink()
         session.input.audio = caller
         session.output.audio = sink
         call = Call(session=session, agent=agent, caller=caller, sink=sink, actions=self.actions, stats=stats)

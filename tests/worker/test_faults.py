@@ -14,10 +14,12 @@ import asyncio
 import time
 
 import pytest
+from livekit import rtc
 
 from tests.worker.callrig import Call, line_spec, provider_fakes, running_call
 from tests.worker.speech import espeak_available, speak
-from voicehive_worker.audio_io import Utterance
+from voicehive_worker.audio_io import AgentAudioSink, Utterance
+from voicehive_worker.watchdog import WatchdogOptions
 
 pytestmark = [
     pytest.mark.slow,
@@ -139,3 +141,35 @@ async def test_tts_down_when_the_call_is_answered() -> None:
             first = await call.wait_for(lambda: call.sink.segments, 5, "any agent audio")
             assert first[0].first_frame_at - started <= 2.0, "dead air after answering"
             assert [cause for _, cause in call.watchdog.report.fallbacks] in (["tts_error"], ["reply_overdue"])
+
+
+
+class StuckOutput(AgentAudioSink):
+    """An audio output that takes no frame ever (a stuck track or transport): nothing plays."""
+
+    async def capture_frame(self, frame: rtc.AudioFrame) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_audio_output_stuck_hands_the_call_over() -> None:
+    """Seen on the installed chart: a worker's greeting was overdue, the watchdog started the
+    fallback, and the caller then heard nothing for 60 s: the fallback never played out and the
+    watchdog, waiting on it, was disarmed. Now it waits the fallback's length plus a margin, then
+    gives up (the entrypoint hands the call to the front desk or ends it with a reason)."""
+    gave_up: list[str] = []
+
+    async def on_give_up(cause: str) -> None:
+        gave_up.append(cause)
+
+    async with (
+        provider_fakes([FIRST], lambda m, t: REPLY) as fakes,
+        running_call(fakes, line_spec(), greet=True, watchdog=True, sink=StuckOutput(),
+                     watchdog_options=WatchdogOptions(playout_margin=1.0)) as call,
+    ):
+        assert call.watchdog is not None
+        call.watchdog.on_give_up = on_give_up
+        fallback_s = len(call.watchdog.voice.fallback) / 2 / 16000
+        await call.wait_for(lambda: gave_up, 1.5 + fallback_s + 1.0 + 5, "the call handed over")
+        assert gave_up == ["audio_output_stuck"]
+        assert call.watchdog.report.gave_up == "audio_output_stuck"
+        assert [cause for _, cause in call.watchdog.report.fallbacks] == ["reply_overdue"]
