@@ -64,6 +64,9 @@ class WatchdogOptions:
     max_consecutive: int = 2
     error_grace: float = 0.6
     """After an unrecoverable LLM/TTS error, how long a framework retry may take before the fallback."""
+    playout_margin: float = 3.0
+    """Beyond its own length, how long the fallback may take to be heard before the agent's audio
+    output counts as stuck (then the call is handed over at once: nothing we say is heard)."""
 
 
 @dataclass
@@ -247,12 +250,23 @@ class Watchdog:
             voice = self.current_voice()
             pcm = voice.give_up if give_up else voice.fallback
             handle = self.session.say("", audio=frames_of(pcm), allow_interruptions=not give_up, add_to_chat_ctx=False)
-            await handle.wait_for_playout()
+            heard = await self._played_out(handle, len(pcm) / 2 / SAMPLE_RATE)
         except RuntimeError:
             return  # session closing
         finally:
             self._playing_fallback = False
+        if not heard:  # WHY: waiting on would leave the caller in silence with the watchdog disarmed
+            log.warning("the fallback was not played out: the agent's audio output is stuck", extra={"cause": cause})
+            cause, give_up = "audio_output_stuck", True
         if give_up and self.report.gave_up is None:
             self.report.gave_up = cause
             if self.on_give_up is not None:
                 await self.on_give_up(cause)
+
+    async def _played_out(self, handle: Any, seconds: float) -> bool:
+        """Whether the speech played out within its length plus the margin."""
+        try:
+            await asyncio.wait_for(handle.wait_for_playout(), seconds + self.options.playout_margin)
+        except TimeoutError:
+            return False
+        return True
