@@ -18,6 +18,8 @@ from livekit import rtc
 
 from tests.worker.callrig import Call, line_spec, provider_fakes, running_call
 from tests.worker.speech import espeak_available, speak
+from voicehive.lifecycle import EndReason
+from voicehive_worker.agent import HotelAgent, LocalCallActions
 from voicehive_worker.audio_io import AgentAudioSink, Utterance
 from voicehive_worker.watchdog import WatchdogOptions
 
@@ -173,3 +175,25 @@ async def test_audio_output_stuck_hands_the_call_over() -> None:
         assert gave_up == ["audio_output_stuck"]
         assert call.watchdog.report.gave_up == "audio_output_stuck"
         assert [cause for _, cause in call.watchdog.report.fallbacks] == ["reply_overdue"]
+
+
+async def test_audio_output_stuck_still_reaches_the_front_desk() -> None:
+    """The hand-over itself announces "transferring you" and waited for it to play out: with a
+    stuck output the transfer never happened. The announcement now waits a bounded time."""
+    async with (
+        provider_fakes([FIRST], lambda m, t: REPLY) as fakes,
+        running_call(fakes, line_spec(), greet=True, watchdog=True, sink=StuckOutput(),
+                     watchdog_options=WatchdogOptions(playout_margin=1.0)) as call,
+    ):
+        assert call.watchdog is not None
+        agent = call.agent
+        assert isinstance(agent, HotelAgent)
+
+        async def give_up(cause: str) -> None:  # as the entrypoint's _give_up
+            await agent.to_front_desk(reason="watchdog")
+
+        call.watchdog.on_give_up = give_up
+        actions = call.actions
+        assert isinstance(actions, LocalCallActions)
+        await call.wait_for(lambda: actions.transfers, 30, "the transfer to the front desk")
+        assert actions.ended is EndReason.TRANSFERRED
