@@ -106,6 +106,9 @@ _GREETINGS = phrases.GREETING
 _GOODBYES = phrases.GOODBYE
 _TRANSFERRING = phrases.TRANSFERRING
 _DESK_CLOSED = phrases.DESK_CLOSED
+# How long "transferring you" may take to play before the transfer goes ahead regardless: a stuck
+# audio output (the watchdog's "audio_output_stuck") must not keep the caller from the desk.
+ANNOUNCE_TIMEOUT_S = 8.0
 phrase = phrases.phrase
 
 
@@ -433,7 +436,10 @@ class HotelAgent(Agent):
                 return None
             return phrase(_DESK_CLOSED, self.language)
         handle = self.session.say(phrase(_TRANSFERRING, self.language), allow_interruptions=False)
-        await handle.wait_for_playout()
+        try:
+            await asyncio.wait_for(handle.wait_for_playout(), ANNOUNCE_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("the transfer announcement did not play out; transferring anyway", extra={"reason": reason})
         try:
             await self.actions.transfer_to_front_desk(self.spec.front_desk.transfer_to)
         except Exception:
