@@ -282,33 +282,8 @@ async def _simulate_call(
             seen = len(sink.segments)
             await _wait(observer, lambda seen=seen: observer.closed.is_set() or len(sink.segments) > seen, 0.6)
             await _wait(observer, lambda n=n_segments: all(s.finished_at is not None for s in sink.segments[n:]), TURN_TIMEOUT_S)
-            recognised = " ".join(text for _, text, _ in observer.finals[n_finals:])
-            language = agent.language  # the call's language after this turn (language.LanguageTracker)
-            result = classify(recognised, language)
-            replies = observer.replies[n_replies:]
-            segments = sink.segments[n_segments:]
-            metrics = replies[0][2] if replies else {}
-            final_at = observer.finals[n_finals][0] if len(observer.finals) > n_finals else None
-            first_audio = segments[0].first_frame_at if segments else None
-            latency: dict[str, float | None] = {
-                "asr_final": _ms(final_at, utt.last_voiced_at),
-                "end_of_turn": _round_s(metrics.get("end_of_turn_delay")),
-                "llm_ttft": _round_s(metrics.get("llm_node_ttft")),
-                "tts_ttfb": _round_s(metrics.get("tts_node_ttfb")),
-                "voice_to_voice": _ms(first_audio, utt.last_voiced_at),
-            }
-            report = TurnReport(
-                turn=index,
-                caller_said=said,
-                recognised=recognised,
-                intent=result.intent.value,
-                confidence=result.confidence,
-                language=str(language),
-                reply=" ".join(text for _, text, _ in replies),
-                tools=[name for _, name in observer.tools[n_tools:]],
-                latency_ms=latency,
-                ended=observer.closed.is_set() or actions.ended is not None,
-            )
+            marks = (n_finals, n_replies, n_tools, n_segments)
+            report, segments = _turn_report(index, said, utt, marks, observer, sink, agent, actions)
             report.reply_audio = _save(out_dir, index, segments)
             _emit(reports, report, on_turn)
             if report.ended:
@@ -318,6 +293,41 @@ async def _simulate_call(
         await session.aclose()
         await sink.aclose()
     return reports
+
+
+def _turn_report(index: int, said: str | None, utt: Any, marks: tuple[int, int, int, int], observer: _CallObserver,
+                 sink: Any, agent: Any, actions: Any) -> tuple[TurnReport, list[Any]]:
+    """What one caller turn produced since ``marks`` (finals, replies, tools, audio segments seen
+    before it), and the reply's audio segments."""
+    n_finals, n_replies, n_tools, n_segments = marks
+    recognised = " ".join(text for _, text, _ in observer.finals[n_finals:])
+    language = agent.language  # the call's language after this turn (language.LanguageTracker)
+    result = classify(recognised, language)
+    replies = observer.replies[n_replies:]
+    segments = sink.segments[n_segments:]
+    metrics = replies[0][2] if replies else {}
+    final_at = observer.finals[n_finals][0] if len(observer.finals) > n_finals else None
+    first_audio = segments[0].first_frame_at if segments else None
+    latency: dict[str, float | None] = {
+        "asr_final": _ms(final_at, utt.last_voiced_at),
+        "end_of_turn": _round_s(metrics.get("end_of_turn_delay")),
+        "llm_ttft": _round_s(metrics.get("llm_node_ttft")),
+        "tts_ttfb": _round_s(metrics.get("tts_node_ttfb")),
+        "voice_to_voice": _ms(first_audio, utt.last_voiced_at),
+    }
+    report = TurnReport(
+        turn=index,
+        caller_said=said,
+        recognised=recognised,
+        intent=result.intent.value,
+        confidence=result.confidence,
+        language=str(language),
+        reply=" ".join(text for _, text, _ in replies),
+        tools=[name for _, name in observer.tools[n_tools:]],
+        latency_ms=latency,
+        ended=observer.closed.is_set() or actions.ended is not None,
+    )
+    return report, segments
 
 
 def _round_s(seconds: Any) -> float | None:

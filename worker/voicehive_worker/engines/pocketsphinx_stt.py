@@ -256,38 +256,10 @@ class PocketsphinxStream(stt.RecognizeStream):
         request_id = uuid.uuid4().hex
         utt_samples = 0
 
-        async def finish() -> None:
-            nonlocal in_speech, request_id
-            in_speech = False
-            await asyncio.to_thread(decoder.end_utt)
-            text, words = _result(decoder)
-            offset = utt_start_sample / SAMPLE_RATE + self.start_time_offset
-            if text:
-                data = _speech_data(text, words, offset)
-                self._event_ch.send_nowait(
-                    stt.SpeechEvent(
-                        type=stt.SpeechEventType.FINAL_TRANSCRIPT,
-                        request_id=request_id,
-                        alternatives=[data],
-                        speech_end_time=self.start_time + (data.end_time - self.start_time_offset),
-                    )
-                )
-            self._event_ch.send_nowait(
-                stt.SpeechEvent(type=stt.SpeechEventType.END_OF_SPEECH, request_id=request_id)
-            )
-            self._event_ch.send_nowait(
-                stt.SpeechEvent(
-                    type=stt.SpeechEventType.RECOGNITION_USAGE,
-                    request_id=request_id,
-                    recognition_usage=stt.RecognitionUsage(audio_duration=utt_samples / SAMPLE_RATE),
-                )
-            )
-            request_id = uuid.uuid4().hex
-
         async for item in self._input_ch:
             if isinstance(item, self._FlushSentinel):
                 if in_speech:
-                    await finish()
+                    in_speech, request_id = False, await self._final(decoder, request_id, utt_start_sample, utt_samples)
                 continue
             pending += _frame_mono(item)
             while len(pending) >= frame_bytes:
@@ -320,25 +292,52 @@ class PocketsphinxStream(stt.RecognizeStream):
                 utt_samples += VAD_FRAME_SAMPLES
                 silent_run = 0 if voiced else silent_run + 1
                 if silent_run >= end_frames:
-                    await finish()
+                    in_speech, request_id = False, await self._final(decoder, request_id, utt_start_sample, utt_samples)
                     continue
                 # interim results by audio time, so they do not depend on how fast audio arrives
                 if (utt_samples - last_interim) / SAMPLE_RATE >= opts.interim_interval:
                     last_interim = utt_samples
-                    hyp = decoder.hyp()
-                    if hyp is not None and hyp.hypstr:
-                        offset = utt_start_sample / SAMPLE_RATE + self.start_time_offset
-                        self._event_ch.send_nowait(
-                            stt.SpeechEvent(
-                                type=stt.SpeechEventType.INTERIM_TRANSCRIPT,
-                                request_id=request_id,
-                                alternatives=[
-                                    stt.SpeechData(language=LanguageCode("en"), text=hyp.hypstr, start_time=offset)
-                                ],
-                            )
-                        )
+                    self._interim(decoder, request_id, utt_start_sample)
         if in_speech:
-            await finish()
+            await self._final(decoder, request_id, utt_start_sample, utt_samples)
+
+    async def _final(self, decoder: Any, request_id: str, utt_start_sample: int, utt_samples: int) -> str:
+        """End the utterance: final transcript (if any words), end of speech, usage. Returns the
+        request id of the next utterance."""
+        await asyncio.to_thread(decoder.end_utt)
+        text, words = _result(decoder)
+        offset = utt_start_sample / SAMPLE_RATE + self.start_time_offset
+        if text:
+            data = _speech_data(text, words, offset)
+            self._event_ch.send_nowait(
+                stt.SpeechEvent(
+                    type=stt.SpeechEventType.FINAL_TRANSCRIPT,
+                    request_id=request_id,
+                    alternatives=[data],
+                    speech_end_time=self.start_time + (data.end_time - self.start_time_offset),
+                )
+            )
+        self._event_ch.send_nowait(stt.SpeechEvent(type=stt.SpeechEventType.END_OF_SPEECH, request_id=request_id))
+        self._event_ch.send_nowait(
+            stt.SpeechEvent(
+                type=stt.SpeechEventType.RECOGNITION_USAGE,
+                request_id=request_id,
+                recognition_usage=stt.RecognitionUsage(audio_duration=utt_samples / SAMPLE_RATE),
+            )
+        )
+        return uuid.uuid4().hex
+
+    def _interim(self, decoder: Any, request_id: str, utt_start_sample: int) -> None:
+        hyp = decoder.hyp()
+        if hyp is not None and hyp.hypstr:
+            offset = utt_start_sample / SAMPLE_RATE + self.start_time_offset
+            self._event_ch.send_nowait(
+                stt.SpeechEvent(
+                    type=stt.SpeechEventType.INTERIM_TRANSCRIPT,
+                    request_id=request_id,
+                    alternatives=[stt.SpeechData(language=LanguageCode("en"), text=hyp.hypstr, start_time=offset)],
+                )
+            )
 
 
 def _frame_mono(frame: rtc.AudioFrame) -> bytes:
