@@ -19,7 +19,7 @@ from tests.orchestrator.helpers import orchestrator_env
 from voicehive import privacy
 from voicehive.callmanager import CallEvent, CallManager, EventKind, Transcript
 from voicehive.callstore import CallStore
-from voicehive.privacy import Privacy, SealError, Sealer
+from voicehive.privacy import Privacy, Sealer, SealError
 from voicehive_operator import builders
 from voicehive_operator.settings import OperatorSettings
 from voicehive_orchestrator.settings import load_settings
