@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
 
 from tests.orchestrator.helpers import RunningServer, orchestrator_env, run_app
+from voicehive.callstore import CallStore
 from voicehive_orchestrator.app import create_app
 from voicehive_orchestrator.settings import Settings, load_settings
 
@@ -32,3 +33,13 @@ def orch_server(orch_settings: Settings) -> Iterator[RunningServer]:
 def client(orch_server: RunningServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=orch_server.url, timeout=30) as c:
         yield c
+
+
+@pytest.fixture
+async def store(redis_url: str) -> AsyncIterator[CallStore]:
+    """A CallStore on the real redis-server, closed after the test."""
+    the_store = CallStore.from_url(redis_url)
+    try:
+        yield the_store
+    finally:
+        await the_store.close()

@@ -11,7 +11,6 @@ orchestrator's ``load_settings``; segments read back from the real redis-server.
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -25,15 +24,6 @@ from voicehive_operator.settings import OperatorSettings
 from voicehive_orchestrator.settings import load_settings
 
 NS, LINE, OTHER = "hotels", "lindenhof", "seeblick"
-
-
-@pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[CallStore]:
-    the_store = CallStore.from_url(redis_url)
-    try:
-        yield the_store
-    finally:
-        await the_store.close()
 
 
 def _line_key_as_the_worker_gets_it(env: dict[str, str], line: str) -> bytes:

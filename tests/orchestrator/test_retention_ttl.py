@@ -8,9 +8,6 @@ worker builds them; TTLs read with ``TTL`` from the real redis-server.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
-
-import pytest
 
 from voicehive.callmanager import CallEvent, CallManager, EventKind, Transcript
 from voicehive.callstore import CallStore, caller_key, owned_keys
@@ -26,15 +23,6 @@ NS = "hotels"
 
 def _line(name: str, days: int) -> dict[str, object]:
     return {"metadata": {"namespace": NS, "name": name}, "spec": {"retention": {"metadataDays": days}}}
-
-
-@pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[CallStore]:
-    the_store = CallStore.from_url(redis_url)
-    try:
-        yield the_store
-    finally:
-        await the_store.close()
 
 
 async def _ttls(store: CallStore, keys: tuple[str, ...]) -> dict[str, int]:
