@@ -52,6 +52,14 @@ from tests.fixtures.rig import ROOT, parse_env_file
 from voicehive import contract
 
 GROUP, VERSION = "voicehive.io", "v1alpha1"
+# the six faults, in the order run_faults applies them (each report entry's "fault")
+ORCHESTRATOR_DELETED = "orchestrator Pod deleted"
+OPERATOR_DELETED = "active operator Pod deleted"
+REDIS_KILLED = "redis-server SIGKILL + AOF restart"
+WORKER_KILLED = "one worker Pod killed (the other call)"
+WORKER_SPEC_UPGRADED = "helm upgrade of the worker spec"
+NODE_DRAINED = "node drain (worker asked to stop)"
+FAULTS = (ORCHESTRATOR_DELETED, OPERATOR_DELETED, REDIS_KILLED, WORKER_KILLED, WORKER_SPEC_UPGRADED, NODE_DRAINED)
 CLUSTER = ROOT / ".rig" / "cluster"
 
 
@@ -191,7 +199,7 @@ async def _orchestrator_pod_deleted(inst: Installed, calls: list[Live], report: 
     gone = _pods(inst, inst.release_ns, "app.kubernetes.io/component=orchestrator")[0].metadata.name
     inst.core.delete_namespaced_pod(gone, inst.release_ns)
     await _replaced(inst, "orchestrator", gone)
-    await _served(report, "orchestrator Pod deleted", calls, started)
+    await _served(report, ORCHESTRATOR_DELETED, calls, started)
 
 
 async def _active_operator_deleted(inst: Installed, calls: list[Live], report: FaultReport) -> None:
@@ -201,7 +209,7 @@ async def _active_operator_deleted(inst: Installed, calls: list[Live], report: F
         raise StepFailed("no active operator peer")
     inst.core.delete_namespaced_pod(active, inst.release_ns)
     await _replaced(inst, "operator", active)
-    await _served(report, "active operator Pod deleted", calls, started)
+    await _served(report, OPERATOR_DELETED, calls, started)
 
 
 async def _redis_killed(inst: Installed, calls: list[Live], report: FaultReport) -> None:
@@ -214,7 +222,7 @@ async def _redis_killed(inst: Installed, calls: list[Live], report: FaultReport)
         raise StepFailed("no transcript event stored before the Redis kill: nothing to lose, nothing proven")
     await asyncio.to_thread(_kill_and_restart_redis, url)
     report.transcript_events_after_restart = await _transcript_events(url)
-    await _served(report, "redis-server SIGKILL + AOF restart", calls, started)
+    await _served(report, REDIS_KILLED, calls, started)
 
 
 async def _worker_killed(inst: Installed, victim: Live, survivor: Live, report: FaultReport) -> None:
@@ -226,7 +234,7 @@ async def _worker_killed(inst: Installed, victim: Live, survivor: Live, report: 
     if not failed["status"].get("endReason"):
         raise StepFailed(f"the killed worker's call Failed without a reason: {failed['status']}")
     await victim.call.hang_up()
-    await _served(report, "one worker Pod killed (the other call)", [survivor], started)
+    await _served(report, WORKER_KILLED, [survivor], started)
 
 
 async def _worker_spec_upgraded(inst: Installed, live: Live, report: FaultReport) -> None:
@@ -239,7 +247,7 @@ async def _worker_spec_upgraded(inst: Installed, live: Live, report: FaultReport
     await wait(lambda: (ps := _pods(inst, inst.hotel_ns, idle)) and all(
         p.metadata.labels[label] != old and _ready(p) for p in ps), 600, "warm workers replaced by new-spec Pods",
         interval=3)
-    await _served(report, "helm upgrade of the worker spec", [live], started)
+    await _served(report, WORKER_SPEC_UPGRADED, [live], started)
     if inst.core.read_namespaced_pod(live.out.worker_pod, inst.hotel_ns).metadata.labels[label] != old:
         raise StepFailed("the live call's worker Pod was changed by the upgrade")
     new = await _dial(inst, 3)
@@ -256,7 +264,7 @@ async def _node_drained(inst: Installed, live: Live, report: FaultReport) -> Non
     try:
         await wait(lambda: inst.core.read_namespaced_pod(live.out.worker_pod, inst.hotel_ns).metadata.deletion_timestamp,
                    120, "the live call's worker asked to stop", interval=1)
-        await _served(report, "node drain (worker asked to stop)", [live], started)
+        await _served(report, NODE_DRAINED, [live], started)
         ended = await hang_up_and_end(inst, live.call, live.out)
         if ended["status"]["phase"] != "Ended" or ended["status"]["endReason"] != "caller_hangup":
             report.faults[-1]["dropped"] = 1
