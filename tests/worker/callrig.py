@@ -143,15 +143,19 @@ class Call:
                 return seg
         return None
 
-    async def wait_for(self, predicate: Callable[[], Any], timeout: float, what: str) -> Any:  # noqa: ASYNC109
-        """Polls (no bare sleeps for synchronisation); raises with ``what`` on timeout."""
+    async def wait_for(
+        self, predicate: Callable[[], Any], timeout: float, what: str,  # noqa: ASYNC109
+        state: Callable[[], str] | None = None,
+    ) -> Any:
+        """Polls (no bare sleeps for synchronisation); raises with ``what`` (and ``state()``) on timeout."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             value = predicate()
             if value:
                 return value
             await asyncio.sleep(0.01)
-        raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {what}")
+        seen = f" ({state()})" if state is not None else ""
+        raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {what}{seen}")
 
     async def wait_reply(self, utt: Utterance, timeout: float = 30.0) -> Segment:  # noqa: ASYNC109
         seg: Segment = await self.wait_for(lambda: self.reply_after(utt), timeout, f"a reply to {utt.label!r}")
@@ -163,7 +167,16 @@ class Call:
             lambda: self.caller.idle and all(s.finished_at is not None for s in self.sink.segments),
             timeout,
             "the agent to finish speaking",
+            state=self.playout_state,
         )
+
+    def playout_state(self) -> str:
+        """What the caller's side and the earpiece were doing (for a timeout's message)."""
+        sink = self.sink
+        segments = [(round(s.duration, 2), round(s.played, 2), s.finished_at is not None) for s in sink.segments]
+        return (f"caller idle={self.caller.idle}; segments (length, played, finished)={segments}; "
+                f"queued frames={len(sink._queue)}; paused at={sink.paused_at}; cleared at={sink.cleared_at}; "
+                f"playing={sink._paused.is_set()}; agent/user states={self.events[-6:]}")
 
 
 class running_call:
