@@ -37,6 +37,7 @@ from voicehive.api.models import HotelLineSpec
 from voicehive_worker.agent import CallActions, HotelAgent
 from voicehive_worker.pms import PmsAdapter
 from voicehive_worker.turn_taking import TurnStats, TurnTakingOptions
+from voicehive_worker.vad_reset import resetting
 
 # Worker-only overrides (tests, benches, a self-hosted gateway); the spec stays the default.
 ENV_LLM_ENDPOINT = "VOICEHIVE_LLM_ENDPOINT"
@@ -219,7 +220,7 @@ def create_session(
         stt=models.stt,
         llm=models.llm,
         tts=models.tts,
-        vad=vad if vad is not None else load_vad(opts),
+        vad=resetting(vad if vad is not None else load_vad(opts)),
         turn_handling=handling,
         conn_options=connect_options(),
         max_tool_steps=4,
