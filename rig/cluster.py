@@ -247,6 +247,16 @@ def condition(obj: dict[str, Any], kind: str) -> str | None:
     return None
 
 
+def diagnosis(kubectl: Kubectl, line: str) -> str:
+    """What a failed `up` leaves to read: the line's conditions and every Pod's phase and node."""
+    obj = kubectl.maybe("get", "hotelline", line, "-n", HOTEL_NS)
+    conds = [f"  {c.get('type')}={c.get('status')} {c.get('reason', '')}: {c.get('message', '')}"
+             for c in (obj.get("status") or {}).get("conditions") or []]
+    pods = [f"  {ns}/{p['metadata']['name']} {p.get('status', {}).get('phase')} on {p['spec'].get('nodeName')}"
+            for ns in (RELEASE_NS, HOTEL_NS) for p in kubectl.json("get", "pods", "-n", ns)["items"]]
+    return "\n".join([f"HotelLine {HOTEL_NS}/{line} conditions:", *(conds or ["  none"]), "Pods:", *(pods or ["  none"])])
+
+
 def pods_ready(kubectl: Kubectl, ns: str) -> list[str] | None:
     """Names of the namespace's Pods when every one of them is Ready, else None."""
     pods = kubectl.json("get", "pods", "-n", ns)["items"]
@@ -342,10 +352,14 @@ def up(timeout: float) -> None:
     log(f"chart installed ({time.monotonic() - t0:.0f}s); applying the example HotelLine")
     kubectl.apply(*example_line(fakes))
     line = "lindenhof-main"
-    wait_for(lambda: condition(kubectl.maybe("get", "hotelline", line, "-n", HOTEL_NS), "Ready") == "True", timeout,
-             f"HotelLine {HOTEL_NS}/{line} Ready")
-    for ns in (RELEASE_NS, HOTEL_NS):
-        wait_for(lambda ns=ns: pods_ready(kubectl, ns), timeout, f"every Pod in {ns} Ready")
+    try:
+        wait_for(lambda: condition(kubectl.maybe("get", "hotelline", line, "-n", HOTEL_NS), "Ready") == "True",
+                 timeout, f"HotelLine {HOTEL_NS}/{line} Ready")
+        for ns in (RELEASE_NS, HOTEL_NS):
+            wait_for(lambda ns=ns: pods_ready(kubectl, ns), timeout, f"every Pod in {ns} Ready")
+    except SystemExit:
+        log(diagnosis(kubectl, line))
+        raise
     write_env(rig_env, redis_url)
     log(f"up in {time.monotonic() - t0:.0f}s. Use it with:\n  export KUBECONFIG={kubeconfig}\n"
         f"  kubectl get pods -A; kubectl get hotellines -A\n  logs: {STATE / 'nodeagent' / 'logs'}")

@@ -63,6 +63,8 @@ def _up(rig: Rig) -> bool:
     result = subprocess.run([sys.executable, "-m", "rig.cluster", "up"], cwd=ROOT, timeout=1500, check=False,
                             env={**os.environ, "VOICEHIVE_RIG_STATE": str(ROOT / ".rig")})
     if result.returncode != 0:
+        # a half-up cluster (node agent, release) would run the Pods of every later test's objects
+        subprocess.run([sys.executable, "-m", "rig.cluster", "down"], cwd=ROOT, timeout=600, check=False)
         pytest.fail("make cluster-up failed (its output is above; logs in .rig/cluster/ and .rig/nodeagent/logs/)")
     return True
 
