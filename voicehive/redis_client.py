@@ -25,14 +25,47 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-from redis.asyncio import Redis, Sentinel
+from redis.asyncio import Connection, ConnectionPool, Redis, Sentinel, SSLConnection
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import SentinelManagedConnection, SentinelManagedSSLConnection
+from redis.connection import HiredisRespSerializer
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 _OWN_OPTIONS = ("wait_replicas", "wait_timeout_ms")
+
+
+class _HiredisPacking:
+    """Commands packed by hiredis's C packer, as redis-py's own sync client packs them.
+
+    WHY: redis-py's asyncio ``Connection.pack_command`` encodes and joins every argument in Python;
+    its sync client uses hiredis's ``pack_command`` (``HiredisRespSerializer``) whenever hiredis is
+    installed. On the orchestrator's webhook path the Python packer was the largest single cost
+    after the HTTP server (py-spy, issue 16). Same bytes, same errors (tests/test_redis_client.py).
+    """
+
+    _packer = HiredisRespSerializer()
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        return self._packer.pack(*args)  # type: ignore[no-any-return]
+
+
+class HiredisConnection(_HiredisPacking, Connection):
+    pass
+
+
+class HiredisSSLConnection(_HiredisPacking, SSLConnection):
+    pass
+
+
+class HiredisSentinelConnection(_HiredisPacking, SentinelManagedConnection):
+    pass
+
+
+class HiredisSentinelSSLConnection(_HiredisPacking, SentinelManagedSSLConnection):
+    pass
 
 
 class Topology(StrEnum):
@@ -121,10 +154,14 @@ def connect(target: RedisTarget, *, decode_responses: bool = True, timeout_s: fl
         return sentinel.master_for(
             target.service, redis_class=Redis, db=target.db, username=target.username,
             password=target.password, decode_responses=decode_responses, max_connections=max_connections,
-            connection_class=SentinelManagedSSLConnection if target.tls else SentinelManagedConnection,
+            connection_class=HiredisSentinelSSLConnection if target.tls else HiredisSentinelConnection,
         )
-    return Redis.from_url(target.url, decode_responses=decode_responses, max_connections=max_connections,
-                          health_check_interval=10, **timeouts)
+    # Redis.from_url, except the connection class: the URL's scheme would override a class passed in
+    options = {"decode_responses": decode_responses, "max_connections": max_connections, "health_check_interval": 10,
+               **timeouts, **parse_url(target.url)}
+    tls = options.pop("connection_class", Connection) is SSLConnection
+    pool = ConnectionPool(connection_class=HiredisSSLConnection if tls else HiredisConnection, **options)
+    return Redis.from_pool(pool)
 
 
 def connect_url(url: str, **kwargs: Any) -> Any:

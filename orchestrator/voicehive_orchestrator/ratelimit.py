@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from limits import RateLimitItem, parse
@@ -33,10 +34,15 @@ class RateLimits:
     admin: str = "60/minute"
     anonymous: str = "500/second"  # per address; LiveKit's own webhooks (signed JWT, no bearer) count here
 
+    @cached_property
+    def _items(self) -> tuple[RateLimitItem, RateLimitItem, RateLimitItem]:
+        return parse(self.anonymous), parse(self.agent), parse(self.admin)  # parsed once, not per request
+
     def item_for(self, client: Client | None) -> RateLimitItem:
+        anonymous, agent, admin = self._items
         if client is None:
-            return parse(self.anonymous)
-        return parse(self.agent if client.scope.value == "agent" else self.admin)
+            return anonymous
+        return agent if client.scope.value == "agent" else admin
 
 
 class RateLimiter:
