@@ -61,11 +61,13 @@ from enum import StrEnum
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.exceptions import ClusterDownError, ReadOnlyError, RedisError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from voicehive.autopipeline import ScriptPipeline
 from voicehive.lifecycle import CallPhase, EndReason, is_terminal
 from voicehive.redis_client import connect, parse_redis_url
 
@@ -361,6 +363,9 @@ class CallStore:
         self.wait_timeout_ms = wait_timeout_ms
         self._known = KnownCalls()  # the calls as this store last wrote them (saves a read per event)
         self._apply_script = self.redis.register_script(_APPLY_LUA)
+        # Redis Cluster: one script call per event (a cluster pipeline splits by node; not batched)
+        self._apply_batches = None if isinstance(redis, RedisCluster) else ScriptPipeline(
+            redis, _APPLY_LUA, wait_replicas=wait_replicas, wait_timeout_ms=wait_timeout_ms)
         self._session_created_script = self.redis.register_script(_SESSION_CREATED_LUA)
 
     @classmethod
@@ -507,9 +512,14 @@ class CallStore:
         return list(call_keys(ref)), [expected_version, dedupe_id, str(ttl), created, plan_json]
 
     async def _run_apply(self, keys: list[str], args: list[str], *, wait: bool) -> list[Any]:
-        """The call's script (its reply: see ``_APPLY_LUA``); with ``wait`` (it is the change's
-        last write) and a WAIT policy, in one pipeline with ``WAIT`` on the same connection, as
-        WAIT covers that connection."""
+        """The call's script (its reply: see ``_APPLY_LUA``), batched with the other calls of this
+        loop turn (voicehive.autopipeline); with ``wait`` (it is the change's last write) and a
+        WAIT policy, acknowledged once the replicas have it."""
+        if self._apply_batches is not None:
+            reply, acked = await self._apply_batches.call(keys, args, wait=wait)
+            if reply[0] == "ok" and acked is not None:
+                self._check_acked(acked)
+            return list(reply)
         if not (wait and self.wait_replicas):
             return list(await self._apply_script(keys=keys, args=args))
         async with self.redis.pipeline(transaction=False) as pipe:
