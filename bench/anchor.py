@@ -7,10 +7,12 @@ redis-server, from the same load generator, in the same run, with one process an
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -130,13 +132,23 @@ def one_run(redis_port: int, env: dict[str, str], hasher: PiiHasher, events: int
                             for kind in ("agent_ready", "call_started")]) for c in range(LIVE_CALLS)]
             asyncio.run(post_jobs(ports, token, opening, concurrency))
         asyncio.run(post_jobs(ports, token, segments("w", 300), concurrency))  # warm-up
+        cpu_before = sum(cpu_seconds(proc.pid) for proc, _port in servers)
         latencies, acked, failures, elapsed = asyncio.run(post_jobs(ports, token, segments("t", events), concurrency))
+        cpu = sum(cpu_seconds(proc.pid) for proc, _port in servers) - cpu_before
         missing = lost(redis_port, acked, None if bare else hasher)
     finally:
         for proc, _port in servers:
             proc.terminate()
             proc.wait(timeout=30)
-    return figures(latencies, acked, failures, elapsed, missing)
+    return {**figures(latencies, acked, failures, elapsed, missing),
+            "server_cpu_us_per_event": round(cpu / max(1, len(latencies)) * 1e6, 1)}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (/proc/PID/stat fields 14 and 15): the server's cost
+    per event, which the machine's other load disturbs far less than its rate."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def median_of(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -145,6 +157,7 @@ def median_of(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "events_per_second": round(statistics.median(r["events_per_second"] for r in samples), 1),
         "p50_ms": round(statistics.median(r["p50_ms"] for r in samples), 2),
         "p99_ms": round(statistics.median(r["p99_ms"] for r in samples), 2),
+        "server_cpu_us_per_event": round(statistics.median(r["server_cpu_us_per_event"] for r in samples), 1),
         "acknowledged": sum(r["acknowledged"] for r in samples),
         "non_2xx": sum(r["non_2xx"] for r in samples),
         "lost_events": sum(r["lost_events"] for r in samples),
@@ -170,6 +183,8 @@ def run_anchor(redis_port: int, env: dict[str, str], hasher: PiiHasher, events: 
             "events_per_second_ours_over_bare": round(ours["events_per_second"] / bare_fig["events_per_second"], 3),
             "p50_ours_over_bare": round(ours["p50_ms"] / bare_fig["p50_ms"], 3),
             "p99_ours_over_bare": round(ours["p99_ms"] / bare_fig["p99_ms"], 3),
+            "server_cpu_per_event_ours_over_bare": round(
+                ours["server_cpu_us_per_event"] / bare_fig["server_cpu_us_per_event"], 3),
         }
     return {
         "what": "new transcription events (unique ids) over 64 live calls, 64 senders; bare = bench/bare_handler.py "
