@@ -500,16 +500,16 @@ class CallStore:
             # kept on the call too, so a retried delivery can re-queue it (see _resync_indexes)
             mapping[SESSION_REQUEST_FIELD] = json.dumps(plan.pending_session, separators=(",", ":"))
         increments = {"version": 1, "events": 1, **plan.increments}
-        script_plan = {  # one JSON argument: fewer arguments to pack and for the script to read
-            "hset": _flat(mapping),
-            "incr": _flat({name: str(amount) for name, amount in increments.items()}),
-            "event": _flat({**plan.event, "event_id": dedupe_id, "outcome": plan.outcome.value}),
-            "transcript": _flat(plan.transcript or {}),
-            "expect": _flat(expect or {}),
-        }
+        parts = (  # the script's field/value lists, sent as plain arguments after their lengths
+            _flat(mapping),
+            _flat({name: str(amount) for name, amount in increments.items()}),
+            _flat({**plan.event, "event_id": dedupe_id, "outcome": plan.outcome.value}),
+            _flat(plan.transcript or {}),
+            _flat(expect or {}),
+        )
         expected_version = str(before.version) if before else "0"
-        plan_json = json.dumps(script_plan, separators=(",", ":"))
-        return list(call_keys(ref)), [expected_version, dedupe_id, str(ttl), created, plan_json]
+        args = [expected_version, dedupe_id, str(ttl), created, *(str(len(part)) for part in parts)]
+        return list(call_keys(ref)), args + [item for part in parts for item in part]
 
     async def _run_apply(self, keys: list[str], args: list[str], *, wait: bool) -> list[Any]:
         """The call's script (its reply: see ``_APPLY_LUA``), batched with the other calls of this
@@ -652,38 +652,45 @@ def _delete_call(pipe: Any, ref: str) -> None:
 # The write half of CallStore.apply: compare-and-set on the record's version and created_at
 # plus the dedupe check, then every write of the plan. Redis runs a script atomically, so a
 # plan is written whole or not at all. KEYS: call, events, seen, transcript (one call: one hash
-# slot). ARGV: version, dedupe id, ttl, created_at ("" for a new call), the plan (JSON: field/
-# value lists for the record's HSET, its HINCRBYs, the event entry, the transcript entry, which
-# may be empty, and "expect": the fields the decision read, checked instead of the version when
-# given). Replies {'ok', created_at, the record's hash if others wrote it since the read and the
-# write was checked by version, else {}}, or {'conflict' | 'duplicate', the record's hash, seen 0/1} so the caller can decide
-# again without another read.
+# slot). ARGV: version, dedupe id, ttl, created_at ("" for a new call), then the lengths of five
+# field/value lists and the lists themselves: the record's HSET, its HINCRBYs, the event entry,
+# the transcript entry (may be empty), and "expect": the fields the decision read, checked
+# instead of the version when given. Plain arguments, not one JSON document: no cjson in Redis,
+# no json.dumps in the service (hiredis packs many arguments cheaply). Replies {'ok',
+# created_at, the record's hash if others wrote it since the read and the write was checked by
+# version, else {}}, or {'conflict' | 'duplicate', the record's hash, seen 0/1} so the caller
+# can decide again without another read.
 _APPLY_LUA = """
-local plan = cjson.decode(ARGV[5])
+local first, last, at = {}, {}, 10
+for i = 1, 5 do first[i] = at; at = at + tonumber(ARGV[4 + i]); last[i] = at - 1 end
+local HSET, INCR, EVENT, TRANSCRIPT, EXPECT = 1, 2, 3, 4, 5
 local fields = {'version', 'created_at'}  -- and the expected fields: one read for all
-for i = 1, #plan.expect, 2 do fields[#fields + 1] = plan.expect[i] end
+for i = first[EXPECT], last[EXPECT], 2 do fields[#fields + 1] = ARGV[i] end
 local stored = redis.call('HMGET', KEYS[1], unpack(fields))
 local seen = redis.call('SISMEMBER', KEYS[3], ARGV[2])
 local same = (stored[2] or '') == ARGV[4]
-if #plan.expect == 0 then
+local by_version = last[EXPECT] < first[EXPECT]
+if by_version then
   same = same and (stored[1] or '0') == ARGV[1]
 else
-  for i = 1, #plan.expect, 2 do
-    same = same and (stored[2 + (i + 1) / 2] or '') == plan.expect[i + 1]
+  for i = first[EXPECT], last[EXPECT], 2 do
+    same = same and (stored[3 + (i - first[EXPECT]) / 2] or '') == ARGV[i + 1]
   end
 end
 if not same then return {'conflict', redis.call('HGETALL', KEYS[1]), seen} end
 if seen == 1 then return {'duplicate', redis.call('HGETALL', KEYS[1]), seen} end
 local ttl = tonumber(ARGV[3])
-redis.call('HSET', KEYS[1], unpack(plan.hset))
-for i = 1, #plan.incr, 2 do redis.call('HINCRBY', KEYS[1], plan.incr[i], plan.incr[i + 1]) end
+redis.call('HSET', KEYS[1], unpack(ARGV, first[HSET], last[HSET]))
+for i = first[INCR], last[INCR], 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('SADD', KEYS[3], ARGV[2])
-redis.call('XADD', KEYS[2], '*', unpack(plan.event))
-if #plan.transcript > 0 then redis.call('XADD', KEYS[4], '*', unpack(plan.transcript)) end
+redis.call('XADD', KEYS[2], '*', unpack(ARGV, first[EVENT], last[EVENT]))
+if last[TRANSCRIPT] >= first[TRANSCRIPT] then
+  redis.call('XADD', KEYS[4], '*', unpack(ARGV, first[TRANSCRIPT], last[TRANSCRIPT]))
+end
 for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ttl) end
 -- a write checked by version hands back the record if others wrote since; one checked on the
 -- fields it read (a transcript) does not: its copy may lag until a version-checked write
-local moved = #plan.expect == 0 and (stored[1] or '0') ~= ARGV[1]
+local moved = by_version and (stored[1] or '0') ~= ARGV[1]
 return {'ok', stored[2] or redis.call('HGET', KEYS[1], 'created_at'), moved and redis.call('HGETALL', KEYS[1]) or {}}
 """
 
