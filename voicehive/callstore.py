@@ -500,6 +500,8 @@ class CallStore:
             # kept on the call too, so a retried delivery can re-queue it (see _resync_indexes)
             mapping[SESSION_REQUEST_FIELD] = json.dumps(plan.pending_session, separators=(",", ":"))
         increments = {"version": 1, "events": 1, **plan.increments}
+        if not mapping.keys().isdisjoint(increments):  # the script writes a counter once: set or added
+            raise ValueError(f"a plan both sets and increments {sorted(mapping.keys() & increments.keys())}")
         parts = (  # the script's field/value lists, sent as plain arguments after their lengths
             _flat(mapping),
             _flat({name: str(amount) for name, amount in increments.items()}),
@@ -653,7 +655,8 @@ def _delete_call(pipe: Any, ref: str) -> None:
 # plus the dedupe check, then every write of the plan. Redis runs a script atomically, so a
 # plan is written whole or not at all. KEYS: call, events, seen, transcript (one call: one hash
 # slot). ARGV: version, dedupe id, ttl, created_at ("" for a new call), then the lengths of five
-# field/value lists and the lists themselves: the record's HSET, its HINCRBYs, the event entry,
+# field/value lists and the lists themselves: the record's HSET, its counters' increments (read
+# and written back in the same HMGET and HSET; never also in the HSET list), the event entry,
 # the transcript entry (may be empty), and "expect": the fields the decision read, checked
 # instead of the version when given. Plain arguments, not one JSON document: no cjson in Redis,
 # no json.dumps in the service (hiredis packs many arguments cheaply). Replies {'ok',
@@ -664,8 +667,10 @@ _APPLY_LUA = """
 local first, last, at = {}, {}, 10
 for i = 1, 5 do first[i] = at; at = at + tonumber(ARGV[4 + i]); last[i] = at - 1 end
 local HSET, INCR, EVENT, TRANSCRIPT, EXPECT = 1, 2, 3, 4, 5
-local fields = {'version', 'created_at'}  -- and the expected fields: one read for all
+local fields = {'version', 'created_at'}  -- then the expected fields and the counters: one read
 for i = first[EXPECT], last[EXPECT], 2 do fields[#fields + 1] = ARGV[i] end
+local counters = #fields + 1
+for i = first[INCR], last[INCR], 2 do fields[#fields + 1] = ARGV[i] end
 local stored = redis.call('HMGET', KEYS[1], unpack(fields))
 local seen = redis.call('SISMEMBER', KEYS[3], ARGV[2])
 local same = (stored[2] or '') == ARGV[4]
@@ -680,8 +685,13 @@ end
 if not same then return {'conflict', redis.call('HGETALL', KEYS[1]), seen} end
 if seen == 1 then return {'duplicate', redis.call('HGETALL', KEYS[1]), seen} end
 local ttl = tonumber(ARGV[3])
-redis.call('HSET', KEYS[1], unpack(ARGV, first[HSET], last[HSET]))
-for i = first[INCR], last[INCR], 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local sets = {unpack(ARGV, first[HSET], last[HSET])}  -- the counters, added up, in the same HSET
+for i = first[INCR], last[INCR], 2 do
+  sets[#sets + 1] = ARGV[i]
+  sets[#sets + 1] = tostring((tonumber(stored[counters]) or 0) + tonumber(ARGV[i + 1]))
+  counters = counters + 1
+end
+redis.call('HSET', KEYS[1], unpack(sets))
 redis.call('SADD', KEYS[3], ARGV[2])
 redis.call('XADD', KEYS[2], '*', unpack(ARGV, first[EVENT], last[EVENT]))
 if last[TRANSCRIPT] >= first[TRANSCRIPT] then
