@@ -26,6 +26,11 @@ from typing import Any
 from redis.exceptions import NoScriptError
 
 _MAX_BATCH = 256  # bounds one pipeline's buffers; more waiting calls go in the next batch
+# Loop turns a batch waits before it is sent, so the requests whose bytes arrived in the same
+# I/O poll reach it too: with two orchestrator processes sharing the anchor's load, 2 turns gave
+# larger batches and ~15% more events/s than 0 (docs/orchestrator.md); an idle service waits
+# only these turns (microseconds).
+_GATHER_TURNS = 2
 
 
 @dataclass
@@ -69,6 +74,8 @@ class ScriptPipeline:
         """Send what is queued, and again what queued meanwhile, until nothing is left: one batch
         in flight, so a batch holds what arrived during the previous one's round trip."""
         try:
+            for _ in range(_GATHER_TURNS):
+                await asyncio.sleep(0)
             while self._queue:
                 batch, self._queue = self._queue[:_MAX_BATCH], self._queue[_MAX_BATCH:]
                 batch = [c for c in batch if not c.done.cancelled()]
