@@ -1,4 +1,4 @@
-"""Script calls made in the same event-loop turn go to Redis as one pipeline (auto-pipelining).
+"""Concurrent calls of one Lua script go to Redis together, one pipeline per round trip.
 
 WHY: under load the orchestrator has dozens of webhooks in flight, and each wrote its call with
 its own EVALSHA: its own trip through redis-py's pool, its own socket write and its own timeout
@@ -6,8 +6,9 @@ task. ioredis (``enableAutoPipelining``), Lettuce and go-redis batch concurrent 
 way. Here one batch is in flight at a time, and the calls made meanwhile are sent together next,
 in one non-transactional pipeline: one write and one read for the batch, each script still atomic
 on its own and answered on its own. An idle service sends a lone call at once; a busy one sends
-bigger batches, sized by Redis's round trip (group commit). With a ``WAIT`` policy one ``WAIT`` at the end of the batch covers every write in it
-(group commit), instead of one per event. Measured in docs/orchestrator.md (issue 16).
+bigger batches, sized by Redis's round trip (group commit). With a ``WAIT`` policy one ``WAIT``
+at the end of a batch covers every write in it, instead of one per event. Measured in
+docs/orchestrator.md (issue 16).
 
 Errors keep their meaning per call: a connection error or timeout fails every call of the batch
 (nothing of theirs is known to be written, as with a lone command); a script's own error fails
@@ -43,11 +44,10 @@ class _Call:
 
 @dataclass
 class ScriptPipeline:
-    """Runs one Lua script for many callers, batching the calls of each loop turn.
+    """Runs one Lua script for many callers, one batch in flight at a time.
 
-    ``wait_replicas``: acknowledge a call that asked for it (``wait=True``) only after that many
-    replicas have the batch (``WAIT``); the reply of ``WAIT`` is handed to ``on_acked`` per such
-    call, which raises to fail it.
+    ``wait_replicas`` > 0: a batch holding a call that asked for it (``wait=True``) ends with
+    ``WAIT``, and those calls get its reply (the replicas that acknowledged) to judge.
     """
 
     redis: Any
