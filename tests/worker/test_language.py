@@ -168,3 +168,19 @@ def test_the_watchdog_apologises_in_the_calls_current_language() -> None:
     assert b"problema tecnico" in dog.current_voice().fallback
     current[0] = "fr"  # not a line language: the line's first
     assert dog.current_voice() is voices["en"]
+
+
+def test_a_line_whose_first_language_we_do_not_speak_is_greeted_and_closed_in_its_first_one_we_do() -> None:
+    """Found by tests/worker_engines/test_every_line_takes_a_call (2026-12-03): languages
+    ["aa", "de"]. The agent greeted in German (the line's first language we speak) while
+    ``greeting(spec)`` said English; every default must be that one language."""
+    from voicehive_worker.agent import HotelAgent, LocalCallActions, goodbye, greeting
+    from voicehive_worker.language import first_language
+
+    spec = line_spec(languages=["aa", "de-AT", "en-US"])
+    assert first_language(spec) == "de"
+    assert HotelAgent(spec, LocalCallActions()).language == "de"
+    assert greeting(spec) == greeting(spec, "de") and "KI-Assistent" in greeting(spec)
+    assert goodbye(spec) == goodbye(spec, "de")
+    only = line_spec(languages=["aa"], asr={**line_spec().asr.model_dump(by_alias=True, exclude_none=True), "language": "aa"})
+    assert first_language(only) == "en" == HotelAgent(only, LocalCallActions()).language  # none we speak

@@ -29,7 +29,7 @@ from typing import Any
 import kubernetes_validate
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, Phase, assume, given, settings
+from hypothesis import HealthCheck, Phase, assume, example, given, settings
 from hypothesis import strategies as st
 from livekit.agents import AgentSession
 
@@ -42,6 +42,7 @@ from voicehive_worker.agent import HotelAgent, LocalCallActions, greeting
 from voicehive_worker.engines import HotelPolicyLLM
 from voicehive_worker.engines.espeak_tts import EspeakOptions, synthesize_pcm
 from voicehive_worker.engines.text import for_speech
+from voicehive_worker.language import first_language
 from voicehive_worker.simulate import caller_audio, simulate_call
 
 EXAMPLES = int(os.environ.get("VOICEHIVE_HYPOTHESIS_EXAMPLES", "200"))
@@ -101,9 +102,22 @@ def _caller_turns(spec_strategy: st.SearchStrategy[dict[str, Any]]) -> st.Search
     return st.tuples(spec_strategy, st.one_of(st.sampled_from(CALLER_TURNS), st.text(min_size=1, max_size=60)))
 
 
+# Found by this test on 2026-12-03: a first language we do not speak ("aa"); the agent greeted in
+# German, its first one we do, while greeting(spec) said English.
+FIRST_LANGUAGE_UNSPOKEN = {
+    "apiVersion": "voicehive.io/v1alpha1", "kind": "HotelLine", "metadata": {"name": "generated", "namespace": "hotel"},
+    "spec": {"hotelId": "0", "displayName": "0", "timeZone": "UTC", "languages": ["aa", "de"], "region": "eu-central-1",
+             "phoneNumbers": ["+1000000"], "sip": {"auth": {"secretName": "keys"}},
+             "frontDesk": {"transferTo": "tel:+1000000"}, "asr": {"model": "0"},
+             "llm": {"endpoint": "https://[0]", "deployment": "0", "apiKeySecretRef": {"name": "0", "key": "0"}},
+             "tts": {"voiceId": "0", "apiKeySecretRef": {"name": "0", "key": "0"}}},
+}
+
+
 @pytest.mark.timeout(120 + 5 * EXAMPLES)  # ~1 s each on a busy 2-core machine; generous
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(_caller_turns(hotel_line_documents()))
+@example((FIRST_LANGUAGE_UNSPOKEN, "Do you have a room from the 12th of March for two nights for two people?"))
 def test_every_accepted_line_greets_and_answers(case: tuple[dict[str, Any], str]) -> None:
     document, said = case
     spec = accepted(document)
@@ -111,8 +125,8 @@ def test_every_accepted_line_greets_and_answers(case: tuple[dict[str, Any], str]
     assert replies and replies[0] == greeting(spec), replies
     assert spec.display_name in replies[0]
     assert len(replies) >= 2 and all(reply.strip() for reply in replies[1:]), replies
-    pcm = asyncio.run(synthesize_pcm(replies[0], EspeakOptions(language=spec.languages[0])))
-    assert np.abs(pcm).max() > 1000  # the greeting is audible in the line's first language
+    pcm = asyncio.run(synthesize_pcm(replies[0], EspeakOptions(language=first_language(spec))))
+    assert np.abs(pcm).max() > 1000  # the greeting is audible in the line's first language we speak
     assert _operator_objects(spec)
 
 
