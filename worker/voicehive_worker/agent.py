@@ -28,7 +28,7 @@ from voicehive.intents import Intent
 from voicehive.lifecycle import EndReason
 from voicehive_worker import phrases
 from voicehive_worker.booking import booking_instructions, booking_tools, pms_unavailable_reply
-from voicehive_worker.language import LanguageTracker
+from voicehive_worker.language import LanguageTracker, first_language
 from voicehive_worker.pms import (
     PMS_SOURCE,
     FactsPms,
@@ -114,11 +114,11 @@ phrase = phrases.phrase
 
 def greeting(spec: HotelLineSpec, language: str | None = None) -> str:
     """The first words of every call: the hotel's name and the AI disclosure."""
-    return phrase(_GREETINGS, language or spec.languages[0], hotel=spec.display_name)
+    return phrase(_GREETINGS, language or first_language(spec), hotel=spec.display_name)
 
 
 def goodbye(spec: HotelLineSpec, language: str | None = None) -> str:
-    return phrase(_GOODBYES, language or spec.languages[0], hotel=spec.display_name)
+    return phrase(_GOODBYES, language or first_language(spec), hotel=spec.display_name)
 
 
 def desk_is_open(hours: list[OpeningHours], now: dt.datetime) -> bool:

@@ -216,6 +216,7 @@ async def warm_up(line_file: Path | None) -> Warm:
 
     from voicehive.privacy import Privacy
     from voicehive_worker.backoffice import build_pms
+    from voicehive_worker.language import first_language, line_languages
     from voicehive_worker.session import ProviderEndpoints, load_vad
     from voicehive_worker.watchdog import FallbackVoice
 
@@ -223,8 +224,8 @@ async def warm_up(line_file: Path | None) -> Warm:
     privacy = Privacy.from_env()
     endpoints = ProviderEndpoints.from_env(spec)
     vad = await asyncio.to_thread(load_vad)  # ONNX load off the event loop (readiness stays responsive)
-    voices = await FallbackVoice.render_all(spec.languages)
-    voice = voices[spec.languages[0].split("-")[0].lower()]
+    voices = await FallbackVoice.render_all(list(line_languages(spec.languages)))  # the ones we speak
+    voice = voices[first_language(spec)]
     pms = build_pms(spec, os.environ)  # a PMS line without its credentials exits 2 here, before any call
     tracing = Tracing.from_env(WORKER_SERVICE)  # a malformed endpoint exits 2 here too
     return Warm(spec=spec, vad=vad, privacy=privacy, endpoints=endpoints, voice=voice, ready=True, pms=pms,

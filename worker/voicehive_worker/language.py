@@ -19,8 +19,12 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from voicehive_worker.phrases import SUPPORTED, base
+
+if TYPE_CHECKING:
+    from voicehive.api.models import HotelLineSpec
 
 CLEAR_SCORE = 2.0
 """Evidence an utterance needs to count as clearly in one language."""
@@ -94,6 +98,12 @@ def line_languages(languages: list[str]) -> tuple[str, ...]:
         if lang in SUPPORTED and lang not in out:
             out.append(lang)
     return tuple(out) or ("en",)
+
+
+def first_language(spec: HotelLineSpec) -> str:
+    """The language a call starts in: the line's first one we speak (English if none). Greeting,
+    goodbye, voices and the TTS all default to it, as the agent does."""
+    return line_languages(spec.languages)[0]
 
 
 @dataclass

@@ -35,6 +35,7 @@ from livekit.agents.voice.agent_session import SessionConnectOptions
 from voicehive import contract
 from voicehive.api.models import HotelLineSpec
 from voicehive_worker.agent import CallActions, HotelAgent
+from voicehive_worker.language import first_language
 from voicehive_worker.pms import PmsAdapter
 from voicehive_worker.turn_taking import TurnStats, TurnTakingOptions
 from voicehive_worker.vad_reset import resetting
@@ -130,7 +131,7 @@ def provider_models(spec: HotelLineSpec, endpoints: ProviderEndpoints, *, fallba
         encoding=TTS_ENCODING,
         api_key=endpoints.tts_api_key,
         base_url=endpoints.tts_base_url,
-        language=spec.languages[0].split("-")[0],
+        language=first_language(spec),
         auto_mode=True,
     )
     return Models(stt=stt, llm=with_policy_fallback(spec, llm) if fallback else llm, tts=tts)

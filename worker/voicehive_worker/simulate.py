@@ -32,6 +32,7 @@ from voicehive.intents import classify, guess_language
 
 from .engines.espeak_tts import EspeakNotInstalled, EspeakOptions, resample, synthesize_pcm
 from .engines.text import base_language
+from .language import first_language
 
 SAMPLE_RATE = 16000
 ENV_ENGINES = "VOICEHIVE_CALL_ENGINES"  # "local" (default) or "providers"
@@ -98,7 +99,7 @@ def write_wav(path: Path, pcm: bytes, sample_rate: int = SAMPLE_RATE) -> None:
 
 async def caller_audio(text: str, spec: HotelLineSpec) -> np.ndarray:
     """The simulated caller saying ``text`` in its language (guessed, else the line's first)."""
-    language = guess_language(text) or base_language(spec.languages[0])
+    language = guess_language(text) or first_language(spec)
     options = EspeakOptions(language=language, voice=CALLER_VOICES[base_language(language)], words_per_minute=CALLER_WPM)
     return await synthesize_pcm(text, options)
 

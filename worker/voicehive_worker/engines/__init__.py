@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from voicehive.api.models import HotelLineSpec
+from voicehive_worker.language import first_language
 
 from .espeak_tts import AGENT_VOICES, EspeakTTS, synthesize_pcm
 from .pocketsphinx_stt import PocketsphinxSTT
@@ -45,7 +46,7 @@ def local_models(spec: HotelLineSpec, *, language: str | None = None) -> LocalMo
     return LocalModels(
         stt=PocketsphinxSTT.for_line(spec),
         llm=HotelPolicyLLM(spec),
-        tts=EspeakTTS(language=language or spec.languages[0]),
+        tts=EspeakTTS(language=language or first_language(spec)),
     )
 
 
