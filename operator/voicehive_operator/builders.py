@@ -389,14 +389,11 @@ def riva_tls_secret(pool: RivaPool, tls: PoolTls, owner: dict[str, Any] | None) 
     }
 
 
-def riva_proxy_configmap(pool: RivaPool, settings: OperatorSettings, owner: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": riva_proxy_config_name(pool), "namespace": pool.namespace, "labels": riva_labels(pool),
-                     "ownerReferences": [owner]},
-        "data": {"nginx.conf": riva_proxy_config(settings)},
-    }
+def riva_proxy_configmap(pool: RivaPool, settings: OperatorSettings, owner: dict[str, Any] | None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": riva_proxy_config_name(pool), "namespace": pool.namespace, "labels": riva_labels(pool)}
+    if owner is not None:
+        meta["ownerReferences"] = [owner]
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {"nginx.conf": riva_proxy_config(settings)}}
 
 
 def riva_service(pool: RivaPool, settings: OperatorSettings) -> dict[str, Any]:
