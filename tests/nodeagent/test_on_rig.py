@@ -330,39 +330,6 @@ def test_kube_errors_name_the_request(agent: RunningAgent) -> None:
         agent.kube.get("/api/v1/namespaces/does-not-exist-xyz/pods/p")
 
 
-# A gRPC client run in the node network (where Pod IPs are reachable), as a worker would dial.
-TLS_CLIENT = r"""
-import json, socket, ssl, sys
-import grpc
-from riva.client.proto import riva_asr_pb2 as rasr, riva_asr_pb2_grpc as rgrpc
-ip, host, ca, stranger, tls_port, nim_port = sys.argv[1:7]
-out = {}
-def models(channel):
-    try:
-        stub = rgrpc.RivaSpeechRecognitionStub(channel)
-        reply = stub.GetRivaSpeechRecognitionConfig(rasr.RivaSpeechRecognitionConfigRequest(), timeout=10)
-        return [c.model_name for c in reply.model_config]
-    except grpc.RpcError as e:
-        return e.code().name
-def secure(ca_file):
-    creds = grpc.ssl_channel_credentials(root_certificates=open(ca_file, "rb").read())
-    return grpc.secure_channel(ip + ":" + tls_port, creds, options=[("grpc.ssl_target_name_override", host)])
-with secure(ca) as ch:
-    out["with_pool_ca"] = models(ch)
-with secure(stranger) as ch:
-    out["with_another_ca"] = models(ch)
-with grpc.insecure_channel(ip + ":" + tls_port) as ch:
-    out["plaintext_to_tls_port"] = models(ch)
-with grpc.insecure_channel(ip + ":" + nim_port) as ch:
-    out["plaintext_to_nim_port"] = models(ch)
-ctx = ssl.create_default_context(cafile=ca)
-ctx.set_alpn_protocols(["h2"])
-with socket.create_connection((ip, int(tls_port)), timeout=10) as raw, ctx.wrap_socket(raw, server_hostname=host) as s:
-    out["tls"] = [s.version(), s.selected_alpn_protocol()]
-print(json.dumps(out))
-"""
-
-
 def test_nginx_terminates_the_pools_tls_in_front_of_the_riva_fake(
     agent: RunningAgent, namespace: str, tmp_path: Any
 ) -> None:
@@ -373,9 +340,9 @@ def test_nginx_terminates_the_pools_tls_in_front_of_the_riva_fake(
     the TLS port, gets nothing. The NIM's own port answers plaintext inside the Pod network: only a
     NetworkPolicy-enforcing CNI closes it (none on the rig; docs/tenant-isolation.md)."""
     import datetime as dt
-    import sys
 
     from rig.nodeagent.images import NGINX_BINARY
+    from tests.fixtures.riva_tls_probe import probe_riva_tls
     from tests.operator.helpers import spec
     from voicehive.api.models import HotelLineSpec
     from voicehive_operator import builders, riva_tls
@@ -408,15 +375,10 @@ def test_nginx_terminates_the_pools_tls_in_front_of_the_riva_fake(
     ca.write_text(tls.ca_pem)
     stranger.write_text(riva_tls.issue(pool.name, namespace, now).ca_pem)
     host = pool.address(settings).rsplit(":", 1)[0]  # what a worker dials: <pool>.<ns>.svc
-    result = subprocess.run(
-        ["ip", "netns", "exec", agent.node_net, sys.executable, "-c", TLS_CLIENT, pod["status"]["podIP"], host,
-         str(ca), str(stranger), str(settings.riva_port), str(builders.NIM_INTERNAL_GRPC_PORT)],
-        capture_output=True, text=True, timeout=120, check=False,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    seen = probe_riva_tls(agent.node_net, pod["status"]["podIP"], host, ca, stranger, settings.riva_port,
+                          builders.NIM_INTERNAL_GRPC_PORT)
     assert isinstance(seen["with_pool_ca"], list) and seen["with_pool_ca"], seen  # the fake's model list
     assert isinstance(seen["with_another_ca"], str) and isinstance(seen["plaintext_to_tls_port"], str), seen
     assert seen["tls"] == ["TLSv1.3", "h2"], seen
-    assert isinstance(seen["plaintext_to_nim_port"], list), seen  # open without a NetworkPolicy-enforcing CNI
+    assert isinstance(seen["plaintext_to_plain_port"], list), seen  # open without a NetworkPolicy-enforcing CNI
     assert "PRIVATE KEY" not in json.dumps(pod)
