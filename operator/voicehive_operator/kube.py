@@ -212,6 +212,15 @@ class Kube:
                 raise
         return await self._dict(self.apps.patch_namespaced_deployment, name, ns, body)
 
+    async def replace_pod_containers(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Replace a Deployment's Pod containers and volumes with ``body``'s (a JSON patch: a
+        strategic merge can add a container but never remove one); the rollout does the rest."""
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        pod = body["spec"]["template"]["spec"]
+        patch = [{"op": "replace", "path": f"/spec/template/spec/{key}", "value": pod[key]}
+                 for key in ("containers", "volumes")]
+        return await self._dict(self.apps.patch_namespaced_deployment, name, ns, patch)
+
     async def delete_deployment(self, namespace: str, name: str) -> bool:
         return await self._optional(self.apps.delete_namespaced_deployment, name, namespace) is not None
 

@@ -81,9 +81,11 @@ async def reconcile_namespace(
             tls = await _pool_tls(runtime, pool, changes) if settings.riva_tls else None
             body = builders.riva_deployment(pool, replicas, settings, tls[0].fingerprint if tls else "")
             if before is not None and builders.riva_container_names(before) != builders.riva_container_names(body):
-                # TLS switched on or off: a patch cannot remove a container, so replace the Deployment
-                await runtime.kube.delete_deployment(namespace, pool.name)
-                changes.append(f"replaced Riva {pool.name}: TLS {'on' if settings.riva_tls else 'off'}")
+                # TLS switched on or off (or an upgrade from before TLS): the containers are replaced
+                # and the rolling update (maxUnavailable 0) keeps the old Pods serving until the new
+                # ones are Ready, so ASR is not down for a model load
+                await runtime.kube.replace_pod_containers(body)
+                changes.append(f"turned TLS {'on' if settings.riva_tls else 'off'} for Riva {pool.name}")
             deployed = await runtime.kube.apply_deployment(body)
             if tls is not None:
                 owner = builders.deployment_owner(deployed)

@@ -254,3 +254,30 @@ async def test_the_operator_issues_the_pool_certificate_once_and_hands_its_ca_to
     events = await kube_client._dict(kube_client.core.list_namespaced_event, namespace)
     texts = json.dumps(events) + caplog.text + json.dumps(await kube_client.get_custom(namespace, contract.HOTELLINES, "a"))
     assert "PRIVATE KEY" not in texts and material["tls.key"].splitlines()[1] not in texts
+
+
+async def test_switching_tls_on_replaces_the_pool_containers_in_place(
+    start_operator: Any, hotelline: Any, kube_client: Any, namespace: str, providers: Any,
+    line_secret: dict[str, str],
+) -> None:
+    """An install from before TLS (or the lab switch): the same Deployment gets the sidecar and the
+    NIM's new port (a rolling update, not a delete: ASR stays up while the new Pods load)."""
+    plain = await start_operator(riva_tls=False)
+    await hotelline("a", {**providers.line_spec(asr=spec()["asr"]), "workers": {**spec()["workers"], "warmPool": 1}})
+    asr = {contract.LABEL_COMPONENT: contract.COMPONENT_ASR}
+    before = (await wait_for(lambda: kube_client.list_deployments(namespace, asr), lambda ds: len(ds) == 1,
+                             what="a plaintext pool"))[0]
+    assert builders.riva_container_names(before) == ["riva"]
+    await plain.stop()
+    await start_operator()
+    after = (await wait_for(lambda: kube_client.list_deployments(namespace, asr),
+                            lambda ds: len(ds) == 1 and len(builders.riva_container_names(ds[0])) == 2,
+                            what="the sidecar added"))[0]
+    assert after["metadata"]["uid"] == before["metadata"]["uid"]  # patched, not deleted
+    pod = after["spec"]["template"]["spec"]
+    nim = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert nim["NIM_GRPC_API_PORT"] == str(builders.NIM_INTERNAL_GRPC_PORT)
+    assert [p["name"] for p in pod["containers"][0]["ports"]] == ["http"]
+    assert {"riva-tls", "proxy-config", "proxy-tmp"} <= {v["name"] for v in pod["volumes"]}
+    await wait_for(lambda: kube_client.read_secret_key(namespace, "a-voicehive-line", "riva-ca.crt"),
+                   lambda v: v is not None, what="the pool CA in the line Secret")
