@@ -104,6 +104,7 @@ async def reconcile_namespace(
             key = deployment["metadata"].get("labels", {}).get(contract.LABEL_ASR_POOL)
             if key not in wanted:
                 name = deployment["metadata"]["name"]
+                runtime.riva_cas.pop(f"{namespace}/{name}", None)  # its Secret goes with it (owner GC)
                 # the Service first: nothing is routed to pods that are about to go
                 await runtime.kube.delete_service(namespace, name)
                 await runtime.kube.delete_deployment(namespace, name)
@@ -124,8 +125,10 @@ async def _pool_tls(runtime: Runtime, pool: RivaPool, changes: list[str]) -> tup
     material, reason = riva_tls.ensure(existing, pool.name, pool.namespace, runtime.settings.clock.now())
     if reason is None and stored is not None:
         return material, list((stored.get("metadata") or {}).get("ownerReferences") or [])
-    changes.append(f"{'issued' if existing is None else 'renewed'} the TLS certificate of Riva {pool.name}"
-                   + ("" if existing is None else f" ({reason.removeprefix('ca: ') if reason else 'stored'})"))
+    if existing is None:
+        changes.append(f"issued the TLS certificate of Riva {pool.name}")
+    else:
+        changes.append(f"renewed the TLS certificate of Riva {pool.name} ({(reason or '').removeprefix('ca: ')})")
     return material, None
 
 

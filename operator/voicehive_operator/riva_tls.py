@@ -24,6 +24,7 @@ CA_DAYS = 3650  # the trust anchor callers hold; outlives any server certificate
 CERT_DAYS = 365
 RENEW_BEFORE_DAYS = 30  # re-issue the server certificate this long before it expires
 BACKDATE = dt.timedelta(minutes=5)  # tolerate clocks slightly behind the operator's
+_SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 # Keys of the pool's kubernetes.io/tls Secret (tls.crt, tls.key, ca.crt are the type's conventions).
 TLS_CERT = "tls.crt"
@@ -148,6 +149,12 @@ def renewal_reason(tls: PoolTls, service: str, namespace: str, now: dt.datetime)
         return "the server certificate was not issued by the stored CA"
     if cert.not_valid_after_utc - now < dt.timedelta(days=RENEW_BEFORE_DAYS):
         return "the server certificate expires soon"
+    try:
+        key = serialization.load_pem_private_key(tls.key_pem.encode(), password=None)
+    except (ValueError, TypeError):
+        return "the server key cannot be read"
+    if key.public_key().public_bytes(*_SPKI) != cert.public_key().public_bytes(*_SPKI):
+        return "the server key does not match its certificate"
     try:
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
     except x509.ExtensionNotFound:

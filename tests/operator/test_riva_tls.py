@@ -138,6 +138,11 @@ def test_material_is_reused_then_renewed_with_the_same_ca_and_replaced_when_unre
     assert renewed.fingerprint != first.fingerprint
     other, why = riva_tls.ensure(first, "riva-other", p.namespace, NOW)
     assert why == "the server certificate names another Service" and other.ca_pem == first.ca_pem
+    swapped = riva_tls.PoolTls(ca_pem=first.ca_pem, cert_pem=first.cert_pem, ca_key_pem=first.ca_key_pem,
+                               key_pem=other.key_pem)  # nginx would refuse to start with this pair
+    fixed, why = riva_tls.ensure(swapped, p.name, p.namespace, NOW)
+    assert why == "the server key does not match its certificate" and riva_tls.renewal_reason(
+        fixed, p.name, p.namespace, NOW) is None and fixed.ca_pem == first.ca_pem
     broken = riva_tls.PoolTls(ca_pem="garbage", cert_pem="garbage", ca_key_pem="x", key_pem="x")
     fresh, why = riva_tls.ensure(broken, p.name, p.namespace, NOW)
     assert why is not None and fresh.ca_pem.startswith("-----BEGIN CERTIFICATE-----")
