@@ -188,14 +188,20 @@ def test_workers_of_a_tls_pool_get_its_ca_from_the_line_secret_and_dial_with_tls
     assert builders.asr_uses_tls("hotel-ns", line, SETTINGS) and not builders.asr_uses_tls("hotel-ns", own, SETTINGS)
 
 
-def test_the_worker_dials_tls_with_the_ca_it_is_given() -> None:
+def test_the_worker_dials_tls_with_the_ca_it_is_given(tmp_path: Any) -> None:
+    from voicehive_worker.session import ProviderConfigError
+
     line = line_spec()
     base = {contract.ENV_RIVA_SERVER: "riva-x.hotel-ns.svc:50051", contract.ENV_AZURE_OPENAI_API_KEY: "k",
             contract.ENV_ELEVEN_API_KEY: "k"}
     plain = ProviderEndpoints.from_env(line, base)
     assert plain.riva_tls is False and plain.riva_ca_file is None
-    tls = ProviderEndpoints.from_env(line, {**base, contract.ENV_RIVA_CA_FILE: "/etc/voicehive/riva-ca/ca.crt"})
-    assert tls.riva_tls is True and tls.riva_ca_file == "/etc/voicehive/riva-ca/ca.crt"
+    ca = tmp_path / "ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    tls = ProviderEndpoints.from_env(line, {**base, contract.ENV_RIVA_CA_FILE: str(ca)})
+    assert tls.riva_tls is True and tls.riva_ca_file == str(ca)
+    with pytest.raises(ProviderConfigError, match=r"VOICEHIVE_RIVA_CA_FILE names /nowhere/ca\.crt, which cannot be read"):
+        ProviderEndpoints.from_env(line, {**base, contract.ENV_RIVA_CA_FILE: "/nowhere/ca.crt"})
 
 
 async def test_the_provider_check_verifies_the_pool_tls_against_the_pool_ca() -> None:

@@ -85,6 +85,11 @@ class ProviderEndpoints:
         if not tts_key:
             raise ProviderConfigError(f"{contract.ENV_ELEVEN_API_KEY} is not set (from spec.tts.apiKeySecretRef)")
         riva_ca = env.get(contract.ENV_RIVA_CA_FILE) or None
+        if riva_ca is not None and not os.access(riva_ca, os.R_OK):
+            raise ProviderConfigError(
+                f"{contract.ENV_RIVA_CA_FILE} names {riva_ca}, which cannot be read (the Riva pool's CA, "
+                "mounted from the line's Secret)"
+            )
         tts_base = (env.get(ENV_TTS_ENDPOINT) or spec.tts.endpoint).rstrip("/")
         if not tts_base.endswith("/v1"):
             tts_base += "/v1"
