@@ -367,8 +367,11 @@ def test_nginx_terminates_the_pools_tls_in_front_of_the_riva_fake(
         return (agent.log(namespace, "riva-tls", "riva")[-300:] + " | nginx: "
                 + agent.log(namespace, "riva-tls", builders.RIVA_PROXY_CONTAINER)[-500:])
 
-    pod = eventually(lambda: (p := agent.pod(namespace, "riva-tls")) and condition(p, "Ready") == "True" and p,
-                     timeout=120, what=f"the Riva Pod Ready, both containers ({logs()})")
+    try:
+        pod = eventually(lambda: (p := agent.pod(namespace, "riva-tls")) and condition(p, "Ready") == "True" and p,
+                         timeout=120, what="the Riva Pod Ready, both containers")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc} (logs: {logs()})") from None
     statuses = {s["name"]: s for s in pod["status"]["containerStatuses"]}
     assert statuses[builders.RIVA_PROXY_CONTAINER]["ready"] and statuses["riva"]["ready"]
     ca, stranger = tmp_path / "ca.crt", tmp_path / "stranger.crt"
