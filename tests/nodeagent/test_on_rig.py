@@ -252,7 +252,7 @@ def test_a_crashing_container_backs_off_and_counts_restarts(agent: RunningAgent,
 
 def test_an_unknown_image_cannot_be_pulled(agent: RunningAgent, namespace: str) -> None:
     create(agent, namespace, {"metadata": {"name": "nope"}, "spec": {"nodeName": agent.cpu_node, "containers": [
-        {"name": "web", "image": "docker.io/library/nginx:1.27"}]}})
+        {"name": "web", "image": "docker.io/library/memcached:1.6"}]}})  # (nginx runs: the host's nginx)
 
     def waiting() -> dict[str, Any] | None:
         pod = agent.pod(namespace, "nope") or {}
@@ -261,7 +261,7 @@ def test_an_unknown_image_cannot_be_pulled(agent: RunningAgent, namespace: str) 
         return state if state.get("reason") in {"ErrImagePull", "ImagePullBackOff"} else None
 
     state = eventually(waiting, what="ErrImagePull")
-    assert "no Dockerfile target 'nginx'" in state["message"]
+    assert "no Dockerfile target 'memcached'" in state["message"]
     assert agent.pod(namespace, "nope")["status"]["phase"] == "Pending"  # type: ignore[index]
 
 
