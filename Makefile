@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-APT_PACKAGES := redis-server redis-tools redis-sentinel espeak-ng sox prometheus
+APT_PACKAGES := redis-server redis-tools redis-sentinel espeak-ng sox prometheus nginx libnginx-mod-stream
 
 .PHONY: help
 help: ## list the commands
@@ -14,7 +14,7 @@ help: ## list the commands
 
 # --- set-up -------------------------------------------------------------------------------
 .PHONY: system-deps
-system-deps: ## install the Debian packages tests and demo need (redis-server, redis-sentinel, espeak-ng, sox, promtool)
+system-deps: ## install the Debian packages tests and demo need (redis-server, redis-sentinel, espeak-ng, sox, promtool, nginx)
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

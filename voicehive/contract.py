@@ -78,6 +78,10 @@ ENV_LINE_TOKEN_KEY: Final = "VOICEHIVE_LINE_TOKEN_KEY"  # opens ANNOTATION_SEALE
 ENV_RECORDING_LINE_KEY: Final = "VOICEHIVE_RECORDING_LINE_KEY"  # one line's recording key (worker, staff)
 # Where worker pods find the CA of a rediss:// Redis (the URL names it: ?ssl_ca_certs=<dir>/ca.crt).
 REDIS_CA_DIR: Final = "/etc/voicehive/redis-ca"
+# The CA of the line's operator-managed Riva pool (its TLS sidecar): when set, the worker dials
+# Riva over TLS and trusts only this CA. Mounted from the line Secret at RIVA_CA_DIR/ca.crt.
+ENV_RIVA_CA_FILE: Final = "VOICEHIVE_RIVA_CA_FILE"
+RIVA_CA_DIR: Final = "/etc/voicehive/riva-ca"
 AGENT_IDENTITY_PREFIX: Final = "voicehive-agent-"  # + pod name: the worker's LiveKit identity
 ENV_READY_PORT: Final = "VOICEHIVE_READY_PORT"  # the worker's probe server (/healthz, /readyz)
 # the worker pod's terminationGracePeriodSeconds: how long a draining worker lets its call run

@@ -21,6 +21,7 @@ from livekit.protocol import sip as lk_sip
 from voicehive import contract, privacy, rbac, recording_store
 from voicehive.api.models import HotelLineSpec, MediaEncryption
 from voicehive.contract import API_VERSION, GROUP, HOTELLINE_KIND, VOICESESSION_KIND
+from voicehive_operator.riva_tls import PoolTls
 from voicehive_operator.settings import OperatorSettings, SecretRef
 
 REGION_LABEL = "topology.kubernetes.io/region"
@@ -125,6 +126,19 @@ def asr_address(namespace: str, spec: HotelLineSpec, settings: OperatorSettings)
     return spec.asr.endpoint if pool is None else pool.address(settings)  # type: ignore[return-value]
 
 
+def managed_riva_tls(namespace: str, spec: HotelLineSpec, settings: OperatorSettings) -> bool:
+    """The line dials an operator-managed pool, and that pool serves TLS with the pool's own CA."""
+    return settings.riva_tls and riva_pool_for(namespace, spec, settings) is not None
+
+
+def asr_uses_tls(namespace: str, spec: HotelLineSpec, settings: OperatorSettings) -> bool:
+    """TLS to the line's Riva: the line's ``asr.useTls`` for its own endpoint, the operator's
+    ``riva_tls`` for a managed pool."""
+    if riva_pool_for(namespace, spec, settings) is None:
+        return spec.asr.use_tls
+    return settings.riva_tls
+
+
 def riva_replicas(total_calls: int, streams_per_gpu: int, gpus_per_replica: int) -> int:
     """Replicas that carry ``total_calls`` concurrent streams; at least one."""
     per_replica = max(1, streams_per_gpu * gpus_per_replica)
@@ -175,10 +189,72 @@ def _http_probe(path: str, period: int, failures: int) -> dict[str, Any]:
             "timeoutSeconds": 5}
 
 
+# TLS for a managed pool (riva_tls): NGINX's official image terminates TLS on the Service's port
+# and passes the bytes to the NIM's gRPC on a Pod-internal port (the NIM has no TLS setting we
+# could verify). The NIM still listens on every address of the Pod on that port: the chart's
+# NetworkPolicy admits only riva_port to Riva Pods (docs/tenant-isolation.md).
+NIM_INTERNAL_GRPC_PORT = 50052  # behind the proxy: no containerPort, not in the Service
+RIVA_PROXY_CONTAINER = "riva-tls-proxy"
+RIVA_PROXY_UID = 101  # the nginx user of NGINX's official images
+RIVA_PROXY_TLS_DIR = "/etc/voicehive/riva-tls"
+NGINX_CONF = "/etc/nginx/nginx.conf"  # the official image's main configuration file
+# The image's CMD plus `-e stderr` (the error log before the configuration is read goes to the
+# log, not to a file on a read-only root); run directly, without the image's entrypoint hooks,
+# which only edit the default configuration we replace.
+RIVA_PROXY_COMMAND = ("nginx", "-e", "stderr", "-g", "daemon off;")
+ANNOTATION_RIVA_CERT = f"{GROUP}/riva-tls-cert"  # fingerprint of the served certificate (public)
+ANNOTATION_RIVA_PROXY_CONFIG = f"{GROUP}/riva-proxy-config"  # hash of the nginx configuration
+
+
+def riva_tls_secret_name(pool: RivaPool) -> str:
+    return f"{pool.name}-tls"
+
+
+def riva_proxy_config_name(pool: RivaPool) -> str:
+    return f"{pool.name}-tls-proxy"
+
+
+def riva_proxy_config(settings: OperatorSettings) -> str:
+    """nginx.conf of the TLS sidecar: a TCP (stream) proxy, so gRPC's HTTP/2 passes unchanged.
+
+    ALPN h2 is required by gRPC clients (nginx stream ``ssl_alpn``, since 1.21.4); the pid file
+    lives in the writable /tmp because the root filesystem is read-only; no http block, so
+    nginx needs none of its http temp directories.
+    """
+    return f"""# Rendered by the VoiceHive operator (builders.riva_proxy_config); do not edit.
+worker_processes 1;
+pid /tmp/nginx.pid;
+error_log stderr warn;
+
+events {{
+    worker_connections 4096;
+}}
+
+stream {{
+    server {{
+        listen {settings.riva_port} ssl;
+        ssl_certificate {RIVA_PROXY_TLS_DIR}/tls.crt;
+        ssl_certificate_key {RIVA_PROXY_TLS_DIR}/tls.key;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_alpn h2;
+        proxy_pass 127.0.0.1:{NIM_INTERNAL_GRPC_PORT};
+    }}
+}}
+"""
+
+
+def riva_nim_grpc_port(settings: OperatorSettings) -> int:
+    """Where the NIM serves gRPC: behind the proxy with TLS, on the Service's port without."""
+    return NIM_INTERNAL_GRPC_PORT if settings.riva_tls else settings.riva_port
+
+
 def _riva_container(pool: RivaPool, settings: OperatorSettings) -> dict[str, Any]:
     gpus = str(pool.gpus_per_replica)
     period = 10
     ngc = settings.riva_ngc_key_ref
+    ports = [{"name": "http", "containerPort": NIM_HTTP_PORT, "protocol": "TCP"}]
+    if not settings.riva_tls:
+        ports.insert(0, {"name": RIVA_GRPC_PORT_NAME, "containerPort": settings.riva_port, "protocol": "TCP"})
     return {
         "name": "riva",
         "image": settings.riva_image,
@@ -186,13 +262,10 @@ def _riva_container(pool: RivaPool, settings: OperatorSettings) -> dict[str, Any
             {"name": "NGC_API_KEY", "valueFrom": {"secretKeyRef": {"name": ngc.name, "key": ngc.key}}},
             {"name": "NIM_TAGS_SELECTOR", "value": settings.riva_tags_selector},
             {"name": "NIM_HTTP_API_PORT", "value": str(NIM_HTTP_PORT)},
-            {"name": "NIM_GRPC_API_PORT", "value": str(settings.riva_port)},
+            {"name": "NIM_GRPC_API_PORT", "value": str(riva_nim_grpc_port(settings))},
             {"name": "NIM_CACHE_PATH", "value": NIM_CACHE_PATH},
         ],
-        "ports": [
-            {"name": RIVA_GRPC_PORT_NAME, "containerPort": settings.riva_port, "protocol": "TCP"},
-            {"name": "http", "containerPort": NIM_HTTP_PORT, "protocol": "TCP"},
-        ],
+        "ports": ports,
         "resources": {
             "requests": {GPU_RESOURCE: gpus, "cpu": settings.riva_cpu, "memory": settings.riva_memory},
             "limits": {GPU_RESOURCE: gpus, "memory": settings.riva_memory},
@@ -206,7 +279,40 @@ def _riva_container(pool: RivaPool, settings: OperatorSettings) -> dict[str, Any
     }
 
 
-def riva_deployment(pool: RivaPool, replicas: int, settings: OperatorSettings) -> dict[str, Any]:
+def riva_proxy_container(settings: OperatorSettings) -> dict[str, Any]:
+    """The TLS sidecar: restricted, read-only root, its key only from the Secret volume."""
+    return {
+        "name": RIVA_PROXY_CONTAINER,
+        "image": settings.riva_tls_proxy_image,
+        "command": list(RIVA_PROXY_COMMAND),
+        "ports": [{"name": RIVA_GRPC_PORT_NAME, "containerPort": settings.riva_port, "protocol": "TCP"}],
+        "resources": {"requests": {"cpu": "100m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
+        "readinessProbe": {"tcpSocket": {"port": RIVA_GRPC_PORT_NAME}, "periodSeconds": 10, "failureThreshold": 3},
+        "livenessProbe": {"tcpSocket": {"port": RIVA_GRPC_PORT_NAME}, "periodSeconds": 20, "failureThreshold": 3},
+        "securityContext": {**RESTRICTED_CONTAINER, "readOnlyRootFilesystem": True,
+                            "runAsUser": RIVA_PROXY_UID, "runAsGroup": RIVA_PROXY_UID},
+        "volumeMounts": [
+            {"name": "proxy-tmp", "mountPath": "/tmp"},  # noqa: S108 (an emptyDir: the pid file)
+            {"name": "proxy-config", "mountPath": NGINX_CONF, "subPath": "nginx.conf", "readOnly": True},
+            {"name": "riva-tls", "mountPath": RIVA_PROXY_TLS_DIR, "readOnly": True},
+        ],
+    }
+
+
+def _riva_proxy_volumes(pool: RivaPool) -> list[dict[str, Any]]:
+    # 0440 with the Pod's fsGroup as group: the sidecar reads the key through that group.
+    tls_items = [{"key": "tls.crt", "path": "tls.crt"}, {"key": "tls.key", "path": "tls.key"}]
+    return [
+        {"name": "proxy-tmp", "emptyDir": {"sizeLimit": "16Mi"}},
+        {"name": "proxy-config", "configMap": {"name": riva_proxy_config_name(pool)}},
+        {"name": "riva-tls", "secret": {"secretName": riva_tls_secret_name(pool), "items": tls_items,
+                                        "defaultMode": 0o440}},
+    ]
+
+
+def riva_deployment(pool: RivaPool, replicas: int, settings: OperatorSettings, cert_fingerprint: str = "") -> dict[str, Any]:
+    """The pool's Deployment; with TLS, the sidecar and the certificate's fingerprint (a renewed
+    certificate rolls the Pods, so nginx serves it)."""
     labels = riva_labels(pool)
     tolerations = [json.loads(t) for t in pool.tolerations]
     # GPU node pools are commonly tainted nvidia.com/gpu:NoSchedule.
@@ -218,13 +324,23 @@ def riva_deployment(pool: RivaPool, replicas: int, settings: OperatorSettings) -
         if settings.riva_model_pvc
         else {"name": "nim-cache", "emptyDir": {}}
     )
+    containers = [_riva_container(pool, settings)]
+    volumes = [cache, {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": NIM_SHM}}]
+    template_meta: dict[str, Any] = {"labels": labels}
+    if settings.riva_tls:
+        containers.append(riva_proxy_container(settings))
+        volumes += _riva_proxy_volumes(pool)
+        template_meta["annotations"] = {
+            ANNOTATION_RIVA_CERT: cert_fingerprint,
+            ANNOTATION_RIVA_PROXY_CONFIG: _short_hash(riva_proxy_config(settings)),
+        }
     pod: dict[str, Any] = {
         "affinity": _node_affinity(pool.region, pool.node_selector),
         "tolerations": tolerations,
         "automountServiceAccountToken": False,
         "securityContext": RIVA_POD_SECURITY,
-        "containers": [_riva_container(pool, settings)],
-        "volumes": [cache, {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": NIM_SHM}}],
+        "containers": containers,
+        "volumes": volumes,
     }
     if settings.riva_image_pull_secret:
         pod["imagePullSecrets"] = [{"name": settings.riva_image_pull_secret}]
@@ -241,12 +357,47 @@ def riva_deployment(pool: RivaPool, replicas: int, settings: OperatorSettings) -
             "replicas": replicas,
             "selector": {"matchLabels": {contract.LABEL_ASR_POOL: pool.key, contract.LABEL_COMPONENT: contract.COMPONENT_ASR}},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-            "template": {"metadata": {"labels": labels}, "spec": pod},
+            "template": {"metadata": template_meta, "spec": pod},
         },
     }
 
 
+def riva_container_names(deployment: dict[str, Any]) -> list[str]:
+    """Container names of a pool Deployment as stored (a TLS switch changes them)."""
+    pod = deployment.get("spec", {}).get("template", {}).get("spec", {})
+    return [c.get("name", "") for c in pod.get("containers", [])]
+
+
+def deployment_owner(deployment: dict[str, Any]) -> dict[str, Any]:
+    """Owner reference to a stored pool Deployment: its Secret and ConfigMap go with it (GC)."""
+    meta = deployment["metadata"]
+    return owner_reference("apps/v1", "Deployment", meta["name"], meta["uid"])
+
+
+def riva_tls_secret(pool: RivaPool, tls: PoolTls, owner: dict[str, Any] | None) -> dict[str, Any]:
+    """The pool's ``kubernetes.io/tls`` Secret: server certificate and key, the CA certificate,
+    and the CA key (only the operator reads it, to renew; the sidecar mounts tls.crt/tls.key)."""
+    meta: dict[str, Any] = {"name": riva_tls_secret_name(pool), "namespace": pool.namespace, "labels": riva_labels(pool)}
+    if owner is not None:
+        meta["ownerReferences"] = [owner]
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/tls",
+        "metadata": meta,
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in sorted(tls.secret_data().items())},
+    }
+
+
+def riva_proxy_configmap(pool: RivaPool, settings: OperatorSettings, owner: dict[str, Any] | None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": riva_proxy_config_name(pool), "namespace": pool.namespace, "labels": riva_labels(pool)}
+    if owner is not None:
+        meta["ownerReferences"] = [owner]
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {"nginx.conf": riva_proxy_config(settings)}}
+
+
 def riva_service(pool: RivaPool, settings: OperatorSettings) -> dict[str, Any]:
+    """The pool's only door: ``riva_port`` (TLS when ``riva_tls``); the NIM's own port is not in it."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -278,6 +429,7 @@ LINE_SECRET_TOKEN_KEY = "token-key"  # noqa: S105
 LINE_SECRET_RECORDING_KEY = "recording-key"  # noqa: S105 (wraps the line's recording data keys)
 LINE_SECRET_REDIS_URL = "redis-url"  # noqa: S105
 LINE_SECRET_REDIS_CA = "redis-ca.crt"  # noqa: S105 (a CA certificate: public, kept with the URL)
+LINE_SECRET_RIVA_CA = "riva-ca.crt"  # noqa: S105 (the managed Riva pool's CA certificate: public)
 PURPOSE_TOKEN = "livekit-token"  # noqa: S105
 
 
@@ -285,8 +437,11 @@ def line_secret_name(line_name: str) -> str:
     return f"{line_name[:200].rstrip('-')}-voicehive-line"
 
 
-def line_secret_data(namespace: str, name: str, settings: OperatorSettings) -> dict[str, str]:
-    """The per-line Secret's values (plain text; :func:`line_secret` base64-encodes them)."""
+def line_secret_data(namespace: str, name: str, settings: OperatorSettings, riva_ca: str | None = None) -> dict[str, str]:
+    """The per-line Secret's values (plain text; :func:`line_secret` base64-encodes them).
+
+    ``riva_ca``: the CA certificate of the line's managed Riva pool (TLS), when there is one.
+    """
     data: dict[str, str] = {}
     if settings.transcript_key is not None:
         key = privacy.derive_line_key(settings.transcript_key, namespace, name, privacy.TRANSCRIPT_PURPOSE)
@@ -300,6 +455,8 @@ def line_secret_data(namespace: str, name: str, settings: OperatorSettings) -> d
         data[LINE_SECRET_REDIS_URL] = settings.redis_url
     if settings.redis_url and settings.redis_ca_pem:
         data[LINE_SECRET_REDIS_CA] = settings.redis_ca_pem
+    if riva_ca:
+        data[LINE_SECRET_RIVA_CA] = riva_ca
     return data
 
 
@@ -307,9 +464,10 @@ def line_token_key(namespace: str, name: str, pii_key: bytes) -> bytes:
     return privacy.derive_line_key(pii_key, namespace, name, PURPOSE_TOKEN)
 
 
-def line_secret(namespace: str, name: str, uid: str, settings: OperatorSettings) -> dict[str, Any]:
+def line_secret(namespace: str, name: str, uid: str, settings: OperatorSettings,
+                riva_ca: str | None = None) -> dict[str, Any]:
     """The line's Secret, owned by the HotelLine (garbage-collected with it)."""
-    data = line_secret_data(namespace, name, settings)
+    data = line_secret_data(namespace, name, settings, riva_ca)
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -329,6 +487,7 @@ def worker_spec_hash(namespace: str, name: str, spec: HotelLineSpec, settings: O
     relevant = {
         "spec": spec.to_wire(),
         "riva": asr_address(namespace, spec, settings),
+        "riva_tls": managed_riva_tls(namespace, spec, settings),
         "livekit": settings.url_workers_dial,
         "sa": settings.worker_service_account,
         # Which keys the line Secret holds (never their values: those stay out of labels).
@@ -418,6 +577,8 @@ def worker_env(namespace: str, name: str, spec: HotelLineSpec, settings: Operato
             env.append(_secret_env(var, SecretRef(ref.name, ref.key)))
     if settings.tracing is not None:  # the worker exports its call's spans where the operator does
         env.append({"name": contract.ENV_OTLP_TRACES_ENDPOINT, "value": settings.tracing.endpoint})
+    if managed_riva_tls(namespace, spec, settings):
+        env.append({"name": contract.ENV_RIVA_CA_FILE, "value": f"{contract.RIVA_CA_DIR}/ca.crt"})
     return env
 
 
@@ -428,6 +589,17 @@ def _redis_ca(settings: OperatorSettings, line_name: str = "") -> tuple[list[dic
     mount = {"name": "redis-ca", "mountPath": contract.REDIS_CA_DIR, "readOnly": True}
     volume = {"name": "redis-ca", "secret": {"secretName": line_secret_name(line_name),
                                              "items": [{"key": LINE_SECRET_REDIS_CA, "path": "ca.crt"}]}}
+    return [mount], [volume]
+
+
+def _riva_ca(namespace: str, line_name: str, spec: HotelLineSpec,
+             settings: OperatorSettings) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Mount and volume for the managed Riva pool's CA from the line Secret, or nothing."""
+    if not managed_riva_tls(namespace, spec, settings):
+        return [], []
+    mount = {"name": "riva-ca", "mountPath": contract.RIVA_CA_DIR, "readOnly": True}
+    volume = {"name": "riva-ca", "secret": {"secretName": line_secret_name(line_name),
+                                            "items": [{"key": LINE_SECRET_RIVA_CA, "path": "ca.crt"}]}}
     return [mount], [volume]
 
 
@@ -460,6 +632,7 @@ def worker_pod(
 ) -> dict[str, Any]:
     """An idle worker pod of a line, owned by the line until a call claims it."""
     spec_hash = worker_spec_hash(namespace, line_name, spec, settings)
+    riva_mounts, riva_volumes = _riva_ca(namespace, line_name, spec, settings)
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -492,10 +665,11 @@ def worker_pod(
                     "ports": [{"name": "probes", "containerPort": contract.WORKER_PROBE_PORT, "protocol": "TCP"}],
                     **WORKER_PROBES,
                     "securityContext": {**RESTRICTED_CONTAINER, "readOnlyRootFilesystem": True},
-                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *_redis_ca(settings)[0]],  # noqa: S108
+                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *_redis_ca(settings)[0], *riva_mounts],  # noqa: S108
                 }
             ],
-            "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}, *_redis_ca(settings, line_name)[1]],
+            "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}, *_redis_ca(settings, line_name)[1],
+                        *riva_volumes],
         },
     }
 

@@ -32,6 +32,12 @@ def selector(labels: dict[str, str]) -> str:
     return ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
 
 
+def secret_text(secret: dict[str, Any]) -> dict[str, str]:
+    """A Secret's keys as text (``data`` decoded, ``stringData`` as is)."""
+    data = {k: base64.b64decode(v).decode("utf-8", "replace") for k, v in (secret.get("data") or {}).items()}
+    return data | {k: v for k, v in (secret.get("stringData") or {}).items() if isinstance(v, str)}
+
+
 def labels_match(obj: dict[str, Any], labels: dict[str, str]) -> bool:
     """Client-side re-check of a label selector (some test API servers ignore parts of it)."""
     have = obj.get("metadata", {}).get("labels") or {}
@@ -156,6 +162,37 @@ class Kube:
                          _content_type="application/merge-patch+json")
         return False
 
+    async def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The whole Secret object (only for the operator's own Secrets), or ``None``."""
+        return await self._optional(self.core.read_namespaced_secret, name, namespace)
+
+    async def apply_secret(self, body: dict[str, Any]) -> None:
+        """Create, or merge-patch data, labels and owners to ``body``'s (no list, no delete)."""
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        try:
+            await self._dict(self.core.create_namespaced_secret, ns, body)
+            return
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        meta = {k: body["metadata"][k] for k in ("labels", "ownerReferences") if k in body["metadata"]}
+        await self._dict(self.core.patch_namespaced_secret, name, ns, {"metadata": meta, "data": body["data"]},
+                         _content_type="application/merge-patch+json")
+
+    # ---------------------------------------------------------------- config maps
+
+    async def apply_configmap(self, body: dict[str, Any]) -> None:
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        try:
+            await self._dict(self.core.create_namespaced_config_map, ns, body)
+            return
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        meta = {k: body["metadata"][k] for k in ("labels", "ownerReferences") if k in body["metadata"]}
+        await self._dict(self.core.patch_namespaced_config_map, name, ns, {"metadata": meta, "data": body["data"]},
+                         _content_type="application/merge-patch+json")
+
     # ---------------------------------------------------------------- deployments / services
 
     async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -174,6 +211,15 @@ class Kube:
             if exc.status != 409:
                 raise
         return await self._dict(self.apps.patch_namespaced_deployment, name, ns, body)
+
+    async def replace_pod_containers(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Replace a Deployment's Pod containers and volumes with ``body``'s (a JSON patch: a
+        strategic merge can add a container but never remove one); the rollout does the rest."""
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        pod = body["spec"]["template"]["spec"]
+        patch = [{"op": "replace", "path": f"/spec/template/spec/{key}", "value": pod[key]}
+                 for key in ("containers", "volumes")]
+        return await self._dict(self.apps.patch_namespaced_deployment, name, ns, patch)
 
     async def delete_deployment(self, namespace: str, name: str) -> bool:
         return await self._optional(self.apps.delete_namespaced_deployment, name, namespace) is not None

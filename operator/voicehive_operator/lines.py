@@ -174,7 +174,8 @@ async def reconcile(
     changes += await riva.reconcile_namespace(runtime, settings.riva_namespace or namespace, asr_users)
 
     # 3. The line's Secret (per-line keys, Redis URL), then the warm pool -----------------------
-    changes += await _ensure_line_secret(runtime, namespace, name, uid)
+    riva_ca = await riva.pool_ca(runtime, shared) if shared is not None and settings.riva_tls else None
+    changes += await _ensure_line_secret(runtime, namespace, name, uid, riva_ca)
     plan, pool_changes = await pool.reconcile(runtime, namespace, name, uid, spec,
                                               count_claimed=line_sessions is None)
     changes += pool_changes
@@ -188,7 +189,8 @@ async def reconcile(
         observed[conditions.WORKERS] = Observation(conditions.WORKERS, False, "WarmPoolFilling", counts + ".")
 
     # 4. Providers ------------------------------------------------------------------------------
-    observed.update({o.type: o for o in await _providers(runtime, namespace, name, uid, spec, shared, asr_address)})
+    observed.update({o.type: o for o in await _providers(runtime, namespace, name, uid, spec, shared, asr_address,
+                                                         riva_ca)})
 
     observed[conditions.READY] = conditions.ready(observed)
     new = conditions.merge(existing, observed.values(), generation=generation, now=settings.clock.now())
@@ -196,10 +198,10 @@ async def reconcile(
     return LineResult(status=patch, changes=changes, events=conditions.changed_types(existing, new))
 
 
-async def _ensure_line_secret(runtime: Runtime, namespace: str, name: str, uid: str) -> list[str]:
-    """The line's Secret (its derived keys, the Redis URL): checked once per operator run, then
-    only when its content would change, so a resync costs no Secret round trip."""
-    body = builders.line_secret(namespace, name, uid, runtime.settings)
+async def _ensure_line_secret(runtime: Runtime, namespace: str, name: str, uid: str, riva_ca: str | None) -> list[str]:
+    """The line's Secret (its derived keys, the Redis URL, its Riva pool's CA): checked once per
+    operator run, then only when its content would change, so a resync costs no Secret round trip."""
+    body = builders.line_secret(namespace, name, uid, runtime.settings, riva_ca)
     fingerprint = _fingerprint(body["data"])
     if runtime.line_secrets.get(uid) == fingerprint:
         return []
@@ -267,8 +269,10 @@ async def _providers(
     spec: HotelLineSpec,
     shared: builders.RivaPool | None,
     asr_address: str,
+    riva_ca: str | None = None,
 ) -> list[Observation]:
     settings = runtime.settings
+    asr_tls = builders.asr_uses_tls(namespace, spec, settings)
     static = policy.llm_endpoint_problem(spec.llm.endpoint, settings.llm_allowed_hosts)
     asr_obs: Observation | None = None
     if shared is not None:
@@ -280,6 +284,12 @@ async def _providers(
                 "RivaStarting",
                 f"Waiting for Riva {shared.name} ({available}/{wanted} replicas available; a model load takes "
                 "minutes).",
+            )
+        elif settings.riva_tls and riva_ca is None:
+            asr_obs = Observation(
+                conditions.ASR, False, "RivaCertificateMissing",
+                f"Riva {shared.name} serves TLS but its certificate Secret {builders.riva_tls_secret_name(shared)} "
+                "has no CA certificate yet; the operator issues it on its next pass.",
             )
     if not settings.check_providers:
         unchecked = "Provider checks are disabled on this operator."
@@ -293,7 +303,8 @@ async def _providers(
     tts_key = await runtime.kube.read_secret_key(namespace, spec.tts.api_key_secret_ref.name, spec.tts.api_key_secret_ref.key)
     fingerprint = _fingerprint(
         spec.asr.model_dump(), spec.llm.model_dump(), spec.tts.model_dump(), asr_address,
-        hashlib.sha256(f"{llm_key}\x00{tts_key}".encode()).hexdigest(), asr_obs is None,
+        hashlib.sha256(f"{llm_key}\x00{tts_key}".encode()).hexdigest(), asr_obs is None, asr_tls,
+        hashlib.sha256((riva_ca or "").encode()).hexdigest(),
     )
     now = settings.clock.now().timestamp()
     cached = runtime.provider_checks.get(uid)
@@ -304,8 +315,8 @@ async def _providers(
         if asr_obs is None:
             results.append(
                 await providers.check_riva(
-                    asr_address, spec.asr.model, use_tls=spec.asr.use_tls, ca_file=settings.provider_ca_file,
-                    timeout_s=settings.provider_timeout_s,
+                    asr_address, spec.asr.model, use_tls=asr_tls, ca_file=settings.provider_ca_file,
+                    ca_pem=riva_ca, timeout_s=settings.provider_timeout_s,
                 )
             )
         if static:

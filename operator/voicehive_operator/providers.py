@@ -10,15 +10,15 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Sequence
+from pathlib import Path
 
 import grpc
 import httpx
 import openai
 from elevenlabs.client import AsyncElevenLabs
 from elevenlabs.core.api_error import ApiError as ElevenApiError
-from riva.client.asr import ASRService
-from riva.client.auth import Auth
 from riva.client.proto import riva_asr_pb2 as rasr
+from riva.client.proto import riva_asr_pb2_grpc
 
 from voicehive_operator import conditions, policy
 from voicehive_operator.conditions import Observation
@@ -34,30 +34,41 @@ def _ssl_context(ca_file: str | None) -> ssl.SSLContext:
 # --------------------------------------------------------------------------- Riva
 
 
-def _riva_models(address: str, use_tls: bool, ca_file: str | None, timeout_s: float) -> list[str]:
-    auth = Auth(uri=address, use_ssl=use_tls, ssl_root_cert=ca_file if use_tls else None)
-    try:
-        service = ASRService(auth)
+def _riva_channel(address: str, use_tls: bool, ca_file: str | None, ca_pem: str | None) -> grpc.Channel:
+    """Plaintext, or TLS trusting ``ca_pem`` (a managed pool's CA), else ``ca_file``, else the
+    system's roots; the host name checked is the address's (a pool's Service DNS name)."""
+    if not use_tls:
+        return grpc.insecure_channel(address)
+    roots = ca_pem.encode() if ca_pem else (Path(ca_file).read_bytes() if ca_file else None)
+    return grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=roots))
+
+
+def _riva_models(address: str, use_tls: bool, ca_file: str | None, ca_pem: str | None, timeout_s: float) -> list[str]:
+    with _riva_channel(address, use_tls, ca_file, ca_pem) as channel:
+        stub = riva_asr_pb2_grpc.RivaSpeechRecognitionStub(channel)  # type: ignore[no-untyped-call]
         request = rasr.RivaSpeechRecognitionConfigRequest()  # type: ignore[attr-defined]
-        response = service.stub.GetRivaSpeechRecognitionConfig(
-            request, metadata=auth.get_auth_metadata(), timeout=timeout_s
-        )
+        response = stub.GetRivaSpeechRecognitionConfig(request, timeout=timeout_s)
         return [cfg.model_name for cfg in response.model_config]
-    finally:
-        auth.channel.close()
 
 
-async def check_riva(address: str, model: str, *, use_tls: bool, ca_file: str | None, timeout_s: float) -> Observation:
+async def check_riva(address: str, model: str, *, use_tls: bool, ca_file: str | None, timeout_s: float,
+                     ca_pem: str | None = None) -> Observation:
+    """Does the Riva at ``address`` serve ``model``? ``ca_pem``: the CA of a managed pool's TLS."""
     try:
-        served = await asyncio.to_thread(_riva_models, address, use_tls, ca_file, timeout_s)
+        served = await asyncio.to_thread(_riva_models, address, use_tls, ca_file, ca_pem, timeout_s)
+    except OSError as exc:
+        return Observation(conditions.ASR, False, "RivaCaUnreadable",
+                           f"The CA file for Riva at {address} cannot be read ({exc.strerror}).")
     except grpc.RpcError as exc:
         code = exc.code() if hasattr(exc, "code") else None
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return Observation(conditions.ASR, False, "RivaTimeout", f"Riva at {address} did not answer in {timeout_s:g} s.")
         if code == grpc.StatusCode.UNIMPLEMENTED:
             return Observation(conditions.ASR, False, "RivaNoAsr", f"The server at {address} does not serve Riva ASR.")
+        over = " over TLS" if use_tls else ""
         return Observation(
-            conditions.ASR, False, "RivaUnreachable", f"Riva at {address} cannot be reached ({getattr(code, 'name', code)})."
+            conditions.ASR, False, "RivaUnreachable",
+            f"Riva at {address} cannot be reached{over} ({getattr(code, 'name', code)}).",
         )
     if model not in served:
         listed = ", ".join(sorted(served)[:5]) or "none"

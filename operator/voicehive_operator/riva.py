@@ -11,10 +11,13 @@ import logging
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from voicehive import contract
-from voicehive_operator import builders, metrics
+from voicehive_operator import builders, metrics, riva_tls
 from voicehive_operator.builders import RivaPool
+from voicehive_operator.kube import secret_text
+from voicehive_operator.riva_tls import PoolTls
 from voicehive_operator.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -75,7 +78,22 @@ async def reconcile_namespace(
         for pool, total in wanted.values():
             replicas = builders.riva_replicas(total, settings.streams_per_gpu, pool.gpus_per_replica)
             before = await runtime.kube.get_deployment(namespace, pool.name)
-            await runtime.kube.apply_deployment(builders.riva_deployment(pool, replicas, settings))
+            tls = await _pool_tls(runtime, pool, changes) if settings.riva_tls else None
+            body = builders.riva_deployment(pool, replicas, settings, tls[0].fingerprint if tls else "")
+            if before is not None and builders.riva_container_names(before) != builders.riva_container_names(body):
+                # TLS switched on or off (or an upgrade from before TLS): the containers are replaced
+                # and the rolling update (maxUnavailable 0) keeps the old Pods serving until the new
+                # ones are Ready, so ASR is not down for a model load
+                await runtime.kube.replace_pod_containers(body)
+                changes.append(f"turned TLS {'on' if settings.riva_tls else 'off'} for Riva {pool.name}")
+            deployed = await runtime.kube.apply_deployment(body)
+            if tls is not None:
+                owner = builders.deployment_owner(deployed)
+                await runtime.kube.apply_configmap(builders.riva_proxy_configmap(pool, settings, owner))
+                material, stored_owners = tls
+                if stored_owners != [owner]:  # new or renewed material, or a new Deployment to own it
+                    await runtime.kube.apply_secret(builders.riva_tls_secret(pool, material, owner))
+                runtime.riva_cas[f"{namespace}/{pool.name}"] = material.ca_pem
             await runtime.kube.apply_service(builders.riva_service(pool, settings))
             if before is None:
                 changes.append(f"created Riva {pool.name} ({pool.model} in {pool.region}, {replicas} replica(s))")
@@ -86,6 +104,7 @@ async def reconcile_namespace(
             key = deployment["metadata"].get("labels", {}).get(contract.LABEL_ASR_POOL)
             if key not in wanted:
                 name = deployment["metadata"]["name"]
+                runtime.riva_cas.pop(f"{namespace}/{name}", None)  # its Secret goes with it (owner GC)
                 # the Service first: nothing is routed to pods that are about to go
                 await runtime.kube.delete_service(namespace, name)
                 await runtime.kube.delete_deployment(namespace, name)
@@ -96,6 +115,33 @@ async def reconcile_namespace(
                 await runtime.kube.delete_service(namespace, service["metadata"]["name"])
         runtime.riva_applied[namespace] = (summary(wanted), time.monotonic())
     return changes
+
+
+async def _pool_tls(runtime: Runtime, pool: RivaPool, changes: list[str]) -> tuple[PoolTls, list[Any] | None]:
+    """The pool's certificate material, issued or renewed when needed (not yet written), and the
+    owners of the stored Secret (``None``: write it). Keys are never logged or put in an Event."""
+    stored = await runtime.kube.read_secret(pool.namespace, builders.riva_tls_secret_name(pool))
+    existing = riva_tls.from_secret(secret_text(stored)) if stored is not None else None
+    material, reason = riva_tls.ensure(existing, pool.name, pool.namespace, runtime.settings.clock.now())
+    if reason is None and stored is not None:
+        return material, list((stored.get("metadata") or {}).get("ownerReferences") or [])
+    if existing is None:
+        changes.append(f"issued the TLS certificate of Riva {pool.name}")
+    else:
+        changes.append(f"renewed the TLS certificate of Riva {pool.name} ({(reason or '').removeprefix('ca: ')})")
+    return material, None
+
+
+async def pool_ca(runtime: Runtime, pool: RivaPool) -> str | None:
+    """The CA certificate callers of a TLS pool trust: remembered from the last reconcile, else
+    read from the pool's Secret (an operator restarted before its first pass)."""
+    key = f"{pool.namespace}/{pool.name}"
+    if key not in runtime.riva_cas:
+        ca = await runtime.kube.read_secret_key(pool.namespace, builders.riva_tls_secret_name(pool), riva_tls.CA_CERT)
+        if ca is None:
+            return None
+        runtime.riva_cas[key] = ca
+    return runtime.riva_cas[key]
 
 
 @metrics.riva_observed

@@ -45,6 +45,7 @@ class Runtime:
     line_secrets: dict[str, str] = field(default_factory=dict)  # HotelLine uid -> fingerprint written
     starting: dict[str, set[str]] = field(default_factory=dict)  # "ns/line" -> pods created, not yet watched
     riva_applied: dict[str, tuple[dict[str, int], float]] = field(default_factory=dict)  # ns -> (pools, when)
+    riva_cas: dict[str, str] = field(default_factory=dict)  # "ns/pool" -> the pool's CA certificate (public)
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)  # Prometheus, served by main.run
     tracing: Tracing = field(default_factory=Tracing.disabled)  # OTLP spans of bindings (voicehive.tracing)
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)

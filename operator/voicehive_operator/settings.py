@@ -79,7 +79,11 @@ class OperatorSettings:
     riva_ngc_key_ref: SecretRef = SecretRef("voicehive-ngc", "api-key")
     riva_image_pull_secret: str | None = None  # a docker-registry Secret for nvcr.io
     riva_namespace: str | None = None  # None: the line's own namespace
-    riva_port: int = 50051
+    riva_port: int = 50051  # the pool Service's gRPC port: TLS (the nginx sidecar) when riva_tls
+    # TLS in front of each pool's NIM (builders.riva_proxy_container): on by default; off (labs)
+    # serves the NIM's plaintext gRPC on riva_port as before. The image is NGINX's official one.
+    riva_tls: bool = True
+    riva_tls_proxy_image: str = "nginx:1.28-alpine"
     streams_per_gpu: int = 160
     riva_startup_budget_s: int = 1200  # a first model build takes minutes
     riva_model_pvc: str | None = None
@@ -147,6 +151,9 @@ class OperatorSettings:
             riva_tags_selector=get("RIVA_TAGS_SELECTOR", base.riva_tags_selector) or base.riva_tags_selector,
             riva_ngc_key_ref=ref("RIVA_NGC_KEY_SECRET", base.riva_ngc_key_ref),
             riva_image_pull_secret=get("RIVA_IMAGE_PULL_SECRET"),
+            riva_port=int(number("RIVA_PORT", base.riva_port, minimum=1)),
+            riva_tls=r.flag("RIVA_TLS", base.riva_tls),
+            riva_tls_proxy_image=get("RIVA_TLS_PROXY_IMAGE", base.riva_tls_proxy_image) or base.riva_tls_proxy_image,
             streams_per_gpu=int(number("STREAMS_PER_GPU", base.streams_per_gpu, minimum=1)),
             riva_startup_budget_s=int(number("RIVA_STARTUP_BUDGET_S", base.riva_startup_budget_s, minimum=60)),
             riva_model_pvc=get("RIVA_MODEL_PVC"),
@@ -207,6 +214,16 @@ class _EnvReader:
         """Comma-separated host globs, lower-cased."""
         raw = self.get(name)
         return default if raw is None else tuple(h.strip().lower() for h in raw.split(",") if h.strip())
+
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self.get(name)
+        if raw is None:
+            return default
+        if raw.lower() in {"1", "true", "yes", "on"}:
+            return True
+        if raw.lower() in {"0", "false", "no", "off"}:
+            return False
+        raise SettingsError(f"{ENV_PREFIX}{name}: expected true or false, got {raw!r}")
 
     def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
         raw = self.get(name, default) or default

@@ -176,6 +176,12 @@ def is_riva_image(image: str) -> bool:
     return image.startswith(RIVA_PREFIXES)
 
 
+def is_nginx_image(image: str) -> bool:
+    """NGINX's official image by any registry path or tag: ``nginx:1.28-alpine``,
+    ``docker.io/library/nginx@sha256:...``, ``mirror.example/nginx:1.28``."""
+    return image_target(image) == "nginx"
+
+
 def compose_command(image: ImageConfig, command: list[str] | None, args: list[str] | None) -> list[str]:
     """The argv a container runs, by the Kubernetes rules.
 

@@ -128,6 +128,10 @@ def test_deleting_lines_then_uninstalling_leaves_nothing_behind(cluster: Cluster
     eventually(lambda: not cluster.custom.list_namespaced_custom_object(
         GROUP, VERSION, cluster.hotel_ns, "hotellines")["items"], timeout=180, what="HotelLines gone (finalizers run)")
     eventually(lambda: not cluster.pods(cluster.hotel_ns), timeout=180, what="worker and Riva Pods gone")
+    asr = "app.kubernetes.io/component=asr"  # the Riva pool's TLS Secret and nginx ConfigMap: owner GC
+    eventually(lambda: not cluster.core.list_namespaced_secret(cluster.hotel_ns, label_selector=asr).items
+               and not cluster.core.list_namespaced_config_map(cluster.hotel_ns, label_selector=asr).items,
+               timeout=180, what="the Riva pool's Secret and ConfigMap gone with its Deployment")
     assert _livekit_objects(cluster.hotel_ns) == (0, 0)
     result = _helm("uninstall", "voicehive", "-n", cluster.release_ns, "--wait", "--timeout", "180s")
     assert result.returncode == 0, result.stderr

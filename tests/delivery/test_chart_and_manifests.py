@@ -201,6 +201,7 @@ def test_rbac_is_least_privilege(helm_bin: str) -> None:
         ("apps", "deployments", "create"),
         ("", "services", "create"),
         ("", "secrets", "get"),
+        ("", "configmaps", "create"),  # each Riva pool's nginx configuration
         ("", "events", "create"),
         ("kopf.dev", "kopfpeerings", "patch"),
     ]:
@@ -208,6 +209,7 @@ def test_rbac_is_least_privilege(helm_bin: str) -> None:
     for forbidden in [
         ("", "secrets", "list"),
         ("", "secrets", "delete"),
+        ("", "configmaps", "delete"),  # owner GC removes a pool's ConfigMap with its Deployment
         ("", "pods", "update"),
         ("voicehive.io", "hotellines", "delete"),
         ("", "namespaces", "delete"),

@@ -198,6 +198,28 @@ def test_ingress_to_workers_riva_orchestrator_and_operator(policies: list[dict[s
     assert not allowed(policies, orchestrator, Peer(ip="20.50.2.9"), 443)  # no provider egress
 
 
+def test_riva_pods_admit_only_the_tls_port_the_operator_serves(helm_bin: str, policies: list[dict[str, Any]]) -> None:
+    """One port to Riva Pods: riva.port, which the operator's Services (and, with TLS, the nginx
+    sidecar) use; the NIM's plaintext gRPC behind the sidecar and its HTTP port stay closed."""
+    worker, operator = Peer("hotels", WORKER), Peer("voicehive", _component("operator"))
+    asr = Peer("hotels", ASR)
+    tls_port = OperatorSettings().riva_port
+    assert allowed(policies, worker, asr, tls_port) and allowed(policies, operator, asr, tls_port)
+    for closed in (builders.NIM_INTERNAL_GRPC_PORT, builders.NIM_HTTP_PORT):
+        assert not allowed(policies, worker, asr, closed) and not allowed(policies, operator, asr, closed), closed
+    docs = helm_template(helm_bin, "--set", "operator.watchNamespaces={hotels}", "--set", "riva.port=50443",
+                         "--set", "riva.tls.enabled=false", "--set", "riva.tls.proxyImage=mirror.example/nginx:1.28")
+    env = {e["name"]: e.get("value") for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "voicehive-operator"
+           for e in d["spec"]["template"]["spec"]["containers"][0]["env"]}
+    riva_env = {k: v for k, v in env.items() if k.startswith("VOICEHIVE_OPERATOR_RIVA_") and isinstance(v, str)}
+    settings = OperatorSettings.from_env(riva_env)
+    assert (settings.riva_port, settings.riva_tls, settings.riva_tls_proxy_image) == (
+        50443, False, "mirror.example/nginx:1.28")
+    moved = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    assert allowed(moved, worker, asr, 50443) and not allowed(moved, worker, asr, tls_port)
+    assert OperatorSettings.from_env({}).riva_tls is True  # on unless the chart says otherwise
+
+
 # --------------------------------------------------------------------------- secret scan
 
 URL_WITH_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s\"'@:]*:[^/\s\"'@]+@")

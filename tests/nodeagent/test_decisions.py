@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -162,8 +163,8 @@ def test_images_resolve_to_targets_riva_or_pull_errors() -> None:
     cpu, gpu = parse_node("c:europe-west4:a"), parse_node("g:europe-west4:a:gpu=1")
     worker = resolve_process({"image": "ghcr.io/voicehive/worker:0.1.0"}, targets, cpu, ROOT)
     assert worker.argv == ["voicehive", "worker"]
-    with pytest.raises(ImageError, match="no Dockerfile target 'nginx'"):
-        resolve_process({"image": "nginx:1.27"}, targets, cpu, ROOT)
+    with pytest.raises(ImageError, match="no Dockerfile target 'memcached'"):
+        resolve_process({"image": "memcached:1.6"}, targets, cpu, ROOT)
     riva = {"image": "nvcr.io/nvidia/riva/riva-speech:2.19.0", "ports": [{"containerPort": 50051}],
             "resources": {"limits": {"nvidia.com/gpu": "1"}}}
     assert resolve_process(riva, targets, gpu, ROOT).argv[-3:] == ["-m", "rig.nodeagent.riva", "50051"]
@@ -171,6 +172,41 @@ def test_images_resolve_to_targets_riva_or_pull_errors() -> None:
         resolve_process(riva, targets, cpu, ROOT)
     with pytest.raises(RunError, match="needs an NVIDIA GPU"):
         resolve_process({**riva, "resources": {}}, targets, gpu, ROOT)
+
+
+def test_a_nim_serves_grpc_on_nim_grpc_api_port_even_when_it_is_not_a_declared_port() -> None:
+    gpu = parse_node("g:europe-west4:a:gpu=1")
+    nim = {"image": "nvcr.io/nim/nvidia/parakeet-1-1b-ctc-en-us:latest", "resources": {"limits": {"nvidia.com/gpu": "1"}},
+           "env": [{"name": "NIM_GRPC_API_PORT", "value": "50052"}, {"name": "NIM_HTTP_API_PORT", "value": "9000"}],
+           "ports": [{"name": "http", "containerPort": 9000}]}
+    assert resolve_process(nim, {}, gpu, ROOT).argv[-4:] == ["rig.nodeagent.riva", "50052", "--http", "9000"]
+    declared = {**nim, "env": [], "ports": [{"name": "speech-grpc", "containerPort": 50051}]}
+    assert resolve_process(declared, {}, gpu, ROOT).argv[-2:] == ["rig.nodeagent.riva", "50051"]
+    with pytest.raises(RunError, match="NIM_GRPC_API_PORT='x' is not a port number"):
+        resolve_process({**nim, "env": [{"name": "NIM_GRPC_API_PORT", "value": "x"}]}, {}, gpu, ROOT)
+
+
+def test_nginx_images_run_the_hosts_nginx_with_the_images_cmd(tmp_path: Path) -> None:
+    from rig.nodeagent import images
+
+    cpu = parse_node("c:europe-west4:a")
+    if not images.NGINX_BINARY.exists():
+        with pytest.raises(RunError, match="make system-deps"):
+            resolve_process({"image": "nginx:1.28-alpine"}, {}, cpu, ROOT)
+        return
+    default = resolve_process({"image": "docker.io/library/nginx:1.28-alpine"}, {}, cpu, ROOT)
+    assert default.argv[:2] == ["nginx", "-g"] and default.argv[2].endswith("daemon off;")
+    assert "/usr/sbin" in default.image.env_dict()["PATH"].split(":")
+    sidecar = resolve_process({"image": "nginx:1.28-alpine", "command": ["nginx", "-e", "stderr", "-g", "daemon off;"]},
+                              {}, cpu, ROOT)
+    assert sidecar.argv[:4] == ["nginx", "-e", "stderr", "-g"] and len(sidecar.argv) == 5
+    module = tmp_path / "ngx_stream_module.so"
+    assert images.with_stream_module(["nginx", "-g", "daemon off;"], module) == ["nginx", "-g", "daemon off;"]
+    module.touch()  # Debian's dynamic stream module: loaded through the one -g nginx keeps
+    assert images.with_stream_module(["nginx", "-g", "daemon off;"], module) == [
+        "nginx", "-g", f"load_module {module}; daemon off;"]
+    assert images.with_stream_module(["nginx"], module) == ["nginx", "-g", f"load_module {module};"]
+    assert images.with_stream_module(["sh", "-c", "nginx"], module) == ["sh", "-c", "nginx"]
 
 
 def test_users() -> None:

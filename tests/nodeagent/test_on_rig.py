@@ -252,7 +252,7 @@ def test_a_crashing_container_backs_off_and_counts_restarts(agent: RunningAgent,
 
 def test_an_unknown_image_cannot_be_pulled(agent: RunningAgent, namespace: str) -> None:
     create(agent, namespace, {"metadata": {"name": "nope"}, "spec": {"nodeName": agent.cpu_node, "containers": [
-        {"name": "web", "image": "docker.io/library/nginx:1.27"}]}})
+        {"name": "web", "image": "docker.io/library/memcached:1.6"}]}})  # (nginx runs: the host's nginx)
 
     def waiting() -> dict[str, Any] | None:
         pod = agent.pod(namespace, "nope") or {}
@@ -261,7 +261,7 @@ def test_an_unknown_image_cannot_be_pulled(agent: RunningAgent, namespace: str) 
         return state if state.get("reason") in {"ErrImagePull", "ImagePullBackOff"} else None
 
     state = eventually(waiting, what="ErrImagePull")
-    assert "no Dockerfile target 'nginx'" in state["message"]
+    assert "no Dockerfile target 'memcached'" in state["message"]
     assert agent.pod(namespace, "nope")["status"]["phase"] == "Pending"  # type: ignore[index]
 
 
@@ -328,3 +328,60 @@ def test_token_is_refused_once_its_pod_is_gone(agent: RunningAgent, namespace: s
 def test_kube_errors_name_the_request(agent: RunningAgent) -> None:
     with pytest.raises(KubeError, match="404"):
         agent.kube.get("/api/v1/namespaces/does-not-exist-xyz/pods/p")
+
+
+def test_nginx_terminates_the_pools_tls_in_front_of_the_riva_fake(
+    agent: RunningAgent, namespace: str, tmp_path: Any
+) -> None:
+    """The operator's Riva Pod as the builders make it (NIM + TLS sidecar, its ConfigMap and
+    kubernetes.io/tls Secret): the host's real nginx (Debian's package, standing in for NGINX's
+    image) serves TLS 1.3 with ALPN h2 on the Service's port and passes gRPC to the Riva fake on
+    NIM_GRPC_API_PORT. A client with the pool's CA gets the model list; another CA, or plaintext to
+    the TLS port, gets nothing. The NIM's own port answers plaintext inside the Pod network: only a
+    NetworkPolicy-enforcing CNI closes it (none on the rig; docs/tenant-isolation.md)."""
+    import datetime as dt
+
+    from rig.nodeagent.images import NGINX_BINARY
+    from tests.fixtures.riva_tls_probe import probe_riva_tls
+    from tests.operator.helpers import spec
+    from voicehive.api.models import HotelLineSpec
+    from voicehive_operator import builders, riva_tls
+    from voicehive_operator.settings import OperatorSettings
+
+    if not NGINX_BINARY.exists():
+        pytest.fail(f"{NGINX_BINARY} is not installed: make system-deps")
+    settings = OperatorSettings(riva_cpu="100m", riva_memory="256Mi")
+    pool = builders.riva_pool_for(namespace, HotelLineSpec.model_validate(spec()), settings)
+    assert pool is not None
+    now = dt.datetime.now(dt.UTC)
+    tls = riva_tls.issue(pool.name, namespace, now)
+    create(agent, namespace, {"metadata": {"name": "voicehive-ngc"}, "stringData": {"api-key": "unused-by-the-fake"}},
+           "secrets")
+    create(agent, namespace, builders.riva_tls_secret(pool, tls, None), "secrets")
+    create(agent, namespace, builders.riva_proxy_configmap(pool, settings, None), "configmaps")
+    template = builders.riva_deployment(pool, 1, settings, tls.fingerprint)["spec"]["template"]
+    create(agent, namespace, {"metadata": {"name": "riva-tls", "labels": template["metadata"]["labels"]},
+                              "spec": {**template["spec"], "nodeName": agent.gpu_node}})
+
+    def logs() -> str:
+        return (agent.log(namespace, "riva-tls", "riva")[-300:] + " | nginx: "
+                + agent.log(namespace, "riva-tls", builders.RIVA_PROXY_CONTAINER)[-500:])
+
+    try:
+        pod = eventually(lambda: (p := agent.pod(namespace, "riva-tls")) and condition(p, "Ready") == "True" and p,
+                         timeout=120, what="the Riva Pod Ready, both containers")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc} (logs: {logs()})") from None
+    statuses = {s["name"]: s for s in pod["status"]["containerStatuses"]}
+    assert statuses[builders.RIVA_PROXY_CONTAINER]["ready"] and statuses["riva"]["ready"]
+    ca, stranger = tmp_path / "ca.crt", tmp_path / "stranger.crt"
+    ca.write_text(tls.ca_pem)
+    stranger.write_text(riva_tls.issue(pool.name, namespace, now).ca_pem)
+    host = pool.address(settings).rsplit(":", 1)[0]  # what a worker dials: <pool>.<ns>.svc
+    seen = probe_riva_tls(agent.node_net, pod["status"]["podIP"], host, ca, stranger, settings.riva_port,
+                          builders.NIM_INTERNAL_GRPC_PORT)
+    assert isinstance(seen["with_pool_ca"], list) and seen["with_pool_ca"], seen  # the fake's model list
+    assert isinstance(seen["with_another_ca"], str) and isinstance(seen["plaintext_to_tls_port"], str), seen
+    assert seen["tls"] == ["TLSv1.3", "h2"], seen
+    assert isinstance(seen["plaintext_to_plain_port"], list), seen  # open without a NetworkPolicy-enforcing CNI
+    assert "PRIVATE KEY" not in json.dumps(pod)

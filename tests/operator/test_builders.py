@@ -275,8 +275,9 @@ def test_worker_env_carries_pms_and_delivery_secrets_by_reference() -> None:
 
 def test_riva_deployment_is_nvidias_asr_nim() -> None:
     """NVIDIA's documented Riva ASR NIM run: model by NIM_TAGS_SELECTOR, NGC_API_KEY from a Secret,
-    the model cache on a PVC, /v1/health/ready and /v1/health/live on the HTTP port, gRPC 50051."""
-    settings = SETTINGS.replace(riva_model_pvc="riva-nim-cache", riva_image_pull_secret="ngc-pull")
+    the model cache on a PVC, /v1/health/ready and /v1/health/live on the HTTP port, gRPC 50051
+    (TLS off: the NIM serves the Service's port itself; with TLS see test_riva_tls.py)."""
+    settings = SETTINGS.replace(riva_model_pvc="riva-nim-cache", riva_image_pull_secret="ngc-pull", riva_tls=False)
     pool_spec = builders.riva_pool_for("ns", line_spec(), settings)
     assert pool_spec is not None
     pod = builders.riva_deployment(pool_spec, 1, settings)["spec"]["template"]["spec"]

@@ -55,7 +55,8 @@ def test_permission_matrix_by_impersonation(
             (operator, verb, res, ns) for ns in (hotel_a, hotel_b) for verb, res in [
                 ("watch", HL), ("patch", f"{HL}/status"), ("delete", VS), ("create", "pods"), ("delete", "pods"),
                 ("create", "deployments.apps"), ("create", "services"), ("get", "secrets"), ("create", "secrets"),
-                ("patch", "secrets"), ("create", "events"), ("patch", "kopfpeerings.kopf.dev")]
+                ("patch", "secrets"), ("create", "configmaps"), ("patch", "configmaps"), ("create", "events"),
+                ("patch", "kopfpeerings.kopf.dev")]
         ] + [(operator, "watch", "customresourcedefinitions.apiextensions.k8s.io", None)] + [
             (orchestrator, verb, res, ns) for ns in (hotel_a, hotel_b) for verb, res in [
                 ("list", HL), ("create", VS), ("patch", f"{VS}/status")]
@@ -68,6 +69,7 @@ def test_permission_matrix_by_impersonation(
             (operator, "patch", "clusterkopfpeerings.kopf.dev", None), (operator, "list", "namespaces", None),
             (operator, "list", "secrets", hotel_a), (operator, "watch", "secrets", hotel_a),
             (operator, "delete", "secrets", hotel_a), (operator, "delete", HL, hotel_a),
+            (operator, "delete", "configmaps", hotel_a), (operator, "list", "configmaps", hotel_a),
             (operator, "create", "roles.rbac.authorization.k8s.io", hotel_a),
             (operator, "create", "clusterroles.rbac.authorization.k8s.io", None),
             (orchestrator, "list", HL, None), (orchestrator, "list", HL, elsewhere), (orchestrator, "create", VS, "kube-system"),

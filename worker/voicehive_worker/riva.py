@@ -17,6 +17,8 @@ from livekit.agents.types import NOT_GIVEN, NotGivenOr
 from livekit.agents.utils import is_given
 from livekit.plugins import nvidia
 from livekit.plugins.nvidia.stt import SpeechStream
+from riva.client.asr import ASRService
+from riva.client.auth import Auth
 
 
 def heard_language(alternative: Any) -> str | None:
@@ -26,6 +28,17 @@ def heard_language(alternative: Any) -> str | None:
 
 
 class _TaggedStream(SpeechStream):
+    def __init__(self, *, stt: RivaSTT, conn_options: APIConnectOptions, language: str) -> None:
+        super().__init__(stt=stt, conn_options=conn_options, language=language)
+        if stt.ca_file is not None:
+            # The plugin's channel trusts only the system roots; a managed pool's TLS is signed by
+            # the pool's own CA. Same server, metadata and service, a channel that trusts that CA
+            # (grpc channels connect lazily: the replaced one never dialled).
+            self._auth.channel.close()
+            self._auth = Auth(uri=stt._opts.server, use_ssl=True, ssl_root_cert=stt.ca_file,
+                              metadata_args=[list(m) for m in self._auth.metadata])
+            self._asr_service = ASRService(self._auth)
+
     def _convert_to_speech_data(self, alternative: Any, *, is_final: bool) -> lk_stt.SpeechData:
         data: lk_stt.SpeechData = super()._convert_to_speech_data(alternative, is_final=is_final)
         heard = heard_language(alternative)
@@ -35,7 +48,13 @@ class _TaggedStream(SpeechStream):
 
 
 class RivaSTT(nvidia.STT):
-    """``nvidia.STT`` whose results carry the language Riva tagged them with."""
+    """``nvidia.STT`` whose results carry the language Riva tagged them with, and which verifies
+    Riva's TLS against ``ca_file`` when given (the CA file is read for each stream, so a renewed
+    CA in the mounted Secret is picked up by the next call)."""
+
+    def __init__(self, *, ca_file: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.ca_file = ca_file
 
     def stream(
         self,

@@ -69,6 +69,9 @@ class ProviderEndpoints:
     llm_api_key: str
     tts_base_url: str
     tts_api_key: str
+    # The CA the operator-managed Riva pool's TLS is verified against (VOICEHIVE_RIVA_CA_FILE);
+    # set, the worker dials Riva over TLS and trusts only this CA.
+    riva_ca_file: str | None = None
 
     @classmethod
     def from_env(cls, spec: HotelLineSpec, environ: Mapping[str, str] | None = None) -> ProviderEndpoints:
@@ -82,17 +85,24 @@ class ProviderEndpoints:
         tts_key = env.get(contract.ENV_ELEVEN_API_KEY, "")
         if not tts_key:
             raise ProviderConfigError(f"{contract.ENV_ELEVEN_API_KEY} is not set (from spec.tts.apiKeySecretRef)")
+        riva_ca = env.get(contract.ENV_RIVA_CA_FILE) or None
+        if riva_ca is not None and not os.access(riva_ca, os.R_OK):
+            raise ProviderConfigError(
+                f"{contract.ENV_RIVA_CA_FILE} names {riva_ca}, which cannot be read (the Riva pool's CA, "
+                "mounted from the line's Secret)"
+            )
         tts_base = (env.get(ENV_TTS_ENDPOINT) or spec.tts.endpoint).rstrip("/")
         if not tts_base.endswith("/v1"):
             tts_base += "/v1"
         return cls(
             riva_server=riva,
-            riva_tls=spec.asr.use_tls,
+            riva_tls=spec.asr.use_tls or riva_ca is not None,
             nvidia_api_key=env.get(ENV_NVIDIA_API_KEY) or None,
             llm_endpoint=env.get(ENV_LLM_ENDPOINT) or spec.llm.endpoint,
             llm_api_key=llm_key,
             tts_base_url=tts_base,
             tts_api_key=tts_key,
+            riva_ca_file=riva_ca,
         )
 
 
@@ -150,6 +160,7 @@ def riva_stt(spec: HotelLineSpec, endpoints: ProviderEndpoints, language: str | 
         use_ssl=endpoints.riva_tls,
         api_key=endpoints.nvidia_api_key or "",
         punctuate=True,
+        ca_file=endpoints.riva_ca_file,
     )
 
 
