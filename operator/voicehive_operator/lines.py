@@ -261,6 +261,23 @@ def _fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
+async def _pool_not_ready(runtime: Runtime, shared: builders.RivaPool, riva_ca: str | None) -> Observation | None:
+    """Why a shared Riva pool cannot be checked yet (no replica up, or no CA issued), or None."""
+    available, wanted = await riva.availability(runtime, shared)
+    if available == 0:
+        return Observation(
+            conditions.ASR, False, "RivaStarting",
+            f"Waiting for Riva {shared.name} ({available}/{wanted} replicas available; a model load takes minutes).",
+        )
+    if runtime.settings.riva_tls and riva_ca is None:
+        return Observation(
+            conditions.ASR, False, "RivaCertificateMissing",
+            f"Riva {shared.name} serves TLS but its certificate Secret {builders.riva_tls_secret_name(shared)} "
+            "has no CA certificate yet; the operator issues it on its next pass.",
+        )
+    return None
+
+
 async def _providers(
     runtime: Runtime,
     namespace: str,
@@ -274,23 +291,7 @@ async def _providers(
     settings = runtime.settings
     asr_tls = builders.asr_uses_tls(namespace, spec, settings)
     static = policy.llm_endpoint_problem(spec.llm.endpoint, settings.llm_allowed_hosts)
-    asr_obs: Observation | None = None
-    if shared is not None:
-        available, wanted = await riva.availability(runtime, shared)
-        if available == 0:
-            asr_obs = Observation(
-                conditions.ASR,
-                False,
-                "RivaStarting",
-                f"Waiting for Riva {shared.name} ({available}/{wanted} replicas available; a model load takes "
-                "minutes).",
-            )
-        elif settings.riva_tls and riva_ca is None:
-            asr_obs = Observation(
-                conditions.ASR, False, "RivaCertificateMissing",
-                f"Riva {shared.name} serves TLS but its certificate Secret {builders.riva_tls_secret_name(shared)} "
-                "has no CA certificate yet; the operator issues it on its next pass.",
-            )
+    asr_obs = await _pool_not_ready(runtime, shared, riva_ca) if shared is not None else None
     if not settings.check_providers:
         unchecked = "Provider checks are disabled on this operator."
         return [
