@@ -45,6 +45,12 @@ AVAILABILITY = "double room"
 DESK_UNREACHABLE = "message"  # "... I can take a message for them instead" / "I can take a message"
 
 
+def asked_to_repeat(heard: str) -> bool:
+    """The agent's reply was its "sorry ... could you tell me again" (policy.py), not an answer."""
+    spotted, _, transcript = heard.partition("|")
+    return "sorry" in spotted and DESK_UNREACHABLE not in spotted and " again " in f" {transcript} "
+
+
 class StepFailed(AssertionError):
     """A step of the call did not happen within its time."""
 
@@ -319,6 +325,10 @@ async def converse(inst: Installed, call: SimCall, out: CallOutcome, *, full: bo
         return
     end = await call.say(caller_speech(ASK_DESK))
     first, out.heard["desk_by_voice"] = await hear_reply(call, end, quiet=2.5)
+    if asked_to_repeat(out.heard["desk_by_voice"]):  # the agent's ASR missed it: the caller says it again, once
+        t.steps["desk_by_voice_repeated"] = 1  # (CI 12-03: pocketsphinx heard nothing it could use)
+        end = await call.say(caller_speech(ASK_DESK))
+        first, out.heard["desk_by_voice"] = await hear_reply(call, end, quiet=2.5)
     t.voice_to_voice_s.append(round(first - end, 3))
     watch.mark("desk_by_voice_heard")
     t.steps["transfer_requests_after_voice"] = transfer_requests(out.room)
