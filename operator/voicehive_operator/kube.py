@@ -168,29 +168,25 @@ class Kube:
 
     async def apply_secret(self, body: dict[str, Any]) -> None:
         """Create, or merge-patch data, labels and owners to ``body``'s (no list, no delete)."""
-        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
-        try:
-            await self._dict(self.core.create_namespaced_secret, ns, body)
-            return
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-        meta = {k: body["metadata"][k] for k in ("labels", "ownerReferences") if k in body["metadata"]}
-        await self._dict(self.core.patch_namespaced_secret, name, ns, {"metadata": meta, "data": body["data"]},
-                         _content_type="application/merge-patch+json")
+        await self._create_or_merge(self.core.create_namespaced_secret, self.core.patch_namespaced_secret, body)
 
     # ---------------------------------------------------------------- config maps
 
     async def apply_configmap(self, body: dict[str, Any]) -> None:
+        """As :meth:`apply_secret`, for the operator's own ConfigMaps."""
+        await self._create_or_merge(self.core.create_namespaced_config_map, self.core.patch_namespaced_config_map, body)
+
+    async def _create_or_merge(self, create: Any, patch: Any, body: dict[str, Any]) -> None:
+        """Create ``body``; if it exists, merge-patch its data, labels and owners (no list, no delete)."""
         ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
         try:
-            await self._dict(self.core.create_namespaced_config_map, ns, body)
+            await self._dict(create, ns, body)
             return
         except ApiException as exc:
             if exc.status != 409:
                 raise
         meta = {k: body["metadata"][k] for k in ("labels", "ownerReferences") if k in body["metadata"]}
-        await self._dict(self.core.patch_namespaced_config_map, name, ns, {"metadata": meta, "data": body["data"]},
+        await self._dict(patch, name, ns, {"metadata": meta, "data": body["data"]},
                          _content_type="application/merge-patch+json")
 
     # ---------------------------------------------------------------- deployments / services
