@@ -292,3 +292,45 @@ async def test_switching_tls_on_replaces_the_pool_containers_in_place(
     assert {"riva-tls", "proxy-config", "proxy-tmp"} <= {v["name"] for v in pod["volumes"]}
     await wait_for(lambda: kube_client.read_secret_key(namespace, "a-voicehive-line", "riva-ca.crt"),
                    lambda v: v is not None, what="the pool CA in the line Secret")
+
+
+async def test_two_operators_issuing_the_pool_certificate_at_once_agree_on_one(
+    kube: Any, kube_client: Any, namespace: str
+) -> None:
+    """Rig 12-03: both operator replicas were active for ~150 ms at start-up (Kopf resumes each
+    before it sees the other's priority). Both read "no TLS Secret", each issued its own
+    certificate, and the second overwrote the first: the Deployment got a second revision (its
+    surge Pod Pending for want of a GPU) and lines could hold the CA of the certificate that
+    lost. Here replica B reads before replica A writes; the first certificate written must win."""
+    from voicehive_operator import lines, riva
+    from voicehive_operator.kube import Kube
+    from voicehive_operator.main import build_runtime
+
+    settings = SETTINGS.replace(redis_url="")
+    a, b = (build_runtime(settings, Kube(kube.api_client())) for _ in range(2))
+    raw = line_spec().model_dump(mode="json", by_alias=True, exclude_none=True)
+    users = {k: [v] for k, v in (lines.pool_user(namespace, "a", "uid-a", raw, {}, a) or {}).items()}
+    assert users, "the line uses a managed Riva pool"
+    name = builders.riva_tls_secret_name(next(iter(users.values()))[0].pool)
+    read_secret = b.kube.read_secret
+    stale = [None]  # B's first read happened before A's create
+
+    async def read_before_a_wrote(ns: str, secret: str) -> Any:
+        return stale.pop() if stale and secret == name else await read_secret(ns, secret)
+
+    b.kube.read_secret = read_before_a_wrote  # type: ignore[method-assign]
+    try:
+        await riva.reconcile_namespace(a, namespace, users)
+        first = secret_text(await kube_client.read_secret(namespace, name))
+        await riva.reconcile_namespace(b, namespace, users)
+        stored = secret_text(await kube_client.read_secret(namespace, name))
+        assert (stored["ca.crt"], stored["tls.crt"]) == (first["ca.crt"], first["tls.crt"]), (
+            "the second replica replaced the certificate the first one issued")
+        [dep] = await kube_client.list_deployments(namespace, {contract.LABEL_COMPONENT: contract.COMPONENT_ASR})
+        fingerprint = riva_tls.from_secret(stored).fingerprint  # type: ignore[union-attr]
+        assert dep["spec"]["template"]["metadata"]["annotations"][builders.ANNOTATION_RIVA_CERT] == fingerprint
+        pool_key = f"{namespace}/{dep['metadata']['name']}"
+        assert a.riva_cas[pool_key] == b.riva_cas[pool_key] == stored["ca.crt"]  # what lines are given
+    finally:
+        for runtime in (a, b):
+            await runtime.close()
