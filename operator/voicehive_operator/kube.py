@@ -170,6 +170,29 @@ class Kube:
         """Create, or merge-patch data, labels and owners to ``body``'s (no list, no delete)."""
         await self._create_or_merge(self.core.create_namespaced_secret, self.core.patch_namespaced_secret, body)
 
+    async def write_secret_once(self, body: dict[str, Any], replacing: dict[str, Any] | None) -> bool:
+        """Create ``body``, or overwrite ``replacing`` (the Secret as last read) only if nobody
+        changed it since. False: another writer got there first (read it again and use theirs)."""
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        try:
+            if replacing is None:
+                await self._dict(self.core.create_namespaced_secret, ns, body)
+            else:
+                version = replacing["metadata"]["resourceVersion"]
+                await self._dict(self.core.patch_namespaced_secret, name, ns,
+                                 {"metadata": {"resourceVersion": version}, "data": body["data"]},
+                                 _content_type="application/merge-patch+json")
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
+    async def set_secret_owner(self, namespace: str, name: str, owner: dict[str, Any]) -> None:
+        """Make ``owner`` the Secret's only owner (garbage collected with it); data untouched."""
+        await self._dict(self.core.patch_namespaced_secret, name, namespace, {"metadata": {"ownerReferences": [owner]}},
+                         _content_type="application/merge-patch+json")
+
     # ---------------------------------------------------------------- config maps
 
     async def apply_configmap(self, body: dict[str, Any]) -> None:

@@ -91,8 +91,8 @@ async def reconcile_namespace(
                 owner = builders.deployment_owner(deployed)
                 await runtime.kube.apply_configmap(builders.riva_proxy_configmap(pool, settings, owner))
                 material, stored_owners = tls
-                if stored_owners != [owner]:  # new or renewed material, or a new Deployment to own it
-                    await runtime.kube.apply_secret(builders.riva_tls_secret(pool, material, owner))
+                if stored_owners != [owner]:  # just written, or a new Deployment to own it
+                    await runtime.kube.set_secret_owner(namespace, builders.riva_tls_secret_name(pool), owner)
                 runtime.riva_cas[f"{namespace}/{pool.name}"] = material.ca_pem
             await runtime.kube.apply_service(builders.riva_service(pool, settings))
             if before is None:
@@ -117,19 +117,28 @@ async def reconcile_namespace(
     return changes
 
 
-async def _pool_tls(runtime: Runtime, pool: RivaPool, changes: list[str]) -> tuple[PoolTls, list[Any] | None]:
-    """The pool's certificate material, issued or renewed when needed (not yet written), and the
-    owners of the stored Secret (``None``: write it). Keys are never logged or put in an Event."""
-    stored = await runtime.kube.read_secret(pool.namespace, builders.riva_tls_secret_name(pool))
-    existing = riva_tls.from_secret(secret_text(stored)) if stored is not None else None
-    material, reason = riva_tls.ensure(existing, pool.name, pool.namespace, runtime.settings.clock.now())
-    if reason is None and stored is not None:
-        return material, list((stored.get("metadata") or {}).get("ownerReferences") or [])
-    if existing is None:
-        changes.append(f"issued the TLS certificate of Riva {pool.name}")
-    else:
-        changes.append(f"renewed the TLS certificate of Riva {pool.name} ({(reason or '').removeprefix('ca: ')})")
-    return material, None
+async def _pool_tls(runtime: Runtime, pool: RivaPool, changes: list[str]) -> tuple[PoolTls, list[Any]]:
+    """The pool's certificate material as stored, issued or renewed (and written) when needed,
+    and the stored Secret's owners. Keys are never logged or put in an Event.
+
+    WHY written before the Deployment, first writer wins: two operator replicas can both find
+    no Secret (both run for a moment at start-up, and a lease handover overlaps). Had each
+    written its own certificate, the Deployment would roll twice and lines could trust the CA
+    of the certificate that lost; the one that loses the create reads and uses the winner's.
+    """
+    name = builders.riva_tls_secret_name(pool)
+    for _attempt in range(3):
+        stored = await runtime.kube.read_secret(pool.namespace, name)
+        existing = riva_tls.from_secret(secret_text(stored)) if stored is not None else None
+        material, reason = riva_tls.ensure(existing, pool.name, pool.namespace, runtime.settings.clock.now())
+        if reason is None and stored is not None:
+            return material, list((stored.get("metadata") or {}).get("ownerReferences") or [])
+        if await runtime.kube.write_secret_once(builders.riva_tls_secret(pool, material, None), stored):
+            what = "issued" if existing is None else "renewed"
+            why = "" if existing is None else f" ({(reason or '').removeprefix('ca: ')})"
+            changes.append(f"{what} the TLS certificate of Riva {pool.name}{why}")
+            return material, list(((stored or {}).get("metadata") or {}).get("ownerReferences") or [])
+    raise RuntimeError(f"the TLS Secret of Riva {pool.name} kept changing while it was being written")
 
 
 async def pool_ca(runtime: Runtime, pool: RivaPool) -> str | None:

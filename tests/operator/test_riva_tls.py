@@ -238,8 +238,10 @@ async def test_the_operator_issues_the_pool_certificate_once_and_hands_its_ca_to
                           what="the shared Riva Deployment")
     dep = deps[0]
     name = dep["metadata"]["name"]
-    secret = await wait_for(lambda: kube_client.read_secret(namespace, f"{name}-tls"), lambda s: s is not None,
-                            what="the pool's TLS Secret")
+    # written first (the first replica's wins), owned by the Deployment once that exists
+    secret = await wait_for(lambda: kube_client.read_secret(namespace, f"{name}-tls"),
+                            lambda s: s is not None and s["metadata"].get("ownerReferences"),
+                            what="the pool's TLS Secret, owned by the Deployment")
     owner = {"kind": "Deployment", "name": name, "uid": dep["metadata"]["uid"]}
     assert secret["type"] == "kubernetes.io/tls"
     assert [{k: o[k] for k in owner} for o in secret["metadata"]["ownerReferences"]] == [owner]
