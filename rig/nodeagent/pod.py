@@ -166,16 +166,27 @@ class PodWorker(threading.Thread):
                     self._publish()
                     self.wake.wait(0.25)
                     self.wake.clear()
-            self._terminate(self._grace())
-            if self.delete_requested and not self.gone:
-                self._publish()
-                self._delete_from_api()
+            self._stop()
         except Exception:
             log.exception("pod %s: worker failed", self.key)
             self._terminate(0)
         finally:
-            self._teardown()
-            self.agent.forget(self)
+            try:
+                self._teardown()  # the kubelet deletes a Pod once its resources are reclaimed
+            finally:
+                if self.delete_requested and not self.gone:
+                    self._delete_from_api()
+                self.agent.forget(self)
+
+    def _stop(self) -> None:
+        started, grace = time.monotonic(), self._grace()
+        if self.delete_requested:
+            log.info("pod %s: deleting (grace %.0fs)", self.key, grace)
+        self._terminate(grace)
+        if self.delete_requested:
+            log.info("pod %s: containers stopped after %.1fs", self.key, time.monotonic() - started)
+            with contextlib.suppress(Exception):  # the final delete below is what must happen
+                self._publish()
 
     def _grace(self) -> float:
         meta_grace = self.pod["metadata"].get("deletionGracePeriodSeconds")
@@ -574,13 +585,31 @@ class PodWorker(threading.Thread):
                 log.warning("pod %s: status: %s", self.key, exc)
 
     def _delete_from_api(self) -> None:
+        """Remove the stopped Pod from the API, retried until it is gone, as the kubelet's
+        status manager does (a Pod whose final delete failed once would stay Terminating)."""
         meta = self.pod["metadata"]
+        path = f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}"
+        retry_until_done(lambda: self.agent.kube.delete(path, {"gracePeriodSeconds": 0,
+                                                               "preconditions": {"uid": self.uid}}),
+                         self.agent.stopping, what=f"pod {self.key}: final delete")
+
+
+def retry_until_done(call: Callable[[], Any], stopping: threading.Event, what: str, pause: float = 1.0) -> bool:
+    """``call()`` until it succeeds or answers 404/409 (gone, or another Pod by that name):
+    True. Any other error (apiserver busy, connection reset) is logged and retried; False
+    only when the agent is stopping."""
+    while True:
         try:
-            self.agent.kube.delete(f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}",
-                                   {"gracePeriodSeconds": 0, "preconditions": {"uid": self.uid}})
+            call()
+            return True
         except KubeError as exc:
-            if exc.status not in (404, 409):
-                log.warning("pod %s: final delete: %s", self.key, exc)
+            if exc.status in (404, 409):
+                return True
+            log.warning("%s: %s; retrying", what, exc)
+        except Exception as exc:  # urllib3/socket errors: the apiserver did not answer
+            log.warning("%s: %s; retrying", what, exc)
+        if stopping.wait(pause):
+            return False
 
 
 def trust_stores(python_prefix: Path, repo: Path) -> list[str]:

@@ -119,6 +119,21 @@ def _livekit_objects(namespace: str) -> tuple[int, int]:
     return asyncio.run(count())
 
 
+def _describe(cluster: Cluster, pods: list[Any]) -> list[str]:
+    """Which Pods stayed, who owns them, and the node agent's and their containers' last words."""
+    agent_log = (CLUSTER_ENV.parent / "nodeagent.log")
+    agent_lines = agent_log.read_text(errors="replace").splitlines() if agent_log.exists() else []
+
+    def one(pod: Any) -> str:
+        name = pod.metadata.name
+        owners = ",".join(f"{o.kind}/{o.name}" for o in pod.metadata.owner_references or [])
+        said = [line for line in agent_lines if name in line][-4:]
+        last = {c.name: cluster.log(cluster.hotel_ns, name, c.name).splitlines()[-3:] for c in pod.spec.containers}
+        return (f"{name} owner={owners or '-'} phase={pod.status.phase} deleting={pod.metadata.deletion_timestamp} "
+                f"finalizers={pod.metadata.finalizers} agent={said} containers={last}")
+    return [one(p) for p in pods]
+
+
 def test_deleting_lines_then_uninstalling_leaves_nothing_behind(cluster: Cluster) -> None:
     lines = cluster.custom.list_namespaced_custom_object(GROUP, VERSION, cluster.hotel_ns, "hotellines")["items"]
     assert lines
@@ -127,7 +142,10 @@ def test_deleting_lines_then_uninstalling_leaves_nothing_behind(cluster: Cluster
                                                        line["metadata"]["name"])
     eventually(lambda: not cluster.custom.list_namespaced_custom_object(
         GROUP, VERSION, cluster.hotel_ns, "hotellines")["items"], timeout=180, what="HotelLines gone (finalizers run)")
-    eventually(lambda: not cluster.pods(cluster.hotel_ns), timeout=180, what="worker and Riva Pods gone")
+    try:
+        eventually(lambda: not cluster.pods(cluster.hotel_ns), timeout=180, what="worker and Riva Pods gone")
+    except AssertionError as error:  # say which Pods stayed, who owns them and how far they got
+        raise AssertionError(f"{error}; left: {_describe(cluster, cluster.pods(cluster.hotel_ns))}") from None
     asr = "app.kubernetes.io/component=asr"  # the Riva pool's TLS Secret and nginx ConfigMap: owner GC
     eventually(lambda: not cluster.core.list_namespaced_secret(cluster.hotel_ns, label_selector=asr).items
                and not cluster.core.list_namespaced_config_map(cluster.hotel_ns, label_selector=asr).items,

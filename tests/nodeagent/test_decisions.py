@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +11,9 @@ import pytest
 from rig.nodeagent.agent import hosts_text, ready_endpoints
 from rig.nodeagent.env import ConfigError, PodFacts, build_env, service_links
 from rig.nodeagent.images import ImageError, RunError, resolve_process
+from rig.nodeagent.kube import KubeError
 from rig.nodeagent.nodes import GPU_TAINT, build_node, build_node_status, parse_node
-from rig.nodeagent.pod import exit_code, user_of
+from rig.nodeagent.pod import exit_code, retry_until_done, user_of
 from rig.nodeagent.status import (
     ContainerRecord,
     ProbeState,
@@ -243,3 +245,28 @@ def test_hosts_and_endpoints() -> None:
     ]}]
     assert ready_endpoints(slices, "http") == [("10.244.0.2", 8080)]
     assert ready_endpoints(slices, "grpc") == []
+
+
+def test_a_final_delete_the_apiserver_fails_is_retried_until_the_pod_is_gone() -> None:
+    """CI 12-03: a Pod stayed Terminating past 180 s; the agent tried its final delete once.
+    The kubelet's status manager retries until the API object is gone (404/409 end it too)."""
+    answers: list[BaseException | None] = [ConnectionResetError("reset by peer"),
+                                           KubeError(500, {"message": "etcdserver: request timed out"}, "DELETE"),
+                                           KubeError(429, {"message": "too many requests"}, "DELETE"), None]
+    calls: list[int] = []
+
+    def delete() -> None:
+        calls.append(1)
+        answer = answers.pop(0)
+        if answer is not None:
+            raise answer
+
+    assert retry_until_done(delete, threading.Event(), "pod ns/p: final delete", pause=0.01) is True
+    assert len(calls) == 4 and answers == []
+    for status in (404, 409):
+        def gone(status: int = status) -> None:
+            raise KubeError(status, {}, "DELETE")
+        assert retry_until_done(gone, threading.Event(), "final delete", pause=0.01) is True
+    stopping = threading.Event()
+    stopping.set()
+    assert retry_until_done(lambda: (_ for _ in ()).throw(OSError("down")), stopping, "final delete") is False
