@@ -43,6 +43,8 @@ WORKER_POD_LABELS: Final = {LABEL_COMPONENT: COMPONENT_WORKER, LABEL_MANAGED_BY:
 
 # Annotations -----------------------------------------------------------------------------
 ANNOTATION_ERASE: Final = f"{GROUP}/erase-caller"  # on a HotelLine: caller hash(es) to erase
+# On a HotelLine no replica has reconciled: when the operator asked Kopf to look again (backstop.py).
+ANNOTATION_NUDGED: Final = f"{GROUP}/reconcile-requested"
 # On a VoiceSession: the W3C trace context (``traceparent`` value) of the orchestrator's span that
 # created it; the operator's bind span and the worker's call span are its children (docs/tracing.md).
 ANNOTATION_TRACEPARENT: Final = f"{GROUP}/traceparent"

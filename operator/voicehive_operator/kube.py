@@ -271,6 +271,11 @@ class Kube:
         data = await self._dict(self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, plural, **kwargs)
         return [item for item in data.get("items", []) if labels_match(item, labels or {})]
 
+    async def list_custom_everywhere(self, plural: str) -> list[dict[str, Any]]:
+        """Every namespace's objects (a cluster-wide operator's ClusterRole allows it)."""
+        data = await self._dict(self.custom.list_cluster_custom_object, GROUP, VERSION, plural)
+        return list(data.get("items", []))
+
     async def get_custom(self, namespace: str, plural: str, name: str) -> dict[str, Any] | None:
         return await self._optional(self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, plural, name)
 

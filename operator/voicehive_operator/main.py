@@ -85,6 +85,7 @@ def run(
     settings = settings or OperatorSettings.from_env()
     kube = Kube.from_environment()
     runtime = build_runtime(settings, kube)
+    runtime.namespaces = () if all_namespaces else tuple(namespaces)
     memo = kopf.Memo()
     memo.runtime = runtime
     registry = build_registry(settings)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +46,7 @@ class Runtime:
     starting: dict[str, set[str]] = field(default_factory=dict)  # "ns/line" -> pods created, not yet watched
     riva_applied: dict[str, tuple[dict[str, int], float]] = field(default_factory=dict)  # ns -> (pools, when)
     riva_cas: dict[str, str] = field(default_factory=dict)  # "ns/pool" -> the pool's CA certificate (public)
+    namespaces: tuple[str, ...] = ()  # the namespaces served (empty: all, --all-namespaces)
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)  # Prometheus, served by main.run
     tracing: Tracing = field(default_factory=Tracing.disabled)  # OTLP spans of bindings (voicehive.tracing)
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
@@ -83,6 +84,11 @@ class Runtime:
                     return
 
         self._background[key] = asyncio.get_running_loop().create_task(runner(), name=f"voicehive:{key}")
+
+    def keep_running(self, key: str, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``work`` (a loop) in the background until :meth:`close`; once per key."""
+        if key not in self._background or self._background[key].done():
+            self._background[key] = asyncio.get_running_loop().create_task(work(), name=f"voicehive:{key}")
 
     async def close(self) -> None:
         for task in list(self._background.values()):

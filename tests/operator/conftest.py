@@ -125,6 +125,7 @@ class OperatorHandle:
             return kube.kopf_connection()  # type: ignore[no-any-return]
 
         self.runtime = build_runtime(self.settings, Kube(kube.api_client()))
+        self.runtime.namespaces = (self.namespace,)
         memo = kopf.Memo()
         memo.runtime = self.runtime
         ksettings = kopf_settings()
