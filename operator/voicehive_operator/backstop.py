@@ -77,4 +77,4 @@ async def run(runtime: Runtime) -> None:
         try:
             await nudge(runtime, grace_seconds(interval))
         except Exception as exc:  # the API may be briefly unavailable; the next pass retries
-            log.warning("backstop pass failed: %s", type(exc).__name__)
+            log.warning("backstop pass failed: %s %s", type(exc).__name__, getattr(exc, "status", ""))
