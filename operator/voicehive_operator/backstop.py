@@ -3,7 +3,7 @@
 WHY: two peered replicas both run for a moment at start-up (Kopf resumes each before it has
 seen the other's priority). Both then add the finalizer to a new line with a JSON patch tested
 on the same resourceVersion; one loses, and its replica waits for "the next cycle", an event
-that in about one start in ten never comes (tests/operator/test_ha.py reproduces it on the
+that in about one start in seven never comes (tests/operator/test_ha.py reproduces it on the
 rig). Nothing is reconciled, not even by the line's timers, until the line changes again. So
 every resync interval the operator looks for lines that no replica has ever reconciled
 (``status.observedGeneration`` unset) some time after their creation and changes an annotation

@@ -58,9 +58,10 @@ async def test_two_replicas_starting_at_once_leave_one_pool_certificate_one_trun
     to one Riva revision whose certificate is the stored one and whose CA the line holds, one
     SIP trunk and rule, and exactly its warm pool.
 
-    It also reproduces the start-up stall (about 1 run in 10 on the rig's apiserver): both add
+    It also reproduced the start-up stall (5 of 35 runs on the rig's apiserver): both add
     the finalizer, one JSON patch loses on resourceVersion, and Kopf waits for an event that
-    never comes; nothing is reconciled until the line changes again (a touch unsticks it)."""
+    never comes; nothing was reconciled until the line changed again. The operator's backstop
+    (backstop.py) now makes that change, so a stall only delays the line by 10 s here."""
     from tests.operator.helpers import spec
     from voicehive import contract
     from voicehive_operator import builders, riva_tls
