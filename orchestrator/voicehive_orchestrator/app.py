@@ -158,9 +158,10 @@ class Orchestrator:
         self.tokens = auth.token_store(settings.agent_token, settings.admin_token, settings.tokens_dir)
 
     def check_agent(self, request: Request, allowed: frozenset[auth.Scope] = auth.AGENT_ENDPOINTS) -> None:
-        """Scoped bearer credentials (auth.py): 401 unknown, 403 wrong scope."""
+        """Scoped bearer credentials (auth.py): 401 unknown, 403 wrong scope. The client was
+        usually found already, by the rate limiter, for the same request."""
         try:
-            self.tokens.authorize(request.headers.get("authorization"), allowed)
+            auth.permit(auth.client_of(request.scope, self.tokens), allowed)
         except auth.Denied as exc:
             raise ApiError(exc.status, exc.error, exc.detail, headers=exc.headers) from None
 
@@ -184,7 +185,7 @@ class OrchestratorApp(FastAPI):
             await super().__call__(scope, receive, send)
             return
         scope["app"] = self
-        retry = await self.state.limiter.retry_after(scope)
+        retry = self.state.limiter.retry_after(scope)
         if retry is not None:
             await too_many(send, retry)
             orch.metrics.child(orch.metrics.responses, scope["path"], "429").inc()

@@ -21,10 +21,11 @@ import hashlib
 import hmac
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ class TokenStore:
     clock: Callable[[], float] = time.monotonic
     _loaded: dict[bytes, Client] = field(default_factory=dict)
     _loaded_at: float | None = None
+    _all: dict[bytes, Client] | None = None
 
     @classmethod
     def from_tokens(cls, tokens: Iterable[tuple[str, Scope, str]], directory: Path | None = None,
@@ -100,7 +102,10 @@ class TokenStore:
                 log.warning("credential directory unreadable; keeping the last set",
                             extra={"error_type": type(exc).__name__})
             self._loaded_at = now
-        return {**self.static, **self._loaded}
+            self._all = None
+        if self._all is None:  # merged once per (re)load, not on every request
+            self._all = {**self.static, **self._loaded}
+        return self._all
 
     def has_scope(self, scope: Scope) -> bool:
         return any(c.scope is scope for c in self._current().values())
@@ -119,14 +124,33 @@ class TokenStore:
 
     def authorize(self, authorization: str | None, allowed: frozenset[Scope]) -> Client:
         """The client, if its token is valid and its scope is one of ``allowed``; else :class:`Denied`."""
-        client = self.client_for(authorization)
-        if client is None:
-            raise Denied(401, "unauthorized", "a valid 'Authorization: Bearer <token>' header is required")
-        if client.scope not in allowed:
-            wanted = " or ".join(sorted(s.value for s in allowed))
-            raise Denied(403, "forbidden", f"this credential has the {client.scope.value} scope; "
-                                           f"this endpoint needs {wanted}")
-        return client
+        return permit(self.client_for(authorization), allowed)
+
+
+def permit(client: Client | None, allowed: frozenset[Scope]) -> Client:
+    """``client`` if it may call an endpoint open to ``allowed``; else :class:`Denied` (401/403)."""
+    if client is None:
+        raise Denied(401, "unauthorized", "a valid 'Authorization: Bearer <token>' header is required")
+    if client.scope not in allowed:
+        wanted = " or ".join(sorted(s.value for s in allowed))
+        raise Denied(403, "forbidden", f"this credential has the {client.scope.value} scope; "
+                                       f"this endpoint needs {wanted}")
+    return client
+
+
+# The ASGI scope key (a namespaced extension key) under which a request's client is kept once found.
+_SCOPE_CLIENT = "voicehive.client"
+
+
+def client_of(scope: MutableMapping[str, Any], store: TokenStore) -> Client | None:
+    """The client of one request (its ASGI ``scope``), looked up once: the rate limiter and the
+    handler both need it, and each lookup hashes the token and compares it with every credential."""
+    found = scope.get(_SCOPE_CLIENT)
+    if found is None:
+        header = next((value for name, value in scope.get("headers") or () if name == b"authorization"), b"")
+        found = scope[_SCOPE_CLIENT] = (store.client_for(header.decode("latin-1")),)
+    client: Client | None = found[0]
+    return client
 
 
 AGENT_ENDPOINTS = frozenset({Scope.AGENT})

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.orchestrator.helpers import ADMIN_TOKEN, AGENT_TOKEN, orchestrator_env, run_app
 from voicehive_orchestrator.app import create_app
@@ -107,3 +108,59 @@ def test_the_webhook_routes_are_rate_limited_too(redis_url: str) -> None:
         assert events[:3] != [429] * 3 and events[3] == 429, events
         unsigned = [client.post("/v1/livekit/webhook", content=b"{}").status_code for _ in range(3)]
         assert unsigned[-1] == 429, unsigned
+
+
+def test_each_request_looks_its_client_up_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The limiter and the handler share one lookup per request (a token digest compared with
+    every credential); clients are limited by name, callers without a credential by address."""
+    from voicehive_orchestrator import auth
+    from voicehive_orchestrator.ratelimit import RateLimiter, RateLimits
+
+    store = auth.TokenStore.from_tokens([(AGENT_TOKEN, auth.Scope.AGENT, "workers")])
+    lookups: list[str | None] = []
+    real = store.client_for
+
+    def counting(header: str | None) -> auth.Client | None:
+        lookups.append(header)
+        return real(header)
+
+    monkeypatch.setattr(store, "client_for", counting)
+    limiter = RateLimiter(RateLimits(agent="3/minute", anonymous="2/minute"), lambda _scope: store)
+
+    def scope(address: str, token: str | None = None) -> dict[str, Any]:
+        headers = [(b"authorization", f"Bearer {token}".encode())] if token else []
+        return {"type": "http", "path": "/v1/livekit/transcription", "headers": headers, "client": (address, 1)}
+
+    request = scope("10.0.0.1", AGENT_TOKEN)
+    assert limiter.retry_after(request) is None
+    assert auth.permit(auth.client_of(request, store), auth.AGENT_ENDPOINTS).name == "workers"
+    assert len(lookups) == 1  # the handler's check reused the limiter's lookup
+    answers = [limiter.retry_after(scope(f"10.0.0.{i}", AGENT_TOKEN)) for i in range(3)]
+    assert answers[:2] == [None, None] and answers[2] is not None and 1 <= answers[2] <= 60  # one client
+    for i in range(5):  # anonymous: per address, 2 a minute each
+        assert [limiter.retry_after(scope(f"192.0.2.{i}")) is None for _ in range(3)] == [True, True, False]
+
+
+def test_moving_window_counts_any_window_and_forgets_idle_keys_only() -> None:
+    """At most N hits in any window (not per clock minute); a refusal says when the oldest hit
+    leaves the window; idle keys are dropped when the table is full, live ones keep their count."""
+    from voicehive_orchestrator.ratelimit import MovingWindows
+
+    now = [1000.0]
+    windows = MovingWindows(max_keys=4, clock=lambda: now[0])
+    assert windows.hit("a", 3, 60) is None
+    now[0] += 30
+    assert windows.hit("a", 3, 60) is None and windows.hit("a", 3, 60) is None
+    assert windows.hit("a", 3, 60) == pytest.approx(30.0)  # the first hit leaves at 1060
+    now[0] += 30.5
+    assert windows.hit("a", 3, 60) is None  # one slot free again, not three: a moving window
+    assert windows.hit("a", 3, 60) == pytest.approx(29.5)
+    for key in "bcd":
+        assert windows.hit(key, 1, 10) is None
+    now[0] += 11  # b, c, d idle; a still has hits in its window
+    assert windows.hit("e", 1, 10) is None  # the table was full: pruned
+    assert len(windows) == 2  # a and e
+    assert windows.hit("a", 3, 60) is not None  # a's count survived the pruning
+    for i in range(20):  # all live: the table grows, pruning is not retried on every new key
+        assert windows.hit(f"live{i}", 1, 600) is None
+    assert len(windows) == 22
