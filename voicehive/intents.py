@@ -61,9 +61,11 @@ def fold(text: str) -> str:
     if not text.isascii():  # ASCII has no accents to strip (NFKD leaves it as it is)
         decomposed = unicodedata.normalize("NFKD", text)
         text = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
-    text = re.sub(r"[’'`´\-]", " ", text)
-    text = re.sub(r"[^\w\s?]", " ", text)
-    return " " + re.sub(r"\s+", " ", text).strip() + " "
+    text = _NOT_MATCHED.sub(" ", text)  # apostrophes and hyphens too: "won't" -> "won t"
+    return " " + " ".join(text.split()) + " "
+
+
+_NOT_MATCHED = re.compile(r"[^\w\s?]")
 
 
 # (intent, weight, languages, pattern over folded text). ``*`` = all languages.

@@ -119,11 +119,19 @@ def _clause(
     return kept, negated
 
 
+def _vocabulary(langs: list[str]) -> tuple[frozenset[str], frozenset[str]]:
+    return frozenset().union(*(CUES[lang] for lang in langs)), frozenset().union(*(STOPS[lang] for lang in langs))
+
+
+# The cues and stops of each language, and of all (None): built once, not per utterance.
+_VOCABULARY: dict[str | None, tuple[frozenset[str], frozenset[str]]] = {
+    language: _vocabulary([language] if language else list(CUES)) for language in (None, *CUES)
+}
+
+
 def split_negation(text: str, language: str | None = None, units: frozenset[str] = frozenset()) -> Negation:
     """Splits ``text`` into affirmed and negated words; ``language`` None uses every language's cues."""
-    langs = [language] if language in CUES else list(CUES)
-    cues = frozenset().union(*(CUES[lang] for lang in langs))
-    stops = frozenset().union(*(STOPS[lang] for lang in langs))
+    cues, stops = _VOCABULARY[language if language in CUES else None]
     clauses = _CLAUSE.split(text)
     if text.isascii() and cues.isdisjoint(_NON_WORD.sub(" ", text.lower()).split()):
         # no word holds a cue (ASCII folds to its lower case): every clause is kept whole
