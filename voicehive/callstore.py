@@ -674,7 +674,6 @@ for i = first[EXPECT], last[EXPECT], 2 do fields[#fields + 1] = ARGV[i] end
 local counters = #fields + 1
 for i = first[INCR], last[INCR], 2 do fields[#fields + 1] = ARGV[i] end
 local stored = redis.call('HMGET', KEYS[1], unpack(fields))
-local seen = redis.call('SISMEMBER', KEYS[3], ARGV[2])
 local same = (stored[2] or '') == ARGV[4]
 local by_version = last[EXPECT] < first[EXPECT]
 if by_version then
@@ -684,8 +683,9 @@ else
     same = same and (stored[3 + (i - first[EXPECT]) / 2] or '') == ARGV[i + 1]
   end
 end
-if not same then return {'conflict', redis.call('HGETALL', KEYS[1]), seen} end
-if seen == 1 then return {'duplicate', redis.call('HGETALL', KEYS[1]), seen} end
+if not same then return {'conflict', redis.call('HGETALL', KEYS[1]), redis.call('SISMEMBER', KEYS[3], ARGV[2])} end
+-- the delivery is marked seen first; 0 added: a twin was written before, nothing else is
+if redis.call('SADD', KEYS[3], ARGV[2]) == 0 then return {'duplicate', redis.call('HGETALL', KEYS[1]), 1} end
 local ttl = tonumber(ARGV[3])
 local left = redis.call('TTL', KEYS[1])  -- -2: a new call
 local sets = {unpack(ARGV, first[HSET], last[HSET])}  -- the counters, added up, in the same HSET
@@ -695,14 +695,14 @@ for i = first[INCR], last[INCR], 2 do
   counters = counters + 1
 end
 redis.call('HSET', KEYS[1], unpack(sets))
-redis.call('SADD', KEYS[3], ARGV[2])
 redis.call('XADD', KEYS[2], '*', unpack(ARGV, first[EVENT], last[EVENT]))
-if last[TRANSCRIPT] >= first[TRANSCRIPT] then
+local transcript = last[TRANSCRIPT] >= first[TRANSCRIPT]
+if transcript then
   redis.call('XADD', KEYS[4], '*', unpack(ARGV, first[TRANSCRIPT], last[TRANSCRIPT]))
 end
 if left < ttl - 60 or left > ttl then  -- set within the last minute: left as it is (no AOF write)
   for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ttl) end
-elseif redis.call('TTL', KEYS[4]) == -1 then  -- the first segment just created the transcript
+elseif transcript and redis.call('TTL', KEYS[4]) == -1 then  -- the first segment just created it
   redis.call('EXPIRE', KEYS[4], ttl)
 end
 -- a write checked by version hands back the record if others wrote since; one checked on the
