@@ -132,16 +132,20 @@ def one_run(redis_port: int, env: dict[str, str], hasher: PiiHasher, events: int
                             for kind in ("agent_ready", "call_started")]) for c in range(LIVE_CALLS)]
             asyncio.run(post_jobs(ports, token, opening, concurrency))
         asyncio.run(post_jobs(ports, token, segments("w", 300), concurrency))  # warm-up
+        redis_pid = int(redis.Redis(port=redis_port).info("server")["process_id"])
         cpu_before = sum(cpu_seconds(proc.pid) for proc, _port in servers)
+        redis_before = cpu_seconds(redis_pid)
         latencies, acked, failures, elapsed = asyncio.run(post_jobs(ports, token, segments("t", events), concurrency))
         cpu = sum(cpu_seconds(proc.pid) for proc, _port in servers) - cpu_before
+        redis_cpu = cpu_seconds(redis_pid) - redis_before
         missing = lost(redis_port, acked, None if bare else hasher)
     finally:
         for proc, _port in servers:
             proc.terminate()
             proc.wait(timeout=30)
     return {**figures(latencies, acked, failures, elapsed, missing),
-            "server_cpu_us_per_event": round(cpu / max(1, len(latencies)) * 1e6, 1)}
+            "server_cpu_us_per_event": round(cpu / max(1, len(latencies)) * 1e6, 1),
+            "redis_cpu_us_per_event": round(redis_cpu / max(1, len(latencies)) * 1e6, 1)}
 
 
 def fresh_redis(port: int) -> None:
@@ -174,6 +178,7 @@ def median_of(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "p50_ms": round(statistics.median(r["p50_ms"] for r in samples), 2),
         "p99_ms": round(statistics.median(r["p99_ms"] for r in samples), 2),
         "server_cpu_us_per_event": round(statistics.median(r["server_cpu_us_per_event"] for r in samples), 1),
+        "redis_cpu_us_per_event": round(statistics.median(r["redis_cpu_us_per_event"] for r in samples), 1),
         "acknowledged": sum(r["acknowledged"] for r in samples),
         "non_2xx": sum(r["non_2xx"] for r in samples),
         "lost_events": sum(r["lost_events"] for r in samples),
