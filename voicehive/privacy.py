@@ -134,8 +134,8 @@ class PiiHasher:
 
     def digest(self, domain: str, value: str) -> str:
         """Hex HMAC of ``value`` in ``domain`` (64 hex chars)."""
-        mac = hmac.new(self._key, domain.encode() + b"\x00" + value.encode("utf-8"), hashlib.sha256)
-        return mac.hexdigest()
+        # hmac.digest with a digest name: OpenSSL's one-shot HMAC, not the pure-Python HMAC object
+        return hmac.digest(self._key, domain.encode() + b"\x00" + value.encode("utf-8"), "sha256").hex()
 
     def phone(self, number: str) -> str:
         """Caller hash: stable across formatting variants of the same number."""
@@ -211,7 +211,7 @@ class Sealer:
         self._aead = AESGCM(key)
 
     def seal(self, plaintext: bytes, context: str = "") -> str:
-        nonce = secrets.token_bytes(_NONCE_BYTES)
+        nonce = os.urandom(_NONCE_BYTES)  # what secrets.token_bytes reads, without its Python layers
         ciphertext = self._aead.encrypt(nonce, plaintext, context.encode())
         return f"{_SEAL_VERSION}_{base64.urlsafe_b64encode(nonce + ciphertext).decode('ascii')}"
 
