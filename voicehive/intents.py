@@ -217,10 +217,11 @@ _NEGATION_PROOF: frozenset[int] = frozenset(
 )
 
 
-# The rules of each language (None: all), each with whether it is negation-proof, in rule order.
+# The rules of each language (None: all), each with its label in ``matched`` and whether it is
+# negation-proof, in rule order.
 _RULES_OF: dict[str | None, tuple[tuple[Intent, float, str, re.Pattern[str], bool], ...]] = {
     language: tuple(
-        (intent, weight, lang, pattern, index in _NEGATION_PROOF)
+        (intent, weight, f"{intent.value}/{lang}", pattern, index in _NEGATION_PROOF)
         for index, (intent, weight, lang, pattern) in enumerate(_COMPILED)
         if language is None or lang == language
     )
@@ -233,11 +234,10 @@ def _score(folded: str, language: str | None, affirmed: str | None = None) -> tu
     (negated words removed) only proof rules see ``folded``."""
     scores: dict[Intent, float] = {}
     matched: list[str] = []
-    for intent, weight, lang, pattern, proof in _RULES_OF[language]:
-        text = folded if affirmed is None or proof else affirmed
-        if pattern.search(text):
+    for intent, weight, label, pattern, proof in _RULES_OF[language]:
+        if pattern.search(folded if affirmed is None or proof else affirmed):
             scores[intent] = scores.get(intent, 0.0) + weight
-            matched.append(f"{intent.value}/{lang}")
+            matched.append(label)
     return scores, matched
 
 
