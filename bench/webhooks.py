@@ -212,7 +212,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--redis-benchmark-requests", type=int, default=20000)
-    parser.add_argument("--anchor-events", type=int, default=3000, help="transcription events per anchor run")
+    parser.add_argument("--anchor-events", type=int, default=10000, help="transcription events per anchor run")
     parser.add_argument("--anchor-repeats", type=int, default=5, help="alternating bare/ours runs per process count")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "webhooks.json"))
     args = parser.parse_args()
