@@ -45,6 +45,14 @@ def test_hashes_are_keyed_and_domain_separated() -> None:
     assert ref == one.call_ref("vh-abc-_+49301234567_x")
 
 
+def test_hashes_are_hmac_sha256_of_domain_and_value_unchanged_across_releases() -> None:
+    """Caller hashes and call refs are stored in Redis and CRs: a new release must compute the
+    same ones (HMAC-SHA256 over ``domain NUL value``; vectors from Python's ``hmac.new``)."""
+    hasher = PiiHasher(bytes(range(32)))
+    assert hasher.phone("+49 30 1234567") == "d3fa3afd780cdb13df5a7d030e410a72e25b679cb500e0fae6f3fdf3ceaef966"
+    assert hasher.call_ref("vh-abc-_+49301234567_x") == "c-" + "7bfb2c8c6ace5b15a03a"
+
+
 def test_national_numbers_need_a_country_code() -> None:
     assert normalise_e164("030 1234567") == "0301234567"
     assert normalise_e164("030 1234567", default_country_code="49") == "+49301234567"
