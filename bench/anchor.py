@@ -135,7 +135,9 @@ def one_run(redis_port: int, env: dict[str, str], hasher: PiiHasher, events: int
         redis_pid = int(redis.Redis(port=redis_port).info("server")["process_id"])
         cpu_before = sum(cpu_seconds(proc.pid) for proc, _port in servers)
         redis_before = cpu_seconds(redis_pid)
+        generator_before = cpu_seconds(os.getpid())
         latencies, acked, failures, elapsed = asyncio.run(post_jobs(ports, token, segments("t", events), concurrency))
+        generator_cpu = cpu_seconds(os.getpid()) - generator_before
         cpu = sum(cpu_seconds(proc.pid) for proc, _port in servers) - cpu_before
         redis_cpu = cpu_seconds(redis_pid) - redis_before
         missing = lost(redis_port, acked, None if bare else hasher)
@@ -145,7 +147,8 @@ def one_run(redis_port: int, env: dict[str, str], hasher: PiiHasher, events: int
             proc.wait(timeout=30)
     return {**figures(latencies, acked, failures, elapsed, missing),
             "server_cpu_us_per_event": round(cpu / max(1, len(latencies)) * 1e6, 1),
-            "redis_cpu_us_per_event": round(redis_cpu / max(1, len(latencies)) * 1e6, 1)}
+            "redis_cpu_us_per_event": round(redis_cpu / max(1, len(latencies)) * 1e6, 1),
+            "generator_cpu_us_per_event": round(generator_cpu / max(1, len(latencies)) * 1e6, 1)}
 
 
 def fresh_redis(port: int) -> None:
@@ -179,6 +182,7 @@ def median_of(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "p99_ms": round(statistics.median(r["p99_ms"] for r in samples), 2),
         "server_cpu_us_per_event": round(statistics.median(r["server_cpu_us_per_event"] for r in samples), 1),
         "redis_cpu_us_per_event": round(statistics.median(r["redis_cpu_us_per_event"] for r in samples), 1),
+        "generator_cpu_us_per_event": round(statistics.median(r["generator_cpu_us_per_event"] for r in samples), 1),
         "acknowledged": sum(r["acknowledged"] for r in samples),
         "non_2xx": sum(r["non_2xx"] for r in samples),
         "lost_events": sum(r["lost_events"] for r in samples),

@@ -21,7 +21,7 @@ of each Redis command one event issues (HGETALL, SISMEMBER, and EVALSHA of the C
 script with a real event's arguments), at the same concurrency, combined as
 ``1 / sum(1 / rate_i)``: the events/s Redis could sustain if the service cost nothing.
 
-Usage: ``python bench/webhooks.py [--calls 1000] [--anchor-events 3000] [--anchor-repeats 3] [--out ...]``
+Usage: ``python bench/webhooks.py [--calls 1000] [--anchor-events 10000] [--anchor-repeats 7] [--out ...]``
 """
 
 from __future__ import annotations
@@ -213,7 +213,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--redis-benchmark-requests", type=int, default=20000)
     parser.add_argument("--anchor-events", type=int, default=10000, help="transcription events per anchor run")
-    parser.add_argument("--anchor-repeats", type=int, default=5, help="alternating bare/ours runs per process count")
+    parser.add_argument("--anchor-repeats", type=int, default=7, help="alternating bare/ours runs per process count")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "webhooks.json"))
     args = parser.parse_args()
 
