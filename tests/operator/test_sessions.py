@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from livekit.protocol import models as pb_models
 
+from tests.fakes.livekit_twirp import LiveKitFake
 from tests.operator.conftest import Providers
 from tests.operator.helpers import spec, wait_for
-from voicehive import callstore, contract
+from voicehive import callstore, contract, transfer
 from voicehive.contract import HOTELLINES, VOICESESSIONS
 from voicehive.privacy import Privacy, call_ref_of, generate_key_b64
 from voicehive.redis_client import connect_url
@@ -193,6 +195,55 @@ async def test_start_timeout_pod_death_and_max_duration_end_sessions_with_reason
                    lambda ps: all(p["metadata"].get("deletionTimestamp") for p in ps), what="pod stopped")
     # Terminal phases stay terminal: a late worker write of Starting is not revived by the operator.
     assert (await _vs(kube_client, namespace, stuck.name) or {})["status"]["phase"] == "Failed"
+
+
+async def test_a_call_no_worker_answers_goes_to_the_front_desk_or_is_hung_up(
+    start_operator: Any, hotelline: Any, kube_client: Kube, namespace: str, providers: Providers,
+    line_secret: dict[str, str], livekit_fake: LiveKitFake,
+) -> None:
+    """Issue 10, a burst on an empty warm pool: a call whose worker does not answer within the
+    line's start timeout fails, and its caller is not left in a room where nobody speaks. The
+    operator transfers them to the front desk; if LiveKit refuses that, it removes them from the
+    room (livekit-sip then ends the SIP call). Both are recorded on the session."""
+    import base64
+
+    pii, transcript = base64.b64decode(generate_key_b64()), base64.b64decode(generate_key_b64())
+    privacy = Privacy.from_keys(pii, transcript)
+    handle = await _ready_line(start_operator, hotelline, kube_client, namespace, providers, warm=1,
+                               pii_key=pii, transcript_key=transcript)
+
+    async def unanswered(call: Call) -> dict[str, Any]:
+        identity = "sip_" + call.number
+        await livekit_fake.join(call.room, pb_models.ParticipantInfo(identity=identity,
+                                                                     kind=pb_models.ParticipantInfo.SIP))
+        await kube_client.create_custom(namespace, VOICESESSIONS, call.body(namespace))
+        await wait_for(lambda: _vs(kube_client, namespace, call.name),
+                       lambda o: bool(o and (o.get("status") or {}).get("workerPod")), what="bound")
+        handle.settings.clock.advance(21)  # nobody answers (no kubelet runs the Pod here)
+        return await wait_for(
+            lambda: _vs(kube_client, namespace, call.name),
+            lambda o: transfer.state((o or {}).get("status")) in (transfer.TRANSFERRED, transfer.FAILED),
+            what="the unanswered caller handled")
+
+    def transfer_condition(vs: dict[str, Any]) -> dict[str, Any]:
+        return next(c for c in vs["status"]["conditions"] if c["type"] == contract.CONDITION_TRANSFER)
+
+    desk = Call(privacy, "lindenhof")
+    vs = await unanswered(desk)
+    assert vs["status"]["phase"] == "Failed" and vs["status"]["endReason"].startswith("start_timeout")
+    assert [(t.room_name, t.participant_identity, t.transfer_to) for t in livekit_fake.transfers] == [
+        (desk.room, "sip_" + desk.number, "tel:+493012345600")]
+    cond = transfer_condition(vs)
+    assert (cond["status"], cond["reason"]) == ("True", transfer.TRANSFERRED)
+    assert "No worker answered" in cond["message"]
+
+    livekit_fake.transfer_failure = (486, "Busy Here")
+    busy = Call(privacy, "lindenhof")
+    vs = await unanswered(busy)
+    cond = transfer_condition(vs)
+    assert (cond["status"], cond["reason"]) == ("False", transfer.FAILED)
+    assert "disconnected" in cond["message"] and busy.number not in json.dumps(vs)
+    assert "sip_" + busy.number not in livekit_fake.rooms[busy.room].participants  # hung up, not left waiting
 
 
 async def test_a_line_whose_workers_never_answer_fails_every_waiting_call(
