@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from opentelemetry import trace
@@ -32,7 +32,7 @@ from voicehive.contract import VOICESESSIONS
 from voicehive.lifecycle import CallPhase, EndReason, can_transition, is_terminal
 from voicehive.privacy import call_ref_of, is_hash
 from voicehive.tracing import ATTR_POD, SPAN_BIND, parent_from_annotations, session_attributes
-from voicehive_operator import builders, conditions, metrics, pool, tokens
+from voicehive_operator import builders, conditions, metrics, pool, tokens, transfers
 from voicehive_operator.kube import Conflict
 from voicehive_operator.runtime import Runtime
 
@@ -263,6 +263,10 @@ async def enforce(runtime: Runtime, *, namespace: str, name: str, body: Mapping[
     if verdict.action == "fail" and verdict.reason is not None:
         if await fail(runtime, namespace, name, status, verdict.reason, verdict.message):
             await _release_pod(runtime, namespace, status)
+            if verdict.reason is EndReason.START_TIMEOUT:  # the caller heard nobody: not left there
+                handed = await transfers.unanswered(runtime, namespace=namespace, name=name, body=body,
+                                                    line_spec=line_spec)
+                return replace(verdict, message=f"{verdict.message}. {handed}")
             return verdict
         return Verdict("none")
     if verdict.action == "end" and verdict.reason is not None:

@@ -36,17 +36,40 @@ async def perform(runtime: Runtime, *, namespace: str, name: str, uid: str, body
     return str(result["reason"])
 
 
-async def _transfer(runtime: Runtime, body: Mapping[str, Any], line_spec: HotelLineSpec | None) -> tuple[bool, str]:
-    settings = runtime.settings
-    if line_spec is None:
-        return False, "The call's HotelLine is missing or refused; there is no front desk to transfer to."
-    if settings.pii_key is None:
-        return False, "The operator has no PII key, so it cannot open the call's reference."
+async def unanswered(runtime: Runtime, *, namespace: str, name: str, body: Mapping[str, Any],
+                     line_spec: HotelLineSpec | None) -> str:
+    """No worker answered the call in time: hand the caller to the front desk or, if that fails,
+    hang up (livekit-sip ends the SIP call when its participant is removed) rather than leave them
+    in a room where nobody speaks. Recorded as the transfer condition; returns what happened."""
+    ok, message = await _transfer(runtime, body, line_spec)
+    if not ok:
+        message = f"{message} {await _hang_up(runtime, body)}"
+    now = conditions.rfc3339(runtime.settings.clock.now())
+    result = transfer.condition("True" if ok else "False", transfer.TRANSFERRED if ok else transfer.FAILED,
+                                f"No worker answered the call. {message}", now)
+    status = body.get("status") or {}
+    await runtime.kube.patch_custom_status(namespace, VOICESESSIONS, name, {
+        "status": {"conditions": transfer.with_condition(status.get("conditions"), result)}})
+    return message
+
+
+def _call_of(runtime: Runtime, body: Mapping[str, Any]) -> privacy.CallSecret | str:
+    """The call's room and SIP identity, opened from the session's sealed reference, or why not."""
+    if runtime.settings.pii_key is None:
+        return "The operator has no PII key, so it cannot open the call's reference."
     try:
-        call = privacy.open_call_ref(privacy.call_ref_sealer(settings.pii_key),
+        return privacy.open_call_ref(privacy.call_ref_sealer(runtime.settings.pii_key),
                                      str((body.get("spec") or {}).get("sealedCallRef") or ""))
     except privacy.SealError:
-        return False, "The call's sealed reference does not open with this operator's key."
+        return "The call's sealed reference does not open with this operator's key."
+
+
+async def _transfer(runtime: Runtime, body: Mapping[str, Any], line_spec: HotelLineSpec | None) -> tuple[bool, str]:
+    if line_spec is None:
+        return False, "The call's HotelLine is missing or refused; there is no front desk to transfer to."
+    call = _call_of(runtime, body)
+    if isinstance(call, str):
+        return False, call
     try:
         await runtime.sip.api.sip.transfer_sip_participant(lkapi.TransferSIPParticipantRequest(
             participant_identity=call.participant_identity, room_name=call.room,
@@ -55,3 +78,16 @@ async def _transfer(runtime: Runtime, body: Mapping[str, Any], line_spec: HotelL
         log.warning("front-desk transfer failed", extra={"error": type(exc).__name__})
         return False, f"LiveKit refused the transfer ({type(exc).__name__})."
     return True, "Transferred to the front desk."
+
+
+async def _hang_up(runtime: Runtime, body: Mapping[str, Any]) -> str:
+    call = _call_of(runtime, body)
+    if isinstance(call, str):
+        return f"The caller could not be disconnected: {call}"
+    try:
+        await runtime.sip.api.room.remove_participant(lkapi.RoomParticipantIdentity(
+            room=call.room, identity=call.participant_identity))
+    except Exception as exc:  # type only, as above
+        log.warning("hanging up an unanswered call failed", extra={"error": type(exc).__name__})
+        return f"Disconnecting the caller failed too ({type(exc).__name__})."
+    return "The caller was disconnected instead of being left in silence."
