@@ -11,6 +11,9 @@ fake), TTS (eSpeak NG) and the caller's recogniser on the same CPUs as the worke
 2 cores: 3 at once all complete; 5 lose 2 to pipeline errors; 8 starve the CPU (silero VAD 117 s
 behind real time) and every call fails its 20 s start timeout. So N = min(8, 1.5 x CPUs), at least
 3; ``VOICEHIVE_E2E_CONCURRENT`` sets it.
+
+Past what the machine can start in time (a burst on an empty pool), a caller must still not be
+left in a silent room: the last test makes one call certain to hit the start timeout.
 """
 
 from __future__ import annotations
@@ -30,9 +33,10 @@ from tests.e2e.scenario import (
     dial_and_bind,
     hang_up_and_end,
     hear_reply,
+    transfer_requests,
     wait,
 )
-from voicehive import contract
+from voicehive import contract, transfer
 
 pytestmark = E2E_MARKS
 
@@ -40,10 +44,14 @@ CALLS = int(os.environ.get("VOICEHIVE_E2E_CONCURRENT", str(min(8, max(3, int(1.5
 GROUP, VERSION = "voicehive.io", "v1alpha1"
 
 
-def _set_warm_pool(inst: Installed, size: int) -> None:
+def _set_workers(inst: Installed, workers: dict[str, Any]) -> None:
     line = inst.line()
     inst.custom.patch_namespaced_custom_object(GROUP, VERSION, inst.hotel_ns, "hotellines", line["metadata"]["name"],
-                                               {"spec": {"workers": {"warmPool": size}}})
+                                               {"spec": {"workers": workers}})
+
+
+def _set_warm_pool(inst: Installed, size: int) -> None:
+    _set_workers(inst, {"warmPool": size})
 
 
 def _idle_ready_workers(inst: Installed) -> set[str]:
@@ -106,3 +114,37 @@ async def test_calls_at_once_each_have_their_own_worker_and_the_pool_refills(ins
         assert not refilled & set(pods)
     finally:
         _set_warm_pool(installed, before)
+
+
+async def test_a_caller_nobody_answers_is_handed_over_not_left_in_silence(installed: Installed) -> None:
+    """A burst the cluster has no room for, made certain: no warm worker, and workers that request
+    more CPU than any node has, so kube-scheduler leaves the call's Pod Pending (as when a node
+    pool is full and the autoscaler is slower than the line's start timeout). The operator fails
+    the session, tries the front desk (livekit-server has no SIP service here, so the transfer
+    fails: the tested path, as in the full call) and removes the caller from the room, which makes
+    livekit-sip end the SIP call. The caller is disconnected, not left waiting in silence."""
+    before = installed.line()["spec"]["workers"]
+    too_big = {"requests": {"cpu": "64", "memory": "512Mi"}, "limits": {"cpu": "64", "memory": "1Gi"}}
+    _set_workers(installed, {"warmPool": 0, "startTimeoutSeconds": 5, "resources": too_big})
+    call = None
+    try:
+        await wait(lambda: not _idle_ready_workers(installed), 300, "no warm worker left", interval=1)
+        call = await installed.sim().dial(installed.inbound_call("+4917199900001"))
+        room = call.dispatch.room
+
+        def handled() -> dict[str, Any] | None:
+            session = installed.session_for(room) or {}
+            status = session.get("status") or {}
+            return status if transfer.state(status) in (transfer.TRANSFERRED, transfer.FAILED) else None
+
+        status = await wait(handled, 180, "the unanswered call handed over", interval=0.5)
+        assert status["phase"] == "Failed" and status["endReason"].startswith("start_timeout"), status
+        cond = next(c for c in status["conditions"] if c["type"] == contract.CONDITION_TRANSFER)
+        assert cond["reason"] == transfer.FAILED and "disconnected" in cond["message"], cond
+        assert transfer_requests(room) >= 1  # the front desk was tried first, at livekit-server
+        await wait(lambda: not call.room.isconnected(), 60, "the caller disconnected by the server", interval=0.5)
+    finally:
+        if call is not None:
+            await call.hang_up()
+        _set_workers(installed, {"warmPool": before["warmPool"], "resources": before.get("resources"),
+                                 "startTimeoutSeconds": before.get("startTimeoutSeconds", 20)})
