@@ -334,16 +334,17 @@ async def worker_pod_event(event: Any, body: Any, namespace: str, memo: Any, lin
     if deleted:
         runtime.reserved.discard(body["metadata"]["name"])
     state = labels.get(contract.LABEL_WORKER_STATE)
+    line = labels.get(contract.LABEL_LINE)
+    entry = _line(line_specs, namespace, line) if line else None
     if state == contract.WORKER_CLAIMED:
-        session = await sessions.worker_gone(runtime, namespace=namespace, pod=body, deleted=deleted)
+        session = await sessions.worker_gone(runtime, namespace=namespace, pod=body, deleted=deleted,
+                                             line_spec=entry[1] if entry else None)
         if session:
             kopf.warn({"apiVersion": API_VERSION, "kind": VOICESESSION_KIND,
                        "metadata": {"name": session, "namespace": namespace}},
                       reason="WorkerLost", message=f"Worker pod {body['metadata']['name']} ended before the call.")
         if finished and not deleted:
             await runtime.kube.delete_pod(namespace, body["metadata"]["name"])
-    line = labels.get(contract.LABEL_LINE)
-    entry = _line(line_specs, namespace, line) if line else None
     if line and entry is not None and entry[1] is not None:
         _refill(runtime, namespace, line, entry)
 

@@ -264,8 +264,8 @@ async def enforce(runtime: Runtime, *, namespace: str, name: str, body: Mapping[
         if await fail(runtime, namespace, name, status, verdict.reason, verdict.message):
             await _release_pod(runtime, namespace, status)
             if verdict.reason is EndReason.START_TIMEOUT:  # the caller heard nobody: not left there
-                handed = await transfers.unanswered(runtime, namespace=namespace, name=name, body=body,
-                                                    line_spec=line_spec)
+                handed = await transfers.hand_over(runtime, namespace=namespace, name=name, body=body,
+                                                   line_spec=line_spec, why=transfers.NO_ANSWER)
                 return replace(verdict, message=f"{verdict.message}. {handed}")
             return verdict
         return Verdict("none")
@@ -299,8 +299,10 @@ async def delete_session(runtime: Runtime, namespace: str, name: str, body: Mapp
     await runtime.kube.delete_custom(namespace, VOICESESSIONS, name)
 
 
-async def worker_gone(runtime: Runtime, *, namespace: str, pod: Mapping[str, Any], deleted: bool) -> str | None:
-    """A claimed worker pod exited or vanished: fail its session if the call was not over."""
+async def worker_gone(runtime: Runtime, *, namespace: str, pod: Mapping[str, Any], deleted: bool,
+                      line_spec: HotelLineSpec | None) -> str | None:
+    """A claimed worker pod exited or vanished: fail its session if the call was not over, and
+    hand its caller over (the room has no agent any more)."""
     labels = pod.get("metadata", {}).get("labels") or {}
     session = labels.get(contract.LABEL_SESSION)
     if not session:
@@ -315,6 +317,8 @@ async def worker_gone(runtime: Runtime, *, namespace: str, pod: Mapping[str, Any
     what = "was deleted" if deleted else f"exited ({pod_phase})"
     if await fail(runtime, namespace, session, status, EndReason.WORKER_LOST,
                   f"worker pod {pod['metadata']['name']} {what} before the call ended"):
+        await transfers.hand_over(runtime, namespace=namespace, name=session, body=body, line_spec=line_spec,
+                                  why=transfers.WORKER_STOPPED)
         return str(session)
     return None
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from livekit import api as lkapi
+from livekit.api.twirp_client import TwirpError, TwirpErrorCode
 
 from voicehive import privacy, transfer
 from voicehive.api.models import HotelLineSpec
@@ -36,18 +37,25 @@ async def perform(runtime: Runtime, *, namespace: str, name: str, uid: str, body
     return str(result["reason"])
 
 
-async def unanswered(runtime: Runtime, *, namespace: str, name: str, body: Mapping[str, Any],
-                     line_spec: HotelLineSpec | None) -> str:
-    """No worker answered the call in time: hand the caller to the front desk or, if that fails,
-    hang up (livekit-sip ends the SIP call when its participant is removed) rather than leave them
-    in a room where nobody speaks. Recorded as the transfer condition; returns what happened."""
+NO_ANSWER = "No worker answered the call."
+WORKER_STOPPED = "The call's worker stopped before the call ended."
+
+
+async def hand_over(runtime: Runtime, *, namespace: str, name: str, body: Mapping[str, Any],
+                    line_spec: HotelLineSpec | None, why: str) -> str:
+    """The call has no agent (none answered, or its worker died): hand the caller to the front
+    desk or, if that fails, hang up (livekit-sip ends the SIP call when its participant is
+    removed) rather than leave them in a room where nobody speaks. Recorded as the transfer
+    condition, ``why`` first; returns what happened."""
+    status = body.get("status") or {}
+    if transfer.state(status) == transfer.TRANSFERRED:  # the agent had handed the caller over already
+        return "The caller had been transferred to the front desk."
     ok, message = await _transfer(runtime, body, line_spec)
     if not ok:
         message = f"{message} {await _hang_up(runtime, body)}"
     now = conditions.rfc3339(runtime.settings.clock.now())
     result = transfer.condition("True" if ok else "False", transfer.TRANSFERRED if ok else transfer.FAILED,
-                                f"No worker answered the call. {message}", now)
-    status = body.get("status") or {}
+                                f"{why} {message}", now)
     await runtime.kube.patch_custom_status(namespace, VOICESESSIONS, name, {
         "status": {"conditions": transfer.with_condition(status.get("conditions"), result)}})
     return message
@@ -87,7 +95,12 @@ async def _hang_up(runtime: Runtime, body: Mapping[str, Any]) -> str:
     try:
         await runtime.sip.api.room.remove_participant(lkapi.RoomParticipantIdentity(
             room=call.room, identity=call.participant_identity))
+    except TwirpError as exc:
+        if exc.code == TwirpErrorCode.NOT_FOUND:  # the caller gave up waiting first
+            return "The caller had already left."
+        log.warning("hanging up a call with no agent failed", extra={"error": type(exc).__name__})
+        return f"Disconnecting the caller failed too ({type(exc).__name__})."
     except Exception as exc:  # type only, as above
-        log.warning("hanging up an unanswered call failed", extra={"error": type(exc).__name__})
+        log.warning("hanging up a call with no agent failed", extra={"error": type(exc).__name__})
         return f"Disconnecting the caller failed too ({type(exc).__name__})."
     return "The caller was disconnected instead of being left in silence."

@@ -178,6 +178,11 @@ async def test_start_timeout_pod_death_and_max_duration_end_sessions_with_reason
     lost = await wait_for(lambda: _vs(kube_client, namespace, dying.name),
                           lambda o: (o or {}).get("status", {}).get("phase") == "Failed", what="worker lost")
     assert lost["status"]["endReason"].startswith("worker_lost")
+    # Its caller is handed over too (here the operator has no PII key to open the call: recorded).
+    lost = await wait_for(lambda: _vs(kube_client, namespace, dying.name),
+                          lambda o: transfer.state((o or {}).get("status")) == transfer.FAILED, what="handed over")
+    handed = next(c for c in lost["status"]["conditions"] if c["type"] == contract.CONDITION_TRANSFER)
+    assert handed["message"].startswith("The call's worker stopped before the call ended.")
 
     # 21 s later (shifted clock), stuck has not answered: Failed with start_timeout, pod released.
     handle.settings.clock.advance(21)
@@ -212,13 +217,15 @@ async def test_a_call_no_worker_answers_goes_to_the_front_desk_or_is_hung_up(
     handle = await _ready_line(start_operator, hotelline, kube_client, namespace, providers, warm=1,
                                pii_key=pii, transcript_key=transcript)
 
-    async def unanswered(call: Call) -> dict[str, Any]:
+    async def unanswered(call: Call, *, gives_up: bool = False) -> dict[str, Any]:
         identity = "sip_" + call.number
         await livekit_fake.join(call.room, pb_models.ParticipantInfo(identity=identity,
                                                                      kind=pb_models.ParticipantInfo.SIP))
         await kube_client.create_custom(namespace, VOICESESSIONS, call.body(namespace))
         await wait_for(lambda: _vs(kube_client, namespace, call.name),
                        lambda o: bool(o and (o.get("status") or {}).get("workerPod")), what="bound")
+        if gives_up:  # the caller hangs up before the timeout
+            await livekit_fake.hangup(call.room, identity)
         handle.settings.clock.advance(21)  # nobody answers (no kubelet runs the Pod here)
         return await wait_for(
             lambda: _vs(kube_client, namespace, call.name),
@@ -245,6 +252,10 @@ async def test_a_call_no_worker_answers_goes_to_the_front_desk_or_is_hung_up(
     assert "disconnected" in cond["message"] and busy.number not in json.dumps(vs)
     room = livekit_fake.rooms.get(busy.room)  # hung up, not left waiting (an empty room is closed)
     assert room is None or "sip_" + busy.number not in room.participants
+
+    gone = Call(privacy, "lindenhof")
+    cond = transfer_condition(await unanswered(gone, gives_up=True))
+    assert cond["reason"] == transfer.FAILED and "already left" in cond["message"]
 
 
 async def test_a_line_whose_workers_never_answer_fails_every_waiting_call(
