@@ -26,15 +26,10 @@ async def perform(runtime: Runtime, *, namespace: str, name: str, uid: str, body
         return None
     runtime.transfers.add(uid)  # before the first await: a duplicate event is a no-op
     try:
-        ok, message = await _transfer(runtime, body, line_spec)
+        ok, message = await _transfer(runtime, _call_of(runtime, body), line_spec)
     finally:
         runtime.transfers.discard(uid)
-    now = conditions.rfc3339(runtime.settings.clock.now())
-    result = transfer.condition("True" if ok else "False", transfer.TRANSFERRED if ok else transfer.FAILED,
-                                message, now)
-    await runtime.kube.patch_custom_status(namespace, VOICESESSIONS, name, {
-        "status": {"conditions": transfer.with_condition(status.get("conditions"), result)}})
-    return str(result["reason"])
+    return await _record(runtime, namespace, name, status, ok, message)
 
 
 NO_ANSWER = "No worker answered the call."
@@ -50,15 +45,23 @@ async def hand_over(runtime: Runtime, *, namespace: str, name: str, body: Mappin
     status = body.get("status") or {}
     if transfer.state(status) == transfer.TRANSFERRED:  # the agent had handed the caller over already
         return "The caller had been transferred to the front desk."
-    ok, message = await _transfer(runtime, body, line_spec)
+    call = _call_of(runtime, body)
+    ok, message = await _transfer(runtime, call, line_spec)
     if not ok:
-        message = f"{message} {await _hang_up(runtime, body)}"
+        message = f"{message} {await _hang_up(runtime, call)}"
+    await _record(runtime, namespace, name, status, ok, f"{why} {message}")
+    return message
+
+
+async def _record(runtime: Runtime, namespace: str, name: str, status: Mapping[str, Any], ok: bool,
+                  message: str) -> str:
+    """The transfer's outcome as the session's transfer condition; returns its reason."""
     now = conditions.rfc3339(runtime.settings.clock.now())
     result = transfer.condition("True" if ok else "False", transfer.TRANSFERRED if ok else transfer.FAILED,
-                                f"{why} {message}", now)
+                                message, now)
     await runtime.kube.patch_custom_status(namespace, VOICESESSIONS, name, {
         "status": {"conditions": transfer.with_condition(status.get("conditions"), result)}})
-    return message
+    return str(result["reason"])
 
 
 def _call_of(runtime: Runtime, body: Mapping[str, Any]) -> privacy.CallSecret | str:
@@ -72,10 +75,10 @@ def _call_of(runtime: Runtime, body: Mapping[str, Any]) -> privacy.CallSecret | 
         return "The call's sealed reference does not open with this operator's key."
 
 
-async def _transfer(runtime: Runtime, body: Mapping[str, Any], line_spec: HotelLineSpec | None) -> tuple[bool, str]:
+async def _transfer(runtime: Runtime, call: privacy.CallSecret | str,
+                    line_spec: HotelLineSpec | None) -> tuple[bool, str]:
     if line_spec is None:
         return False, "The call's HotelLine is missing or refused; there is no front desk to transfer to."
-    call = _call_of(runtime, body)
     if isinstance(call, str):
         return False, call
     try:
@@ -88,19 +91,15 @@ async def _transfer(runtime: Runtime, body: Mapping[str, Any], line_spec: HotelL
     return True, "Transferred to the front desk."
 
 
-async def _hang_up(runtime: Runtime, body: Mapping[str, Any]) -> str:
-    call = _call_of(runtime, body)
+async def _hang_up(runtime: Runtime, call: privacy.CallSecret | str) -> str:
     if isinstance(call, str):
         return f"The caller could not be disconnected: {call}"
     try:
         await runtime.sip.api.room.remove_participant(lkapi.RoomParticipantIdentity(
             room=call.room, identity=call.participant_identity))
-    except TwirpError as exc:
-        if exc.code == TwirpErrorCode.NOT_FOUND:  # the caller gave up waiting first
-            return "The caller had already left."
-        log.warning("hanging up a call with no agent failed", extra={"error": type(exc).__name__})
-        return f"Disconnecting the caller failed too ({type(exc).__name__})."
     except Exception as exc:  # type only, as above
+        if isinstance(exc, TwirpError) and exc.code == TwirpErrorCode.NOT_FOUND:  # the caller gave up first
+            return "The caller had already left."
         log.warning("hanging up a call with no agent failed", extra={"error": type(exc).__name__})
         return f"Disconnecting the caller failed too ({type(exc).__name__})."
     return "The caller was disconnected instead of being left in silence."

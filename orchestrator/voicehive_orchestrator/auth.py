@@ -122,10 +122,6 @@ class TokenStore:
                 match = client
         return match
 
-    def authorize(self, authorization: str | None, allowed: frozenset[Scope]) -> Client:
-        """The client, if its token is valid and its scope is one of ``allowed``; else :class:`Denied`."""
-        return permit(self.client_for(authorization), allowed)
-
 
 def permit(client: Client | None, allowed: frozenset[Scope]) -> Client:
     """``client`` if it may call an endpoint open to ``allowed``; else :class:`Denied` (401/403)."""

@@ -91,11 +91,10 @@ class MovingWindows:
 class RateLimiter:
     """The per-client decision; ``tokens`` finds the app's :class:`TokenStore` (built at start-up)."""
 
-    def __init__(self, limits: RateLimits, tokens: Callable[[Scope], TokenStore | None],
-                 windows: MovingWindows | None = None) -> None:
+    def __init__(self, limits: RateLimits, tokens: Callable[[Scope], TokenStore | None]) -> None:
         self.limits = limits
         self.tokens = tokens
-        self.windows = windows or MovingWindows()
+        self.windows = MovingWindows()
 
     def retry_after(self, scope: Scope) -> int | None:
         """``None`` when the request may go on, else the seconds until its client may try again."""
