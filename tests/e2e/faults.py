@@ -9,7 +9,8 @@ each, every live caller asks a question and hears the answer (the call goes on):
 3. the call-state redis-server killed with SIGKILL and restarted on its AOF (the chart's
    documented production setting); acknowledged transcript events are all still there;
 4. one worker Pod killed (force-deleted, as a node failure would): that call ends Failed with a
-   reason, the other goes on;
+   reason, its caller is handed over and disconnected (not left in a silent room), the other
+   goes on;
 5. `helm upgrade` changing the worker spec (pull policy) while a call is live: the live call
    goes on, warm workers are replaced, a new call is served by a new-spec Pod;
 6. a node drain (`kubectl drain`: cordon, then the eviction API, which honours
@@ -50,6 +51,7 @@ from tests.e2e.scenario import (
 from tests.e2e.sip_gateway_sim import SimCall
 from tests.fixtures.rig import ROOT, parse_env_file
 from voicehive import contract
+from voicehive_operator.transfers import WORKER_STOPPED
 
 GROUP, VERSION = "voicehive.io", "v1alpha1"
 # the six faults, in the order run_faults applies them (each report entry's "fault")
@@ -233,6 +235,14 @@ async def _worker_killed(inst: Installed, victim: Live, survivor: Live, report: 
                         120, "the killed worker's call Failed")
     if not failed["status"].get("endReason"):
         raise StepFailed(f"the killed worker's call Failed without a reason: {failed['status']}")
+    # Its caller is not left alone in the room: the operator hands them over (here the transfer
+    # fails, no SIP service) and removes them from the room.
+    handed = await wait(lambda: next((c for c in _session(inst, victim).get("status", {}).get("conditions") or []
+                                      if c["type"] == contract.CONDITION_TRANSFER), None),
+                        120, "the killed worker's caller handed over")
+    if not handed["message"].startswith(WORKER_STOPPED):
+        raise StepFailed(f"the killed worker's caller was not handed over as a lost worker's: {handed}")
+    await wait(lambda: not victim.call.room.isconnected(), 60, "the killed worker's caller disconnected", interval=0.5)
     await victim.call.hang_up()
     await _served(report, WORKER_KILLED, [survivor], started)
 

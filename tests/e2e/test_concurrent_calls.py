@@ -143,6 +143,9 @@ async def test_a_caller_nobody_answers_is_handed_over_not_left_in_silence(instal
         assert cond["reason"] == transfer.FAILED and "disconnected" in cond["message"], cond
         assert transfer_requests(room) >= 1  # the front desk was tried first, at livekit-server
         await wait(lambda: not call.room.isconnected(), 60, "the caller disconnected by the server", interval=0.5)
+        events = installed.core.list_namespaced_event(installed.hotel_ns).items
+        written = json.dumps(installed.session_for(room)) + json.dumps([e.message for e in events])
+        assert "99900001" not in written and room not in written  # what was written says no number
     finally:
         if call is not None:
             await call.hang_up()
