@@ -121,21 +121,15 @@ async def faults(inst: Installed) -> dict[str, Any]:
     return {**report.as_json(), "completed": error is None, "error": error}
 
 
-def _workers(inst: Installed, patch: dict[str, Any]) -> None:
-    inst.custom.patch_namespaced_custom_object("voicehive.io", "v1alpha1", inst.hotel_ns, "hotellines",
-                                               inst.line()["metadata"]["name"], {"spec": {"workers": patch}})
-
-
 async def empty_pool(inst: Installed, n: int) -> dict[str, Any]:
     """Pickup with no warm worker: the call waits for a Pod to be created and start. The line's
     start timeout is raised for the measurement (a 20 s timeout fails every such call here)."""
     before = dict(inst.line()["spec"]["workers"])
-    _workers(inst, {"warmPool": 0, "startTimeoutSeconds": 300})
+    inst.set_workers({"warmPool": 0, "startTimeoutSeconds": 300})
     pickups, errors = [], []
     try:
         for i in range(n):
-            await wait(lambda: not inst.core.list_namespaced_pod(
-                inst.hotel_ns, label_selector="voicehive.io/worker-state=idle").items, 300, "no warm worker left")
+            await wait(lambda: not inst.idle_ready_workers(), 300, "no warm worker left")
             try:
                 call, out = await dial_and_bind(inst, f"+491731234{i:04d}", bind_timeout=300)
                 first, _ = await hear_reply(call, call.joined_at, within=300)
@@ -144,15 +138,21 @@ async def empty_pool(inst: Installed, n: int) -> dict[str, Any]:
             except Exception as exc:
                 errors.append(f"{type(exc).__name__}: {exc}")
     finally:
-        _workers(inst, {"warmPool": before["warmPool"], "startTimeoutSeconds": before.get("startTimeoutSeconds", 20)})
+        inst.set_workers({"warmPool": before["warmPool"], "startTimeoutSeconds": before.get("startTimeoutSeconds", 20)})
     return {"calls": n, "completed": len(pickups), "errors": errors,
             "pickup_s": {"n": len(pickups), "p50": pct(pickups, 0.5), "p95": pct(pickups, 0.95), "all": pickups}}
 
 
 async def concurrent(inst: Installed, n: int) -> dict[str, Any]:
-    await asyncio.sleep(30)
-    t0 = time.monotonic()
-    results = await asyncio.gather(*(one_call(inst, f"+491711234{i:04d}", False) for i in range(n)))
+    """N calls at once with the warm pool raised to N first (as tests/e2e/test_concurrent_calls.py)."""
+    before = inst.line()["spec"]["workers"]["warmPool"]
+    inst.set_workers({"warmPool": n})
+    try:
+        await wait(lambda: inst.warm_pool_of(n), 600, f"{n} warm workers Ready", interval=2)
+        t0 = time.monotonic()
+        results = await asyncio.gather(*(one_call(inst, f"+491711234{i:04d}", False) for i in range(n)))
+    finally:
+        inst.set_workers({"warmPool": before})
     outs = [o for o, e in results if o is not None and e is None]
     workers = [o.worker_pod for o in outs if o.worker_pod]
     return {"started": n, "completed": len(outs), "wall_s": round(time.monotonic() - t0, 1),

@@ -26,6 +26,7 @@ from tests.e2e.sip_gateway_sim import InboundCall, SimCall, SipGatewaySim
 from tests.e2e.voices import recogniser, spot
 from tests.fixtures.rig import ROOT, parse_env_file
 from tests.worker.speech import espeak_available, speak
+from voicehive import contract
 from voicehive.privacy import PiiHasher
 
 T = TypeVar("T")
@@ -115,6 +116,23 @@ class Installed:
         user = base64.b64decode(data[auth["usernameKey"]]).decode()
         password = base64.b64decode(data[auth["passwordKey"]]).decode()
         return InboundCall(caller=caller, dialled=spec["phoneNumbers"][0], username=user, password=password)
+
+    def set_workers(self, patch: dict[str, Any]) -> None:
+        """Merge-patch the example line's ``spec.workers`` (warm pool, start timeout, resources)."""
+        self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.hotel_ns, "hotellines", LINE,
+                                                   {"spec": {"workers": patch}})
+
+    def idle_ready_workers(self) -> set[str]:
+        """Warm worker Pods: idle, Ready and not being deleted."""
+        selector = f"{contract.LABEL_COMPONENT}={contract.COMPONENT_WORKER},{contract.LABEL_WORKER_STATE}=idle"
+        pods = self.core.list_namespaced_pod(self.hotel_ns, label_selector=selector).items
+        return {p.metadata.name for p in pods if not p.metadata.deletion_timestamp
+                and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])}
+
+    def warm_pool_of(self, size: int, used: set[str] | None = None) -> set[str] | None:
+        """The idle Ready workers (none of ``used``) once there are ``size`` of them."""
+        idle = self.idle_ready_workers() - (used or set())
+        return idle if len(idle) >= size else None
 
     def sessions(self) -> list[dict[str, Any]]:
         out = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.hotel_ns, "voicesessions")
@@ -284,8 +302,17 @@ async def dial_and_bind(inst: Installed, caller: str = CALLER_NUMBER, session_ti
     outcome_timings = Timings()
     watch = Stopwatch(outcome_timings)
     call = await inst.sim().dial(inst.inbound_call(caller))
+    try:
+        return call, await _bound(inst, call, watch, outcome_timings, session_timeout, bind_timeout)
+    except BaseException:
+        await call.hang_up()  # a step failed: the caller leaves (else the room outlives the test or bench)
+        raise
+
+
+async def _bound(inst: Installed, call: SimCall, watch: Stopwatch, timings: Timings, session_timeout: float,
+                 bind_timeout: float) -> CallOutcome:
     d = call.dispatch
-    out = CallOutcome(room=d.room, identity=d.identity, attributes=d.attributes, timings=outcome_timings)
+    out = CallOutcome(room=d.room, identity=d.identity, attributes=d.attributes, timings=timings)
     watch.mark("dialled")
     ref = inst.hasher().call_ref(d.room)
     await wait(lambda: [e for e in inst.orchestrator_audit(ref) if e.get("event") == "sip_participant_joined"],
@@ -308,7 +335,7 @@ async def dial_and_bind(inst: Installed, caller: str = CALLER_NUMBER, session_ti
 
     await wait(agent_in_room, bind_timeout, "the worker in the room", interval=0.2)
     watch.mark("worker_in_room")
-    return call, out
+    return out
 
 
 async def converse(inst: Installed, call: SimCall, out: CallOutcome, *, full: bool = True) -> None:

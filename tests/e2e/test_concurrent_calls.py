@@ -41,30 +41,6 @@ from voicehive import contract, transfer
 pytestmark = E2E_MARKS
 
 CALLS = int(os.environ.get("VOICEHIVE_E2E_CONCURRENT", str(min(8, max(3, int(1.5 * (os.cpu_count() or 2)))))))
-GROUP, VERSION = "voicehive.io", "v1alpha1"
-
-
-def _set_workers(inst: Installed, workers: dict[str, Any]) -> None:
-    line = inst.line()
-    inst.custom.patch_namespaced_custom_object(GROUP, VERSION, inst.hotel_ns, "hotellines", line["metadata"]["name"],
-                                               {"spec": {"workers": workers}})
-
-
-def _set_warm_pool(inst: Installed, size: int) -> None:
-    _set_workers(inst, {"warmPool": size})
-
-
-def _idle_ready_workers(inst: Installed) -> set[str]:
-    selector = f"{contract.LABEL_COMPONENT}={contract.COMPONENT_WORKER},{contract.LABEL_WORKER_STATE}=idle"
-    pods = inst.core.list_namespaced_pod(inst.hotel_ns, label_selector=selector).items
-    return {p.metadata.name for p in pods if not p.metadata.deletion_timestamp
-            and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])}
-
-
-def _warm_pool_of(inst: Installed, size: int, used: set[str] | None = None) -> set[str] | None:
-    """The idle Ready workers (none of ``used``) once there are ``size`` of them."""
-    idle = _idle_ready_workers(inst) - (used or set())
-    return idle if len(idle) >= size else None
 
 
 async def _one_call(inst: Installed, index: int) -> CallOutcome:
@@ -93,9 +69,9 @@ def _calls_served_by(inst: Installed, pod: str) -> set[str]:
 
 async def test_calls_at_once_each_have_their_own_worker_and_the_pool_refills(installed: Installed) -> None:
     before = installed.line()["spec"]["workers"]["warmPool"]
-    _set_warm_pool(installed, CALLS)
+    installed.set_workers({"warmPool": CALLS})
     try:
-        warm = await wait(lambda: _warm_pool_of(installed, CALLS), 600, f"{CALLS} warm workers Ready", interval=2)
+        warm = await wait(lambda: installed.warm_pool_of(CALLS), 600, f"{CALLS} warm workers Ready", interval=2)
         outs: list[Any] = await asyncio.gather(*(_one_call(installed, i) for i in range(CALLS)),
                                                return_exceptions=True)
         failed = [repr(o) for o in outs if isinstance(o, BaseException)]
@@ -109,11 +85,11 @@ async def test_calls_at_once_each_have_their_own_worker_and_the_pool_refills(ins
         assert set(pods) <= warm, "a call waited for a cold worker although the pool was warm"
         served = {pod: _calls_served_by(installed, pod) for pod in pods if pod}
         assert all(len(refs) == 1 for refs in served.values()), served
-        refilled = await wait(lambda: _warm_pool_of(installed, CALLS, used=set(pods)), 600,
+        refilled = await wait(lambda: installed.warm_pool_of(CALLS, used=set(pods)), 600,
                               "the warm pool refilled with new workers", interval=2)
         assert not refilled & set(pods)
     finally:
-        _set_warm_pool(installed, before)
+        installed.set_workers({"warmPool": before})
 
 
 async def test_a_caller_nobody_answers_is_handed_over_not_left_in_silence(installed: Installed) -> None:
@@ -125,10 +101,10 @@ async def test_a_caller_nobody_answers_is_handed_over_not_left_in_silence(instal
     livekit-sip end the SIP call. The caller is disconnected, not left waiting in silence."""
     before = installed.line()["spec"]["workers"]
     too_big = {"requests": {"cpu": "64", "memory": "512Mi"}, "limits": {"cpu": "64", "memory": "1Gi"}}
-    _set_workers(installed, {"warmPool": 0, "startTimeoutSeconds": 5, "resources": too_big})
+    installed.set_workers({"warmPool": 0, "startTimeoutSeconds": 5, "resources": too_big})
     call = None
     try:
-        await wait(lambda: not _idle_ready_workers(installed), 300, "no warm worker left", interval=1)
+        await wait(lambda: not installed.idle_ready_workers(), 300, "no warm worker left", interval=1)
         call = await installed.sim().dial(installed.inbound_call("+4917199900001"))
         room = call.dispatch.room
 
@@ -149,5 +125,5 @@ async def test_a_caller_nobody_answers_is_handed_over_not_left_in_silence(instal
     finally:
         if call is not None:
             await call.hang_up()
-        _set_workers(installed, {"warmPool": before["warmPool"], "resources": before.get("resources"),
+        installed.set_workers({"warmPool": before["warmPool"], "resources": before.get("resources"),
                                  "startTimeoutSeconds": before.get("startTimeoutSeconds", 20)})
