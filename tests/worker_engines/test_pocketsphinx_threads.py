@@ -5,11 +5,13 @@ callers' listeners): pocketsphinx fails to create two decoders at the same momen
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 
 from voicehive.api.models import HotelLineSpec
 from voicehive_worker.engines import PocketsphinxSTT
+from voicehive_worker.engines.lm import DomainModel, build_domain_model
 
 
 def test_a_fresh_engine_decodes_from_eight_threads_at_once(spec: HotelLineSpec) -> None:
@@ -33,3 +35,29 @@ def test_a_fresh_engine_decodes_from_eight_threads_at_once(spec: HotelLineSpec) 
         t.join(120)
     assert errors == [] and len(results) == 8, errors
     assert len(set(results)) == 1  # the same audio decodes to the same words on every decoder
+
+
+def test_models_built_at_once_for_one_line_are_whole(spec: HotelLineSpec, tmp_path: Path) -> None:
+    """The language model and dictionary files are shared by every process on a machine (the rig's
+    Riva stand-in and the e2e callers; threads of one process). Built by several at once, each
+    file must still hold its own content: once, the dictionary held the language model, and
+    every decoder made from it failed from then on."""
+    start = threading.Barrier(6)
+    models: list[DomainModel] = []
+
+    def build() -> None:
+        start.wait()
+        models.append(build_domain_model(spec.facts, spec.display_name, cache_dir=tmp_path))
+
+    threads = [threading.Thread(target=build) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert len(models) == 6
+    model = models[0]
+    assert model.lm_path.read_text().lstrip().startswith("\\data\\")
+    entries = model.dict_path.read_text().splitlines()
+    assert entries and all(len(e.split()) >= 2 and not e.startswith("\\") for e in entries)
+    assert {e.split()[0].split("(")[0] for e in entries} == set(model.vocabulary)
+    assert not list(tmp_path.glob("*.tmp*"))  # nothing half-written left behind
