@@ -38,6 +38,7 @@ service here to carry it out).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import hashlib
 import ipaddress
@@ -168,30 +169,39 @@ def phone_band(pcm16k: bytes) -> bytes:
     return np.clip(y, -32768, 32767).astype("<i2").tobytes()
 
 
+VOICED_DBFS = -40.0
+
+
 @dataclass
 class Heard:
-    """The agent's audio as received: 16 kHz frames with their arrival time."""
+    """The agent's audio as received: 16 kHz frames with their arrival time.
+
+    Each frame is judged voiced or not once, when it arrives: the scenario polls ten times a
+    second per call, and re-measuring a whole call's frames on every poll cost the test process
+    most of a core with eight calls at once (2026-12-04)."""
 
     frames: list[tuple[float, bytes]] = field(default_factory=list)
+    voiced: list[float] = field(default_factory=list)  # arrival times of voiced frames, ascending
 
-    def voiced_after(self, since: float, threshold_dbfs: float = -40.0) -> float | None:
+    def add(self, at: float, pcm: bytes) -> None:
+        self.frames.append((at, pcm))
+        limit = 32768 * 10 ** (VOICED_DBFS / 20)
+        if pcm and np.sqrt(np.mean(np.frombuffer(pcm, "<i2").astype(np.float64) ** 2)) > limit:
+            self.voiced.append(at)
+
+    def voiced_after(self, since: float) -> float | None:
         """Arrival time of the first voiced frame after ``since``."""
-        limit = 32768 * 10 ** (threshold_dbfs / 20)
-        for t, pcm in self.frames:
-            if t >= since and pcm and np.sqrt(np.mean(np.frombuffer(pcm, "<i2").astype(np.float64) ** 2)) > limit:
-                return t
-        return None
+        i = bisect.bisect_left(self.voiced, since)
+        return self.voiced[i] if i < len(self.voiced) else None
 
     def audio(self, start: float, end: float) -> bytes:
-        return b"".join(pcm for t, pcm in self.frames if start <= t <= end)
+        first = bisect.bisect_left(self.frames, start, key=lambda f: f[0])
+        last = bisect.bisect_right(self.frames, end, key=lambda f: f[0])
+        return b"".join(pcm for _, pcm in self.frames[first:last])
 
-    def quiet_since(self, threshold_dbfs: float = -40.0) -> float:
+    def quiet_since(self) -> float:
         """Arrival time of the last voiced frame (0 if none)."""
-        limit = 32768 * 10 ** (threshold_dbfs / 20)
-        for t, pcm in reversed(self.frames):
-            if pcm and np.sqrt(np.mean(np.frombuffer(pcm, "<i2").astype(np.float64) ** 2)) > limit:
-                return t
-        return 0.0
+        return self.voiced[-1] if self.voiced else 0.0
 
 
 class SimCall:
@@ -220,7 +230,7 @@ class SimCall:
     async def _listen(self, track: rtc.Track) -> None:
         stream = rtc.AudioStream(track, sample_rate=RECEIVE_RATE, num_channels=1)
         async for event in stream:
-            self.heard.frames.append((time.monotonic(), bytes(event.frame.data)))
+            self.heard.add(time.monotonic(), bytes(event.frame.data))
 
     async def _line(self) -> None:
         """A phone line never stops sending: silence between the caller's utterances."""

@@ -55,9 +55,16 @@ def _recogniser(repo: str) -> Any:
     raise RuntimeError(f"no HotelLine in {EXAMPLE_LINE}")
 
 
+_LOAD_LOCK = threading.Lock()
+
+
 def recogniser(repo: str) -> Any:
-    """pocketsphinx on the example line's vocabulary (the one the caller's side uses too)."""
-    return _recogniser(repo)
+    """pocketsphinx on the example line's vocabulary (the one the caller's side uses too).
+
+    Loaded under a lock: calls dialled at once ask for it from their threads, and each would
+    otherwise build the language model (seconds of CPU) at the same time."""
+    with _LOAD_LOCK:
+        return _recogniser(repo)
 
 
 _SPOT_LOCK = threading.Lock()

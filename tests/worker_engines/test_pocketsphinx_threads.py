@@ -1,6 +1,8 @@
-"""One PocketsphinxSTT used from several threads at once (the Riva stand-in's streams, the e2e
-callers' listeners): pocketsphinx fails to create two decoders at the same moment
-("RuntimeError: Failed to initialize PocketSphinx", found with eight e2e calls at once)."""
+"""A line's pocketsphinx model used from several threads at once (the Riva stand-in's streams,
+the e2e callers' listeners). Found with eight e2e calls at once: the callers built the line's
+language model concurrently, both of its files went through one temp name, the dictionary ended
+up holding the language model, and from then on every decoder on the machine failed with
+"RuntimeError: Failed to initialize PocketSphinx"."""
 
 from __future__ import annotations
 
@@ -56,7 +58,8 @@ def test_models_built_at_once_for_one_line_are_whole(spec: HotelLineSpec, tmp_pa
         t.join(300)
     assert len(models) == 6
     model = models[0]
-    assert model.lm_path.read_text().lstrip().startswith("\\data\\")
+    arpa = model.lm_path.read_text()
+    assert "\n\\data\\\n" in arpa and arpa.rstrip().endswith("\\end\\")  # ARPA: header .. \end\
     entries = model.dict_path.read_text().splitlines()
     assert entries and all(len(e.split()) >= 2 and not e.startswith("\\") for e in entries)
     assert {e.split()[0].split("(")[0] for e in entries} == set(model.vocabulary)

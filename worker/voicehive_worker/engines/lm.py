@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import itertools
+import os
 import random
 import re
 import shutil
@@ -23,7 +24,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import pocketsphinx
 from pocketsphinx.lm import ArpaBoLM
@@ -542,7 +543,9 @@ def build_domain_model(
     """Build (or reuse from ``cache_dir``) the ARPA model and dictionary for one line."""
     corpus = build_corpus(facts, hotel_name, extra_sentences)
     text = "\n".join(corpus) + "\n"
-    digest = hashlib.sha256(f"{DISCOUNT_MASS} {GENERAL_WORDS} {GENERAL_MASS} new-only\n{text}".encode()).hexdigest()[:16]
+    # "whole": files cached before writes were atomic per writer may hold another file's text
+    salt = f"{DISCOUNT_MASS} {GENERAL_WORDS} {GENERAL_MASS} new-only whole"
+    digest = hashlib.sha256(f"{salt}\n{text}".encode()).hexdigest()[:16]
     directory = cache_dir or Path(tempfile.gettempdir()) / "voicehive-lm"
     directory.mkdir(parents=True, exist_ok=True)
     lm_path = directory / f"hotel-{digest}.arpa"
@@ -560,15 +563,25 @@ def build_domain_model(
                 if word in table and word not in model.grams_1:  # never reweigh the line's own words
                     model.grams_1[word] = max(1, round(probability * mass))
         model.compute()
-        tmp_lm = lm_path.with_suffix(".tmp")
-        with open(tmp_lm, "w", encoding="utf-8") as handle:
-            model.write(handle)
-        tmp_lm.replace(lm_path)
         lines: list[str] = []
         for word, variants in table.items():
             for index, phones in enumerate(variants):
                 lines.append(f"{word}{'' if index == 0 else f'({index + 1})'} {phones}")
-        tmp_dict = dict_path.with_suffix(".tmp")
-        tmp_dict.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        tmp_dict.replace(dict_path)
+        _publish(lm_path, model.write)
+        _publish(dict_path, lambda handle: handle.write("\n".join(lines) + "\n"))
     return DomainModel(lm_path, dict_path, frozenset(table), tuple(corpus))
+
+
+def _publish(path: Path, write: Callable[[TextIO], object]) -> None:
+    """Write ``path`` whole or not at all: a temp file of this writer's own, then an atomic rename.
+
+    WHY its own: every process and thread on a machine shares the cache, and several build the
+    same line's files at once (the rig's Riva stand-in and the e2e callers)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with open(fd, "w", encoding="utf-8") as handle:
+            write(handle)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
