@@ -119,7 +119,7 @@ cluster-down: ## uninstall the chart and stop the node agent, the fakes and the 
 e2e: system-deps venv ## a hotel call through the installed chart, every step asserted (cluster brought up if needed)
 	rig/with-rig.sh env VOICEHIVE_RIG=1 $(BIN)/pytest -p no:cacheprovider tests/e2e $(PYTEST_ARGS)
 
-BENCH_E2E_ARGS ?= --concurrent 3 --empty-pool 3 --faults
+BENCH_E2E_ARGS ?= --concurrent 4 --empty-pool 3 --faults
 bench-e2e: system-deps venv ## pickup, voice-to-voice, calls at once, empty pool, faults through the installed chart -> bench/results/e2e.json
 	$(BIN)/python -m rig.cluster up
 	$(BIN)/python bench/e2e.py $(BENCH_E2E_ARGS)

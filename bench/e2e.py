@@ -6,12 +6,13 @@ dials the example line; what is measured is what the caller experiences:
 - pickup: the caller joined the room -> the first greeting audio arrives (warm pool);
 - voice-to-voice per turn: the caller's last sample played out -> the first reply audio arrives;
 - the full scenario's step times (webhook applied, VoiceSession, worker claimed, in the room ...);
-- with ``--concurrent N``: N calls at once on the line: completed/started, distinct workers;
+- with ``--concurrent N``: N calls at once on the line (dialled ``--dial-spacing`` s apart, warm pool
+  raised to N): completed/started, distinct workers, how busy the machine was;
 - with ``--empty-pool N``: pickup when no warm worker is left;
 - with ``--faults``: tests/e2e/faults.py's six platform faults during two live calls: per fault the
   live calls and those dropped, transcript events acknowledged before a Redis SIGKILL and lost.
 
-Usage: ``python bench/e2e.py [--calls 5] [--concurrent 8] [--empty-pool 3] [--faults]``
+Usage: ``python bench/e2e.py [--calls 5] [--concurrent 8] [--dial-spacing 1] [--empty-pool 3] [--faults]``
 """
 
 from __future__ import annotations
@@ -52,18 +53,22 @@ def pct(values: list[float], q: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))], 3)
 
 
-async def one_call(inst: Installed, caller: str, full: bool) -> tuple[CallOutcome | None, str | None]:
+async def one_call(inst: Installed, caller: str, full: bool, delay: float = 0.0,
+                   light: bool = False) -> tuple[CallOutcome | None, str | None]:
+    """One call; ``light``: as the concurrency test's callers (spotting only, slower polls)."""
+    await asyncio.sleep(delay)
+    poll = 0.5 if light else 0.2
     for attempt in (1, 2):  # one retry of a failed dial (a busy 2-core machine)
         try:
-            call, out = await dial_and_bind(inst, caller)
+            call, out = await dial_and_bind(inst, caller, poll=poll)
             break
         except Exception as exc:
             if attempt == 2 or "VoiceSession" not in str(exc):
                 return None, f"dial: {exc}"
             print(f"retrying the dial once: {exc}", file=sys.stderr)
     try:
-        await converse(inst, call, out, full=full)
-        session = await hang_up_and_end(inst, call, out)
+        await converse(inst, call, out, full=full, transcribe=not light)
+        session = await hang_up_and_end(inst, call, out, poll=poll)
         out.session = session
         return out, None
     except Exception as exc:
@@ -102,7 +107,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             outs.append(out)
     result["sequential_warm"] = {"calls": args.calls + 1, "completed": len(outs), **summary(outs)}
     if args.concurrent:
-        result["concurrent"] = await concurrent(inst, args.concurrent)
+        result["concurrent"] = await concurrent(inst, args.concurrent, args.dial_spacing)
     if args.empty_pool:
         result["empty_pool"] = await empty_pool(inst, args.empty_pool)
     if args.faults:
@@ -143,19 +148,34 @@ async def empty_pool(inst: Installed, n: int) -> dict[str, Any]:
             "pickup_s": {"n": len(pickups), "p50": pct(pickups, 0.5), "p95": pct(pickups, 0.95), "all": pickups}}
 
 
-async def concurrent(inst: Installed, n: int) -> dict[str, Any]:
+def _cpu_times() -> list[int]:
+    """The machine's CPU time counters (/proc/stat "cpu" line: user nice system idle iowait ...)."""
+    return [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+
+
+def _busy_fraction(before: list[int], after: list[int]) -> float:
+    """Share of all CPUs busy between two readings (idle and iowait count as not busy)."""
+    delta = [b - a for a, b in zip(before, after, strict=False)]
+    total = sum(delta)
+    return round(1 - (delta[3] + delta[4]) / total, 3) if total else 0.0
+
+
+async def concurrent(inst: Installed, n: int, spacing: float) -> dict[str, Any]:
     """N calls at once with the warm pool raised to N first (as tests/e2e/test_concurrent_calls.py)."""
     before = inst.line()["spec"]["workers"]["warmPool"]
     inst.set_workers({"warmPool": n})
     try:
         await wait(lambda: inst.warm_pool_of(n), 600, f"{n} warm workers Ready", interval=2)
-        t0 = time.monotonic()
-        results = await asyncio.gather(*(one_call(inst, f"+491711234{i:04d}", False) for i in range(n)))
+        t0, cpu0 = time.monotonic(), _cpu_times()
+        results = await asyncio.gather(*(one_call(inst, f"+491711234{i:04d}", False, delay=i * spacing, light=True)
+                                         for i in range(n)))
+        busy = _busy_fraction(cpu0, _cpu_times())
     finally:
         inst.set_workers({"warmPool": before})
     outs = [o for o, e in results if o is not None and e is None]
     workers = [o.worker_pod for o in outs if o.worker_pod]
-    return {"started": n, "completed": len(outs), "wall_s": round(time.monotonic() - t0, 1),
+    return {"started": n, "dial_spacing_s": spacing, "completed": len(outs), "wall_s": round(time.monotonic() - t0, 1),
+            "machine_cpu_busy": busy,
             "distinct_workers": len(set(workers)), "worker_served_two_calls": len(workers) != len(set(workers)),
             "errors": [e for _, e in results if e], **summary(outs)}
 
@@ -165,6 +185,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=4, help="sequential short calls after the full one")
     parser.add_argument("--gap", type=float, default=20.0, help="seconds between sequential calls")
     parser.add_argument("--concurrent", type=int, default=0, help="then N calls at once (0: skip)")
+    parser.add_argument("--dial-spacing", type=float, default=1.0, help="seconds between the concurrent calls' dials")
     parser.add_argument("--empty-pool", type=int, default=0, help="then N calls with no warm worker (0: skip)")
     parser.add_argument("--faults", action="store_true", help="then the six platform faults during live calls")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "e2e.json")

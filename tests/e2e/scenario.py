@@ -176,12 +176,15 @@ def words(text: str) -> set[str]:
     return set(re.findall(r"[a-z']+", text.lower()))
 
 
-async def hear_reply(call: SimCall, since: float, within: float = 30, quiet: float = 1.5) -> tuple[float, str]:
-    """(first audio arrival after ``since``, what the local ASR recognises of the whole reply)."""
+async def hear_reply(call: SimCall, since: float, within: float = 30, quiet: float = 1.5,
+                     transcribe: bool = True) -> tuple[float, str]:
+    """(first audio arrival after ``since``, the phrases spotted in the whole reply "|" what the
+    local ASR recognises of it). ``transcribe=False`` spots only: a full decode costs about a
+    quarter of the reply's duration in CPU, which calls at once on two cores cannot spare."""
     first = await wait(lambda: call.heard.voiced_after(since), within, "agent audio")
     await wait(lambda: time.monotonic() - max(call.heard.quiet_since(), first) > quiet, within + 30, "reply ends")
     audio = call.heard.audio(first - 0.05, time.monotonic())
-    text, _ = await asyncio.to_thread(recogniser(str(ROOT)).transcribe_pcm, audio)
+    text = (await asyncio.to_thread(recogniser(str(ROOT)).transcribe_pcm, audio))[0] if transcribe else ""
     found = await asyncio.to_thread(spot, audio, SPOTTED)
     return first, " ".join([*sorted(found), "|", str(text)])
 
@@ -296,36 +299,38 @@ class Stopwatch:
 
 
 async def dial_and_bind(inst: Installed, caller: str = CALLER_NUMBER, session_timeout: float = 30,
-                        bind_timeout: float = 60) -> tuple[SimCall, CallOutcome]:
-    """Dial the line; wait for the signed participant_joined, the VoiceSession and the worker."""
+                        bind_timeout: float = 60, poll: float = 0.2) -> tuple[SimCall, CallOutcome]:
+    """Dial the line; wait for the signed participant_joined, the VoiceSession and the worker.
+    Steps are timed to ``poll`` seconds (each poll lists the apiserver's VoiceSessions)."""
     await asyncio.to_thread(warm_listener)
     outcome_timings = Timings()
     watch = Stopwatch(outcome_timings)
     call = await inst.sim().dial(inst.inbound_call(caller))
     try:
-        return call, await _bound(inst, call, watch, outcome_timings, session_timeout, bind_timeout)
+        return call, await _bound(inst, call, watch, outcome_timings, session_timeout, bind_timeout, poll)
     except BaseException:
         await call.hang_up()  # a step failed: the caller leaves (else the room outlives the test or bench)
         raise
 
 
 async def _bound(inst: Installed, call: SimCall, watch: Stopwatch, timings: Timings, session_timeout: float,
-                 bind_timeout: float) -> CallOutcome:
+                 bind_timeout: float, poll: float) -> CallOutcome:
     d = call.dispatch
     out = CallOutcome(room=d.room, identity=d.identity, attributes=d.attributes, timings=timings)
     watch.mark("dialled")
     ref = inst.hasher().call_ref(d.room)
     await wait(lambda: [e for e in inst.orchestrator_audit(ref) if e.get("event") == "sip_participant_joined"],
-               30, "the signed participant_joined verified and applied by the orchestrator", interval=0.2)
+               30, "the signed participant_joined verified and applied by the orchestrator", interval=poll)
     watch.mark("participant_joined_processed")
-    out.session = await wait(lambda: inst.session_for(d.room), session_timeout, "VoiceSession for the call")
+    out.session = await wait(lambda: inst.session_for(d.room), session_timeout, "VoiceSession for the call",
+                             interval=poll)
     watch.mark("voice_session")
 
     def bound() -> str | None:
         session = inst.session_for(d.room) or {}
         return (session.get("status") or {}).get("workerPod")
 
-    out.worker_pod = await wait(bound, bind_timeout, "a warm worker claimed (status.workerPod)")
+    out.worker_pod = await wait(bound, bind_timeout, "a warm worker claimed (status.workerPod)", interval=poll)
     watch.mark("worker_claimed")
 
     async def agent_in_room() -> bool:
@@ -333,19 +338,20 @@ async def _bound(inst: Installed, call: SimCall, watch: Stopwatch, timings: Timi
             res = await lk.room.list_participants(api.ListParticipantsRequest(room=d.room))
         return any(p.identity != d.identity for p in res.participants)
 
-    await wait(agent_in_room, bind_timeout, "the worker in the room", interval=0.2)
+    await wait(agent_in_room, bind_timeout, "the worker in the room", interval=poll)
     watch.mark("worker_in_room")
     return out
 
 
-async def converse(inst: Installed, call: SimCall, out: CallOutcome, *, full: bool = True) -> None:
+async def converse(inst: Installed, call: SimCall, out: CallOutcome, *, full: bool = True,
+                   transcribe: bool = True) -> None:
     """Greeting, a room question, the front desk by voice and by key 0 (``full``), measured."""
     watch, t = Stopwatch(out.timings), out.timings
-    first, out.heard["greeting"] = await hear_reply(call, call.joined_at, within=60)
+    first, out.heard["greeting"] = await hear_reply(call, call.joined_at, within=60, transcribe=transcribe)
     t.pickup_s = round(first - call.joined_at, 3)
     watch.mark("greeting_heard")
     end = await call.say(caller_speech(ASK_ROOM))
-    first, out.heard["availability"] = await hear_reply(call, end)
+    first, out.heard["availability"] = await hear_reply(call, end, transcribe=transcribe)
     t.voice_to_voice_s.append(round(first - end, 3))
     watch.mark("availability_heard")
     if not full:
@@ -368,7 +374,7 @@ async def converse(inst: Installed, call: SimCall, out: CallOutcome, *, full: bo
     t.steps["transfer_requests_after_key"] = transfer_requests(out.room)
 
 
-async def hang_up_and_end(inst: Installed, call: SimCall, out: CallOutcome) -> dict[str, Any]:
+async def hang_up_and_end(inst: Installed, call: SimCall, out: CallOutcome, poll: float = 0.2) -> dict[str, Any]:
     watch = Stopwatch(out.timings)
     await call.hang_up()
 
@@ -376,7 +382,7 @@ async def hang_up_and_end(inst: Installed, call: SimCall, out: CallOutcome) -> d
         session = inst.session_for(out.room) or {}
         return session if (session.get("status") or {}).get("phase") in ("Ended", "Failed") else None
 
-    session = await wait(ended, 90, "VoiceSession Ended")
+    session = await wait(ended, 90, "VoiceSession Ended", interval=poll)
     watch.mark("session_ended")
     return session
 

@@ -228,7 +228,9 @@ class SimCall:
             self._tasks.append(asyncio.create_task(self._listen(track)))
 
     async def _listen(self, track: rtc.Track) -> None:
-        stream = rtc.AudioStream(track, sample_rate=RECEIVE_RATE, num_channels=1)
+        # 20 ms frames (the SDK's default is 10 ms): half the per-frame work for the callers'
+        # process, which hosts every simulated caller; first-audio times are to 20 ms
+        stream = rtc.AudioStream(track, sample_rate=RECEIVE_RATE, num_channels=1, frame_size_ms=FRAME_MS)
         async for event in stream:
             self.heard.add(time.monotonic(), bytes(event.frame.data))
 

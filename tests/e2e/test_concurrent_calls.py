@@ -1,16 +1,19 @@
 """Issue 10, concurrency: N calls at once on one line through the installed product's Pods.
 
 The line's warm pool is raised to N (as a hotel expecting N simultaneous callers would set it);
-N SIP callers dial at the same moment through the gateway simulator. Every call is answered and
-ends; each is served by its own worker and no worker serves two calls (the VoiceSessions' bound
-Pods, and each Pod's own audit log naming exactly one call); afterwards the warm pool refills
-with new Pods.
+N SIP callers dial one second apart, as calls arrive, and are all connected at the same time.
+Every caller hears the greeting with its AI disclosure and an answer about availability, and
+hangs up; each call is served by its own worker and no worker serves two calls (the
+VoiceSessions' bound Pods, and each Pod's own audit log naming exactly one call); afterwards the
+warm pool refills with new Pods.
 
-N is issue 10's 8, scaled to the machine: every call here runs its ASR (pocketsphinx in the Riva
-fake), TTS (eSpeak NG) and the caller's recogniser on the same CPUs as the workers. Measured on
-2 cores: 3 at once all complete; 5 lose 2 to pipeline errors; 8 starve the CPU (silero VAD 117 s
-behind real time) and every call fails its 20 s start timeout. So N = min(8, 1.5 x CPUs), at least
-3; ``VOICEHIVE_E2E_CONCURRENT`` sets it.
+N is issue 10's 8 on a machine with 4 CPUs or more, 2 per CPU below that. Here every call's ASR
+(pocketsphinx in the Riva stand-in), TTS (eSpeak NG), caller and worker share the machine's CPUs
+with the control plane and with the Pods the pool starts to refill. Measured on 2 cores
+(2026-12-04, docs/rig.md "Calls at once"): 4 at once complete with every answer heard, the machine
+80% busy; at 5, two callers get the agent's fallback instead of the answer; at 6 and 8 the
+callers' WebRTC connections fail and the agents' audio never reaches them.
+``VOICEHIVE_E2E_CONCURRENT`` sets N.
 
 Past what the machine can start in time (a burst on an empty pool), a caller must still not be
 left in a silent room: the last test makes one call certain to hit the start timeout.
@@ -21,11 +24,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tests.e2e.scenario import (
     ASK_ROOM,
+    AVAILABILITY,
+    DISCLOSURE,
     E2E_MARKS,
     CallOutcome,
     Installed,
@@ -40,21 +47,36 @@ from voicehive import contract, transfer
 
 pytestmark = E2E_MARKS
 
-CALLS = int(os.environ.get("VOICEHIVE_E2E_CONCURRENT", str(min(8, max(3, int(1.5 * (os.cpu_count() or 2)))))))
+CALLS = int(os.environ.get("VOICEHIVE_E2E_CONCURRENT", str(min(8, 2 * (os.cpu_count() or 2)))))
+DIAL_SPACING_S = float(os.environ.get("VOICEHIVE_E2E_DIAL_SPACING", "1.0"))  # callers do not all dial in one instant
 
 
-async def _one_call(inst: Installed, index: int) -> CallOutcome:
-    """Greeting, one question answered, hang up, VoiceSession ended."""
-    call, out = await dial_and_bind(inst, f"+4917112{index:05d}", session_timeout=120, bind_timeout=180)
+@dataclass
+class Live:
+    """One of the calls at once: what it observed, and when its caller was connected."""
+
+    out: CallOutcome
+    joined: float
+    hung_up: float
+
+
+async def _one_call(inst: Installed, index: int) -> Live:
+    """Dialled ``index`` x DIAL_SPACING_S after the first; greeting, one question answered, hang up.
+
+    Spotting only (no full decode of the replies) and polls twice a second: the callers share
+    the machine's CPUs with the calls they test."""
+    await asyncio.sleep(index * DIAL_SPACING_S)
+    call, out = await dial_and_bind(inst, f"+4917112{index:05d}", session_timeout=120, bind_timeout=180, poll=0.5)
     try:
-        first, out.heard["greeting"] = await hear_reply(call, call.joined_at, within=180)
+        first, out.heard["greeting"] = await hear_reply(call, call.joined_at, within=180, transcribe=False)
         out.timings.pickup_s = round(first - call.joined_at, 3)
         end = await call.say(caller_speech(ASK_ROOM))
-        first, out.heard["availability"] = await hear_reply(call, end, within=180)
+        first, out.heard["availability"] = await hear_reply(call, end, within=180, transcribe=False)
         out.timings.voice_to_voice_s.append(round(first - end, 3))
     finally:
-        out.session = await hang_up_and_end(inst, call, out)
-    return out
+        hung_up = time.monotonic()
+        out.session = await hang_up_and_end(inst, call, out, poll=0.5)
+    return Live(out, call.joined_at, hung_up)
 
 
 def _calls_served_by(inst: Installed, pod: str) -> set[str]:
@@ -76,11 +98,15 @@ async def test_calls_at_once_each_have_their_own_worker_and_the_pool_refills(ins
                                                return_exceptions=True)
         failed = [repr(o) for o in outs if isinstance(o, BaseException)]
         assert failed == [], failed
-        done: list[CallOutcome] = [o for o in outs if isinstance(o, CallOutcome)]
-        ends = [((o.session or {}).get("status") or {}) for o in done]
-        assert all(e.get("phase") == "Ended" and e.get("endReason") for e in ends), [
+        calls: list[Live] = [o for o in outs if isinstance(o, Live)]
+        together = min(c.hung_up for c in calls) - max(c.joined for c in calls)
+        assert together > 0, f"the {CALLS} callers were never all connected at the same time"
+        ends = [((c.out.session or {}).get("status") or {}) for c in calls]
+        assert all(e.get("phase") == "Ended" and e.get("endReason") == "caller_hangup" for e in ends), [
             (e.get("phase"), e.get("endReason"), e.get("turns")) for e in ends]
-        pods = [o.worker_pod for o in done]
+        heard = [c.out.heard for c in calls]
+        assert all(DISCLOSURE in h["greeting"] and AVAILABILITY in h["availability"] for h in heard), heard
+        pods = [c.out.worker_pod for c in calls]
         assert len(set(pods)) == CALLS, f"a worker served two calls: {pods}"
         assert set(pods) <= warm, "a call waited for a cold worker although the pool was warm"
         served = {pod: _calls_served_by(installed, pod) for pod in pods if pod}
