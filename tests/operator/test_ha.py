@@ -92,3 +92,52 @@ async def test_two_replicas_starting_at_once_leave_one_pool_certificate_one_trun
     assert line_ca == stored["ca.crt"]
     await wait_for(lambda: asyncio.sleep(0, (len(livekit_fake.trunks), len(livekit_fake.dispatch_rules))),
                    lambda n: n == (1, 1), what="one SIP trunk and one dispatch rule")
+
+
+async def test_two_active_replicas_bind_each_call_to_one_worker(
+    kube: KubeAPI, start_operator: Any, hotelline: Any, kube_client: Kube, namespace: str,
+    livekit_fake: LiveKitFake, providers: Providers, line_secret: dict[str, str],
+) -> None:
+    """The start-up overlap (above): for a moment both replicas handle events. Both see a new
+    VoiceSession, and each can claim a different warm Pod. The call must end up with one worker:
+    the session names one Pod, exactly one Pod carries the session, and the other Pod is not
+    left claimed for a call it will never serve."""
+    import base64
+
+    from tests.operator.helpers import spec
+    from tests.operator.test_sessions import Call
+    from voicehive import contract
+    from voicehive.contract import VOICESESSIONS
+    from voicehive.privacy import Privacy, generate_key_b64
+
+    privacy = Privacy.from_keys(base64.b64decode(generate_key_b64()), base64.b64decode(generate_key_b64()))
+    workers = {**spec()["workers"], "warmPool": 3, "startTimeoutSeconds": 60}
+    await hotelline("ha", providers.line_spec(workers=workers))
+    await asyncio.gather(start_operator(check_providers=False), start_operator(check_providers=False))
+    selector = {contract.LABEL_COMPONENT: contract.COMPONENT_WORKER, contract.LABEL_LINE: "ha"}
+
+    async def live_pods() -> list[dict[str, Any]]:
+        return [p for p in await kube_client.list_pods(namespace, selector) if not p["metadata"].get("deletionTimestamp")]
+
+    await wait_for(live_pods, lambda ps: sum(p["metadata"]["labels"].get(contract.LABEL_WORKER_STATE) == "idle"
+                                             for p in ps) >= 3, timeout=60, what="three warm workers")
+    calls = [Call(privacy, "ha") for _ in range(3)]
+    await asyncio.gather(*(kube_client.create_custom(namespace, VOICESESSIONS, c.body(namespace)) for c in calls))
+    for call in calls:
+        await wait_for(lambda c=call: kube_client.get_custom(namespace, VOICESESSIONS, c.name),
+                       lambda o: bool(o and (o.get("status") or {}).get("workerPod")), what="session bound")
+    await asyncio.sleep(3)  # both replicas have acted on every event by now (the sweep runs every 0.5 s)
+
+    async def bindings() -> list[tuple[str, list[str]]]:
+        pods = await live_pods()
+        out = []
+        for call in calls:
+            vs = await kube_client.get_custom(namespace, VOICESESSIONS, call.name) or {}
+            carrying = sorted(p["metadata"]["name"] for p in pods
+                              if p["metadata"]["labels"].get(contract.LABEL_SESSION) == call.name)
+            out.append((str((vs.get("status") or {}).get("workerPod")), carrying))
+        return out
+
+    found = await wait_for(bindings, lambda bs: all(carrying == [bound] for bound, carrying in bs), timeout=30,
+                           what="each call carried by exactly the one Pod its session names")
+    assert len({bound for bound, _ in found}) == 3
