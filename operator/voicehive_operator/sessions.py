@@ -167,7 +167,6 @@ async def _bind(runtime: Runtime, *, namespace: str, name: str, uid: str, body: 
         body_pod["metadata"]["ownerReferences"] = [owner]
         created = await runtime.kube.create_pod(namespace, body_pod)
         pod = str(created["metadata"]["name"])
-    runtime.bound[uid] = pod
     trace.get_current_span().set_attribute("voicehive.worker.from_pool", from_pool)
     how = "a warm pod" if from_pool else "a new pod (the warm pool was empty)"
     new_status: dict[str, Any] = {
@@ -179,7 +178,10 @@ async def _bind(runtime: Runtime, *, namespace: str, name: str, uid: str, body: 
         new_status["phase"] = CallPhase.STARTING.value
     if not status.get("createdAt"):
         new_status["createdAt"] = body.get("metadata", {}).get("creationTimestamp") or conditions.rfc3339(now)
-    await runtime.kube.patch_custom_status(namespace, VOICESESSIONS, name, {"status": new_status})
+    winner = await _record_binding(runtime, namespace, name, body, new_status, pod)
+    runtime.bound[uid] = winner or ""
+    if winner != pod:
+        return None
     labels = {contract.LABEL_WORKER: pod, contract.LABEL_LINE: line}
     caller = (body.get("spec") or {}).get("callerHash")
     if isinstance(caller, str) and caller:
@@ -192,6 +194,32 @@ async def _bind(runtime: Runtime, *, namespace: str, name: str, uid: str, body: 
         metadata["annotations"] = {contract.ANNOTATION_SEALED_TOKEN: sealed}
     await runtime.kube.patch_custom(namespace, VOICESESSIONS, name, {"metadata": metadata})
     return ("WorkerBound", f"Call served by {how}: {pod}.")
+
+
+async def _record_binding(runtime: Runtime, namespace: str, name: str, body: Mapping[str, Any],
+                          new_status: dict[str, Any], pod: str) -> str | None:
+    """Write ``pod`` into the session unless someone bound it first; returns the session's pod.
+
+    Guarded by the session's resourceVersion: while two operator replicas overlap at start-up,
+    both bind the same new session, each with a warm Pod of its own. The loser deletes the Pod
+    it claimed (no worker was told about it) and the pool refills, so a call never has two
+    workers and no Pod stays claimed for a call it will never serve."""
+    version = (body.get("metadata") or {}).get("resourceVersion")
+    for _ in range(3):  # a conflict may also be an unrelated write (labels, annotations): re-read
+        try:
+            await runtime.kube.patch_custom_status(namespace, VOICESESSIONS, name,
+                                                   {"metadata": {"resourceVersion": version}, "status": new_status}
+                                                   if version else {"status": new_status})
+            return pod
+        except Conflict:
+            current = await runtime.kube.get_custom(namespace, VOICESESSIONS, name) or {}
+            status = current.get("status") or {}
+            if status.get("workerPod") or not current or is_terminal(phase_of(status)):
+                await runtime.kube.delete_pod(namespace, pod)
+                log.info("session %s was bound by another replica; released worker pod %s", name, pod)
+                return status.get("workerPod")
+            version = (current.get("metadata") or {}).get("resourceVersion")
+    raise Conflict(f"VoiceSession {name} kept changing while being bound")
 
 
 async def fail(runtime: Runtime, namespace: str, name: str, status: Mapping[str, Any], reason: EndReason,
