@@ -192,14 +192,20 @@ def namespace(name: str, labels: dict[str, str]) -> dict[str, Any]:
 
 
 def keys_material() -> dict[str, str]:
-    """Generated once per rig (never in the repo): PII and transcript keys, agent token."""
+    """Generated once per rig (never in the repo): PII and transcript keys, agent token, and the
+    example line's SIP password. Once, not per `cluster up`: a new password re-applied to a line
+    that is already Ready made the next dial fail with 403 until the operator had updated the
+    trunk (`make bench-e2e` on a running cluster, 2026-12-04)."""
     path = CLUSTER / "keys.json"
-    if not path.exists():
-        path.write_text(json.dumps({"pii-key": base64.b64encode(secrets.token_bytes(32)).decode(),
-                                    "transcript-key": base64.b64encode(secrets.token_bytes(32)).decode(),
-                                    "agent-token": secrets.token_urlsafe(32)}))
+    keys = dict(json.loads(path.read_text())) if path.exists() else {}
+    fresh = {"pii-key": lambda: base64.b64encode(secrets.token_bytes(32)).decode(),
+             "transcript-key": lambda: base64.b64encode(secrets.token_bytes(32)).decode(),
+             "agent-token": lambda: secrets.token_urlsafe(32), "sip-password": lambda: secrets.token_urlsafe(16)}
+    if missing := [k for k in fresh if k not in keys]:
+        keys.update({k: fresh[k]() for k in missing})
+        path.write_text(json.dumps(keys))
         path.chmod(0o600)
-    return dict(json.loads(path.read_text()))
+    return keys
 
 
 def chart_values(livekit_url: str) -> dict[str, Any]:
@@ -231,7 +237,7 @@ def example_line(fakes: dict[str, Any]) -> list[dict[str, Any]]:
     env = fakes["env"]
     secret_doc["stringData"].update({"azure-openai-api-key": env["AZURE_OPENAI_API_KEY"],
                                      "elevenlabs-api-key": env["ELEVEN_API_KEY"],
-                                     "sip-password": secrets.token_urlsafe(16)})
+                                     "sip-password": keys_material()["sip-password"]})
     spec = line["spec"]
     spec["llm"].update({"endpoint": env["AZURE_OPENAI_ENDPOINT"], "deployment": fakes["azure_deployment"]})
     spec["tts"].update({"endpoint": fakes["elevenlabs_endpoint"], "voiceId": fakes["elevenlabs_voice_id"]})
