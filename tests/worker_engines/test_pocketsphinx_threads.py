@@ -64,3 +64,4 @@ def test_models_built_at_once_for_one_line_are_whole(spec: HotelLineSpec, tmp_pa
     assert entries and all(len(e.split()) >= 2 and not e.startswith("\\") for e in entries)
     assert {e.split()[0].split("(")[0] for e in entries} == set(model.vocabulary)
     assert not list(tmp_path.glob("*.tmp*"))  # nothing half-written left behind
+    assert all(f.stat().st_mode & 0o044 == 0o044 for f in (model.lm_path, model.dict_path))  # shared cache

@@ -581,6 +581,7 @@ def _publish(path: Path, write: Callable[[TextIO], object]) -> None:
     try:
         with open(fd, "w", encoding="utf-8") as handle:
             write(handle)
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; other users on the machine share the cache
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
