@@ -10,8 +10,8 @@ warm pool refills with new Pods.
 N is issue 10's 8 on a machine with 4 CPUs or more, 2 per CPU below that. Here every call's ASR
 (pocketsphinx in the Riva stand-in), TTS (eSpeak NG), caller and worker share the machine's CPUs
 with the control plane and with the Pods the pool starts to refill. Measured on 2 cores
-(2026-12-04, docs/rig.md "Calls at once"): 4 at once complete with every answer heard, the machine
-80% busy; at 5, two callers get the agent's fallback instead of the answer; at 6 and 8 the
+(2026-12-04, docs/rig.md "Calls at once"): 4 at once complete with every answer heard, both CPUs
+86-100% busy; at 5, two callers get the agent's fallback instead of the answer; at 6 and 8 the
 callers' WebRTC connections fail and the agents' audio never reaches them.
 ``VOICEHIVE_E2E_CONCURRENT`` sets N.
 
